@@ -1,0 +1,1 @@
+# Budgets, windows, reservations and controls arrive with the budgets issue (DESIGN.md section 4).

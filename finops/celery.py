@@ -1,0 +1,20 @@
+import os
+
+from celery import Celery
+
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "finops.settings")
+
+app = Celery("finops")
+app.config_from_object("django.conf:settings", namespace="CELERY")
+app.autodiscover_tasks()
+
+# The beat schedule lives here, in one place: each entry says why it runs and when it expires.
+app.conf.beat_schedule = {
+    # Safety net for re-pricing: a price edit queues its own job on commit; this catches records of
+    # models the catalog learned through the admin or a fixture load.
+    "reprice-unpriced-usage": {
+        "task": "finops.tasks.reprice_unpriced_usage",
+        "schedule": 300.0,
+        "options": {"expires": 240},
+    },
+}

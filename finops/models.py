@@ -1,0 +1,162 @@
+from django.db import models
+
+from tenants.models import ApiKey, Tenant
+
+
+class Environment(models.TextChoices):
+    DEV = "dev"
+    STAGE = "stage"
+    PROD = "prod"
+
+
+class ModelTier(models.Model):
+    """A price/quality class. Higher rank = more expensive (economy 1 < standard 2 < premium 3)."""
+
+    slug = models.SlugField(max_length=32, unique=True)
+    name = models.CharField(max_length=100)
+    rank = models.PositiveSmallIntegerField(unique=True)
+
+    class Meta:
+        ordering = ["rank"]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class LlmModel(models.Model):
+    class Encoding(models.TextChoices):
+        O200K = "o200k_base"
+        CL100K = "cl100k_base"
+
+    name = models.CharField(max_length=200, unique=True, help_text="Canonical model name, e.g. gpt-4o.")
+    display_name = models.CharField(max_length=200, blank=True)
+    provider = models.CharField(max_length=50, help_text="openai, anthropic, google, …")
+    tier = models.ForeignKey(ModelTier, on_delete=models.PROTECT, related_name="models")
+    aliases = models.JSONField(default=list, blank=True, help_text="Other exact names: snapshots, deployments.")
+    match_pattern = models.CharField(
+        max_length=300,
+        blank=True,
+        help_text="Regular expression (full match) for versioned or deployment names, e.g. ^gpt-4o-\\d{4}-\\d{2}-\\d{2}$.",
+    )
+    encoding = models.CharField(
+        max_length=32, choices=Encoding.choices, blank=True, help_text="tiktoken encoding; empty = nearest, estimated."
+    )
+    context_window = models.PositiveIntegerField(null=True, blank=True)
+    max_output_tokens = models.PositiveIntegerField(null=True, blank=True)
+    is_active = models.BooleanField(default=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["provider", "name"]
+        verbose_name = "LLM model"
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class ModelPrice(models.Model):
+    """List price in USD per 1M tokens, in force from `effective_from` until the next row's start."""
+
+    model = models.ForeignKey(LlmModel, on_delete=models.CASCADE, related_name="prices")
+    effective_from = models.DateTimeField()
+    input = models.DecimalField(max_digits=14, decimal_places=6, help_text="USD per 1M uncached input tokens.")
+    cached_input = models.DecimalField(max_digits=14, decimal_places=6, help_text="USD per 1M cache-read tokens.")
+    cache_write = models.DecimalField(max_digits=14, decimal_places=6, help_text="USD per 1M cache-write tokens.")
+    output = models.DecimalField(max_digits=14, decimal_places=6, help_text="USD per 1M output tokens.")
+    reasoning = models.DecimalField(
+        max_digits=14, decimal_places=6, null=True, blank=True, help_text="USD per 1M reasoning tokens; empty = output."
+    )
+    source = models.CharField(max_length=300, blank=True, help_text="Where the price was read.")
+    price_taken_on = models.DateField(null=True, blank=True, help_text="Date the public list price was read.")
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["model", "-effective_from"]
+        constraints = [models.UniqueConstraint(fields=["model", "effective_from"], name="modelprice_unique_start")]
+
+    def __str__(self) -> str:
+        return f"{self.model} from {self.effective_from:%Y-%m-%d}"
+
+    @property
+    def reasoning_or_output(self):
+        return self.output if self.reasoning is None else self.reasoning
+
+
+class Workflow(models.Model):
+    """A product feature that calls LLMs (ticket summary, chat assistant, …), shared across tenants."""
+
+    class Priority(models.TextChoices):
+        LOW = "low"
+        NORMAL = "normal"
+        HIGH = "high"
+        CRITICAL = "critical"
+
+    class Status(models.TextChoices):
+        REGISTERED = "registered"
+        AUTO_DISCOVERED = "auto_discovered"
+
+    slug = models.SlugField(max_length=100, unique=True)
+    name = models.CharField(max_length=200)
+    owner = models.CharField(max_length=200, blank=True, help_text="Team or person responsible.")
+    priority = models.CharField(max_length=16, choices=Priority.choices, default=Priority.NORMAL)
+    default_tier = models.ForeignKey(ModelTier, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    status = models.CharField(max_length=20, choices=Status.choices, default=Status.REGISTERED)
+    # Envelope: what a call is expected to use. Empty until someone sets it.
+    expected_input_tokens_p50 = models.PositiveIntegerField(null=True, blank=True)
+    expected_input_tokens_p95 = models.PositiveIntegerField(null=True, blank=True)
+    expected_output_tokens_p50 = models.PositiveIntegerField(null=True, blank=True)
+    expected_output_tokens_p95 = models.PositiveIntegerField(null=True, blank=True)
+    expected_calls_per_day = models.PositiveIntegerField(null=True, blank=True)
+    approval_threshold_usd = models.DecimalField(
+        max_digits=12, decimal_places=4, null=True, blank=True, help_text="A run estimated above this needs approval."
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["slug"]
+
+    def __str__(self) -> str:
+        return self.name or self.slug
+
+
+class UsageRecord(models.Model):
+    """One LLM call as reported by a service. Token buckets do not overlap; cost is nano-USD."""
+
+    tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, related_name="usage_records")
+    workflow = models.ForeignKey(Workflow, null=True, blank=True, on_delete=models.PROTECT, related_name="+")
+    model = models.ForeignKey(LlmModel, null=True, blank=True, on_delete=models.PROTECT, related_name="+")
+    model_name = models.CharField(max_length=200, help_text="The model name exactly as sent.")
+    environment = models.CharField(max_length=8, choices=Environment.choices, default=Environment.PROD)
+    input_tokens = models.BigIntegerField(default=0, help_text="Uncached input tokens.")
+    cached_input_tokens = models.BigIntegerField(default=0)
+    cache_write_tokens = models.BigIntegerField(default=0)
+    output_tokens = models.BigIntegerField(default=0, help_text="Visible output tokens, reasoning excluded.")
+    reasoning_tokens = models.BigIntegerField(default=0)
+    cost_nanos = models.BigIntegerField(null=True, blank=True, help_text="Cost in nano-USD; empty while unpriced.")
+    priced = models.BooleanField(default=False)
+    price = models.ForeignKey(ModelPrice, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    tokens_counted = models.BooleanField(default=False, help_text="Tokens counted here from text, not reported.")
+    tokens_estimated = models.BooleanField(default=False, help_text="Counted with a non-native encoding.")
+    occurred_at = models.DateTimeField()
+    received_at = models.DateTimeField()
+    request_id = models.CharField(max_length=200)
+    content_hash = models.CharField(max_length=32)
+    reservation_id = models.UUIDField(null=True, blank=True)
+    api_key = models.ForeignKey(ApiKey, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    tags = models.JSONField(default=dict, blank=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["tenant", "request_id"], name="usage_unique_tenant_request"),
+        ]
+        indexes = [
+            models.Index(fields=["tenant", "occurred_at", "id"], name="usage_tenant_time"),
+            models.Index(fields=["occurred_at"], name="usage_time"),
+            models.Index(fields=["model_name"], condition=models.Q(priced=False), name="usage_unpriced"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.request_id} ({self.model_name})"
