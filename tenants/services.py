@@ -66,11 +66,18 @@ def api_key_create(
     scopes: str | list[str],
     created_by=None,
     expires_at: datetime | None = None,
+    raw_key: str | None = None,
 ) -> tuple[ApiKey, str]:
-    """Create a key and return it with the full secret, which is never retrievable again."""
+    """Create a key and return it with the full secret, which is never retrievable again.
+
+    `raw_key` exists for the demo data set only, whose key must be the same on every run.
+    """
     scope_list = parse_scopes(scopes)
-    prefix = secrets.token_hex(_PREFIX_LEN // 2)
-    raw_key = f"{KEY_PREFIX}_{prefix}_{secrets.token_urlsafe(32)}"
+    if raw_key is None:
+        prefix = secrets.token_hex(_PREFIX_LEN // 2)
+        raw_key = f"{KEY_PREFIX}_{prefix}_{secrets.token_urlsafe(32)}"
+    else:
+        prefix = raw_key.split("_", 2)[1]
     key = ApiKey.objects.create(
         tenant=tenant,
         name=name,

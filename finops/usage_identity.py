@@ -1,0 +1,49 @@
+"""What makes two usage reports 'the same call': the content hash behind duplicate vs conflict."""
+
+from __future__ import annotations
+
+import hashlib
+from datetime import UTC, datetime
+
+
+def usage_content_hash(
+    *,
+    workflow: str,
+    model_name: str,
+    environment: str,
+    occurred_at: datetime,
+    input_tokens: int,
+    cached_input_tokens: int,
+    cache_write_tokens: int,
+    output_tokens: int,
+    reasoning_tokens: int,
+    tags: dict[str, str],
+    reservation_id: str | None = None,
+) -> str:
+    """A 32-hex-char digest of a record's content as stored (after mapping and counting).
+
+    The same request_id with the same digest is a duplicate; with another digest, a conflict.
+    `occurred_at` is normalised to UTC so '+02:00' and 'Z' spellings of one instant agree.
+    """
+    when = occurred_at.astimezone(UTC).isoformat(timespec="microseconds")
+    tag_part = "\x1f".join(f"{k}\x1e{v}" for k, v in sorted(tags.items()))
+    material = "\x1d".join(
+        (
+            workflow,
+            model_name,
+            environment,
+            when,
+            str(input_tokens),
+            str(cached_input_tokens),
+            str(cache_write_tokens),
+            str(output_tokens),
+            str(reasoning_tokens),
+            tag_part,
+            reservation_id or "",
+        )
+    )
+    return hashlib.blake2b(material.encode(), digest_size=16).hexdigest()
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
