@@ -36,7 +36,7 @@ class LlmModel(models.Model):
     match_pattern = models.CharField(
         max_length=300,
         blank=True,
-        help_text="Regular expression (full match) for versioned or deployment names, e.g. ^gpt-4o-\\d{4}-\\d{2}-\\d{2}$.",
+        help_text="Regex (full match) for versioned or deployment names, e.g. gpt-4o-\\d{4}-\\d{2}-\\d{2}.",
     )
     encoding = models.CharField(
         max_length=32, choices=Encoding.choices, blank=True, help_text="tiktoken encoding; empty = nearest, estimated."

@@ -44,8 +44,18 @@ class PriceRow:
     reasoning: int
 
     @classmethod
-    def from_usd_per_mtok(cls, *, id: int, model_id: int, effective_from: datetime, input, cached_input,
-                          cache_write, output, reasoning=None) -> PriceRow:
+    def from_usd_per_mtok(
+        cls,
+        *,
+        id: int,
+        model_id: int,
+        effective_from: datetime,
+        input,
+        cached_input,
+        cache_write,
+        output,
+        reasoning=None,
+    ) -> PriceRow:
         return cls(
             id=id,
             model_id=model_id,

@@ -53,7 +53,8 @@ def parse_scopes(raw: str | list[str]) -> list[str]:
     if unknown or not scopes:
         raise ApplicationError(
             "invalid_scopes",
-            f"Scopes must be a non-empty subset of {', '.join(sorted(VALID_SCOPES))}; got {', '.join(unknown) or 'none'}.",
+            f"Scopes must be a non-empty subset of {', '.join(sorted(VALID_SCOPES))}; "
+            f"got {', '.join(unknown) or 'none'}.",
         )
     return sorted(set(scopes))
 

@@ -12,7 +12,14 @@ from finops.models import LlmModel
 from tenants.models import ApiKey, Membership, Tenant
 from tenants.services import api_key_create
 
-from .factories import LlmModelFactory, MembershipFactory, ModelPriceFactory, ModelTierFactory, TenantFactory, UserFactory
+from .factories import (
+    LlmModelFactory,
+    MembershipFactory,
+    ModelPriceFactory,
+    ModelTierFactory,
+    TenantFactory,
+    UserFactory,
+)
 
 ALL_SCOPES = "ingest,preflight,read"
 
@@ -85,23 +92,49 @@ def catalog(db) -> dict[str, LlmModel]:
     premium = ModelTierFactory(slug="premium", rank=3)
     since = datetime(2024, 1, 1, tzinfo=UTC)
     gpt4o = LlmModelFactory(
-        name="gpt-4o", provider="openai", tier=standard, aliases=["my-azure-gpt4o"],
-        match_pattern=r"gpt-4o-\d{4}-\d{2}-\d{2}", encoding=LlmModel.Encoding.O200K, max_output_tokens=16384,
+        name="gpt-4o",
+        provider="openai",
+        tier=standard,
+        aliases=["my-azure-gpt4o"],
+        match_pattern=r"gpt-4o-\d{4}-\d{2}-\d{2}",
+        encoding=LlmModel.Encoding.O200K,
+        max_output_tokens=16384,
     )
-    ModelPriceFactory(model=gpt4o, effective_from=datetime(2023, 6, 1, tzinfo=UTC), input=Decimal("5.00"),
-                      cached_input=Decimal("5.00"), output=Decimal("15.00"))
-    ModelPriceFactory(model=gpt4o, effective_from=since, input=Decimal("2.50"), cached_input=Decimal("1.25"),
-                      output=Decimal("10.00"))
+    ModelPriceFactory(
+        model=gpt4o,
+        effective_from=datetime(2023, 6, 1, tzinfo=UTC),
+        input=Decimal("5.00"),
+        cached_input=Decimal("5.00"),
+        output=Decimal("15.00"),
+    )
+    ModelPriceFactory(
+        model=gpt4o, effective_from=since, input=Decimal("2.50"), cached_input=Decimal("1.25"), output=Decimal("10.00")
+    )
     o3 = LlmModelFactory(name="o3", provider="openai", tier=premium, encoding=LlmModel.Encoding.O200K)
-    ModelPriceFactory(model=o3, effective_from=since, input=Decimal("2.00"), cached_input=Decimal("0.50"),
-                      output=Decimal("8.00"))
+    ModelPriceFactory(
+        model=o3, effective_from=since, input=Decimal("2.00"), cached_input=Decimal("0.50"), output=Decimal("8.00")
+    )
     sonnet = LlmModelFactory(
-        name="claude-sonnet-4-5", provider="anthropic", tier=standard, encoding="",
+        name="claude-sonnet-4-5",
+        provider="anthropic",
+        tier=standard,
+        encoding="",
         match_pattern=r"claude-sonnet-4-5-\d{8}",
     )
-    ModelPriceFactory(model=sonnet, effective_from=since, input=Decimal("3.00"), cached_input=Decimal("0.30"),
-                      cache_write=Decimal("3.75"), output=Decimal("15.00"))
+    ModelPriceFactory(
+        model=sonnet,
+        effective_from=since,
+        input=Decimal("3.00"),
+        cached_input=Decimal("0.30"),
+        cache_write=Decimal("3.75"),
+        output=Decimal("15.00"),
+    )
     flash = LlmModelFactory(name="gemini-2.5-flash-lite", provider="google", tier=economy, encoding="")
-    ModelPriceFactory(model=flash, effective_from=since, input=Decimal("0.10"), cached_input=Decimal("0.01875"),
-                      output=Decimal("0.40"))
+    ModelPriceFactory(
+        model=flash,
+        effective_from=since,
+        input=Decimal("0.10"),
+        cached_input=Decimal("0.01875"),
+        output=Decimal("0.40"),
+    )
     return {"gpt-4o": gpt4o, "o3": o3, "claude-sonnet-4-5": sonnet, "gemini-2.5-flash-lite": flash}

@@ -1,9 +1,154 @@
-from rest_framework.views import APIView
+import orjson
+from django.conf import settings
+from django.http import HttpResponse
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
+from rest_framework import exceptions
+from rest_framework.pagination import CursorPagination
+from rest_framework.response import Response
+
+from finops.errors import ApplicationError
+from finops.parsers import OrjsonParser
+from finops.pricing import nanos_to_usd
+from finops.selectors.usage import UsageFilter, usage_get, usage_list
+from finops.serializers import (
+    IngestResponseSerializer,
+    UsageBatchInputSerializer,
+    UsageRecordInputSerializer,
+    UsageRecordSerializer,
+)
+from finops.services.ingest import ACCEPTED, CONFLICT, DUPLICATE, REJECTED, usage_ingest
+from tenants.scoping import TenantScopedAPIView
 
 
-class UsageCollectionApi(APIView):
-    pass
+class UsageCursorPagination(CursorPagination):
+    ordering = ("-occurred_at", "-id")
+    page_size = 100
+    page_size_query_param = "page_size"
+    max_page_size = 1000
 
 
-class UsageDetailApi(APIView):
-    pass
+class UsageCollectionApi(TenantScopedAPIView):
+    """POST reports LLM calls (ingest scope); GET lists them (read scope)."""
+
+    parser_classes = [OrjsonParser]
+
+    @property
+    def required_scope(self) -> str:
+        return "ingest" if self.request.method == "POST" else "read"
+
+    @property
+    def allow_tenant_per_item(self) -> bool:
+        return self.request.method == "POST"
+
+    @extend_schema(
+        operation_id="usage_ingest",
+        summary="Report LLM usage",
+        description=(
+            'One record, or `{"records": [...]}` with up to USAGE_MAX_RECORDS_PER_REQUEST records. Each item '
+            "answers accepted, duplicate (same request_id and content: nothing changes), conflict (same "
+            "request_id, other content: nothing changes) or rejected with field errors. Valid items are stored "
+            "even when others are rejected. 200 when every item is stored, 207 otherwise."
+        ),
+        request=UsageBatchInputSerializer,
+        responses={
+            200: IngestResponseSerializer,
+            207: IngestResponseSerializer,
+            400: OpenApiResponse(description="Malformed body or too many records"),
+            413: OpenApiResponse(description="Body too large"),
+            415: OpenApiResponse(description="Not application/json"),
+        },
+    )
+    def post(self, request):
+        length = request.META.get("CONTENT_LENGTH") or "0"
+        if length.isdigit() and int(length) > settings.USAGE_MAX_BODY_BYTES:
+            raise ApplicationError(
+                "payload_too_large",
+                f"The body is {int(length):,} bytes; the limit is {settings.USAGE_MAX_BODY_BYTES:,}. "
+                "Send smaller batches.",
+                status_code=413,
+            )
+        if not (request.content_type or "").startswith("application/json"):
+            raise exceptions.UnsupportedMediaType(request.content_type or "(none)")
+        records = _records_from_body(request.data)
+        result = usage_ingest(records=records, bound_tenant=self.tenant, api_key=self.api_key)
+        body = {
+            ACCEPTED: result.count(ACCEPTED),
+            DUPLICATE: result.count(DUPLICATE),
+            CONFLICT: result.count(CONFLICT),
+            REJECTED: result.count(REJECTED),
+            "items": [
+                {
+                    "index": item.index,
+                    "status": item.status,
+                    "request_id": item.request_id,
+                    "id": item.id,
+                    "cost_usd": nanos_to_usd(item.cost_nanos),
+                    "priced": item.priced,
+                    "errors": item.errors,
+                }
+                for item in result.items
+            ],
+        }
+        # The response is built straight from plain values; DRF's renderer would re-walk 1,000 dicts.
+        return HttpResponse(
+            orjson.dumps(body), status=200 if result.all_stored else 207, content_type="application/json"
+        )
+
+    @extend_schema(
+        operation_id="usage_list",
+        summary="List usage records",
+        parameters=[
+            OpenApiParameter("tenant", OpenApiTypes.STR, description="Tenant slug (platform keys and operators)."),
+            OpenApiParameter("page_size", OpenApiTypes.INT, description="Up to 1000; default 100."),
+        ],
+        responses=UsageRecordSerializer(many=True),
+    )
+    def get(self, request):
+        filterset = UsageFilter(request.query_params, queryset=usage_list(tenant=self.tenant))
+        if not filterset.is_valid():
+            raise exceptions.ValidationError(filterset.errors)
+        paginator = UsageCursorPagination()
+        page = paginator.paginate_queryset(filterset.qs, request, view=self)
+        return paginator.get_paginated_response(UsageRecordSerializer(page, many=True).data)
+
+    # Documented filters for the GET (drf-spectacular reads them from here).
+    filterset_class = UsageFilter
+
+
+def _records_from_body(data) -> list:
+    if isinstance(data, dict) and "records" in data:
+        extra = set(data) - {"records"}
+        if extra:
+            raise ApplicationError(
+                "invalid_body", f"A batch holds only 'records'; move {', '.join(sorted(extra))} into each record."
+            )
+        records = data["records"]
+        if not isinstance(records, list):
+            raise ApplicationError("invalid_body", "'records' must be a list of usage records.")
+    elif isinstance(data, dict):
+        records = [data]
+    else:
+        raise ApplicationError("invalid_body", 'Send one usage record object, or {"records": [...]}.')
+    if not records:
+        raise ApplicationError("invalid_body", "'records' is empty: send at least one usage record.")
+    limit = settings.USAGE_MAX_RECORDS_PER_REQUEST
+    if len(records) > limit:
+        raise ApplicationError(
+            "too_many_records", f"{len(records):,} records in one request; the limit is {limit:,}. Split the batch."
+        )
+    return records
+
+
+class UsageDetailApi(TenantScopedAPIView):
+    required_scope = "read"
+
+    @extend_schema(operation_id="usage_retrieve", summary="One usage record", responses=UsageRecordSerializer)
+    def get(self, request, record_id: int):
+        record = usage_get(tenant=self.tenant, record_id=record_id)
+        if record is None:
+            raise ApplicationError("not_found", "No such usage record.", status_code=404)
+        return Response(UsageRecordSerializer(record).data)
+
+
+__all__ = ["UsageCollectionApi", "UsageDetailApi", "UsageRecordInputSerializer"]

@@ -1,0 +1,97 @@
+from django.contrib import admin
+
+from .models import LlmModel, ModelPrice, ModelTier, UsageRecord, Workflow
+from .services.repricing import llm_model_save, model_price_save
+
+
+@admin.register(ModelTier)
+class ModelTierAdmin(admin.ModelAdmin):
+    list_display = ["slug", "name", "rank"]
+
+
+class ModelPriceInline(admin.TabularInline):
+    model = ModelPrice
+    extra = 0
+    fields = [
+        "effective_from",
+        "input",
+        "cached_input",
+        "cache_write",
+        "output",
+        "reasoning",
+        "price_taken_on",
+        "source",
+    ]
+
+
+@admin.register(LlmModel)
+class LlmModelAdmin(admin.ModelAdmin):
+    list_display = ["name", "provider", "tier", "encoding", "context_window", "is_active"]
+    list_filter = ["provider", "tier", "is_active"]
+    search_fields = ["name", "display_name"]
+    inlines = [ModelPriceInline]
+
+    def save_model(self, request, obj, form, change):
+        llm_model_save(model=obj, actor=request.user)
+
+    def save_formset(self, request, form, formset, change):
+        # Prices go through the service so each change is audited and re-prices affected usage.
+        for price in formset.save(commit=False):
+            model_price_save(price=price, actor=request.user)
+        for obj in formset.deleted_objects:
+            obj.delete()
+
+
+@admin.register(ModelPrice)
+class ModelPriceAdmin(admin.ModelAdmin):
+    list_display = [
+        "model",
+        "effective_from",
+        "input",
+        "cached_input",
+        "cache_write",
+        "output",
+        "reasoning",
+        "price_taken_on",
+    ]
+    list_filter = ["model__provider"]
+    search_fields = ["model__name"]
+
+    def save_model(self, request, obj, form, change):
+        model_price_save(price=obj, actor=request.user)
+
+
+@admin.register(Workflow)
+class WorkflowAdmin(admin.ModelAdmin):
+    list_display = ["slug", "name", "owner", "priority", "default_tier", "status"]
+    list_filter = ["priority", "status"]
+    search_fields = ["slug", "name", "owner"]
+
+
+@admin.register(UsageRecord)
+class UsageRecordAdmin(admin.ModelAdmin):
+    """Read-only: usage is changed only by ingest and re-pricing."""
+
+    list_display = [
+        "request_id",
+        "tenant",
+        "workflow",
+        "model_name",
+        "environment",
+        "cost_nanos",
+        "priced",
+        "occurred_at",
+    ]
+    list_filter = ["environment", "priced", "tenant"]
+    search_fields = ["request_id", "model_name"]
+    list_select_related = ["tenant", "workflow"]
+    show_full_result_count = False
+
+    def get_readonly_fields(self, request, obj=None):
+        return [f.name for f in UsageRecord._meta.fields]
+
+    def has_add_permission(self, request) -> bool:
+        return False
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        return False

@@ -1,0 +1,48 @@
+from __future__ import annotations
+
+import django_filters
+from django.db.models import QuerySet
+
+from finops.models import Environment, UsageRecord
+from tenants.models import Tenant
+
+
+def usage_list(*, tenant: Tenant) -> QuerySet[UsageRecord]:
+    """A tenant's usage records, newest first, with what serializers need joined in."""
+    return (
+        UsageRecord.objects.filter(tenant=tenant)
+        .select_related("tenant", "workflow", "model", "model__tier")
+        .order_by("-occurred_at", "-id")
+    )
+
+
+def usage_get(*, tenant: Tenant, record_id: int) -> UsageRecord | None:
+    return usage_list(tenant=tenant).filter(pk=record_id).first()
+
+
+class UsageFilter(django_filters.FilterSet):
+    """Query-string filters of the usage list; each maps to an indexed or cheap predicate."""
+
+    workflow = django_filters.CharFilter(field_name="workflow__slug", help_text="Workflow slug.")
+    model = django_filters.CharFilter(method="filter_model", help_text="Model name as sent, or the catalog name.")
+    environment = django_filters.ChoiceFilter(choices=Environment.choices)
+    occurred_after = django_filters.IsoDateTimeFilter(field_name="occurred_at", lookup_expr="gte")
+    occurred_before = django_filters.IsoDateTimeFilter(field_name="occurred_at", lookup_expr="lt")
+    priced = django_filters.BooleanFilter()
+    request_id = django_filters.CharFilter()
+    tag = django_filters.CharFilter(method="filter_tag", help_text="key:value, e.g. region:eu.")
+
+    class Meta:
+        model = UsageRecord
+        fields: list[str] = []
+
+    def filter_model(self, queryset, name, value):
+        from django.db.models import Q
+
+        return queryset.filter(Q(model_name=value) | Q(model__name=value))
+
+    def filter_tag(self, queryset, name, value):
+        key, sep, tag_value = value.partition(":")
+        if not sep:
+            return queryset.filter(tags__has_key=key)
+        return queryset.filter(**{f"tags__{key}": tag_value})

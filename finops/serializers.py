@@ -1,0 +1,93 @@
+from rest_framework import serializers
+
+from .models import UsageRecord
+from .pricing import nanos_to_usd
+
+
+class UsageRecordSerializer(serializers.ModelSerializer):
+    tenant = serializers.SlugRelatedField(slug_field="slug", read_only=True)
+    workflow = serializers.SlugRelatedField(slug_field="slug", read_only=True)
+    model = serializers.SlugRelatedField(slug_field="name", read_only=True, help_text="Catalog model, null if unknown.")
+    model_tier = serializers.SerializerMethodField()
+    cost_usd = serializers.SerializerMethodField(help_text="Exact cost in USD; null while unpriced.")
+
+    class Meta:
+        model = UsageRecord
+        fields = [
+            "id",
+            "request_id",
+            "tenant",
+            "workflow",
+            "model",
+            "model_name",
+            "model_tier",
+            "environment",
+            "input_tokens",
+            "cached_input_tokens",
+            "cache_write_tokens",
+            "output_tokens",
+            "reasoning_tokens",
+            "cost_usd",
+            "priced",
+            "tokens_counted",
+            "tokens_estimated",
+            "occurred_at",
+            "received_at",
+            "tags",
+            "reservation_id",
+        ]
+        read_only_fields = fields
+
+    def get_cost_usd(self, obj: UsageRecord) -> str | None:
+        return nanos_to_usd(obj.cost_nanos)
+
+    def get_model_tier(self, obj: UsageRecord) -> str | None:
+        return obj.model.tier.slug if obj.model_id else None
+
+
+class IngestItemSerializer(serializers.Serializer):
+    """Documentation of one item of the ingest response (the view renders it directly)."""
+
+    index = serializers.IntegerField()
+    status = serializers.ChoiceField(choices=["accepted", "duplicate", "conflict", "rejected"])
+    request_id = serializers.CharField(allow_null=True)
+    id = serializers.IntegerField(allow_null=True)
+    cost_usd = serializers.CharField(allow_null=True)
+    priced = serializers.BooleanField(allow_null=True)
+    errors = serializers.DictField(child=serializers.ListField(child=serializers.CharField()), allow_null=True)
+
+
+class IngestResponseSerializer(serializers.Serializer):
+    accepted = serializers.IntegerField()
+    duplicate = serializers.IntegerField()
+    conflict = serializers.IntegerField()
+    rejected = serializers.IntegerField()
+    items = IngestItemSerializer(many=True)
+
+
+class UsageRecordInputSerializer(serializers.Serializer):
+    """Documentation of one usage record as posted (validated by the ingest service, not by DRF)."""
+
+    request_id = serializers.CharField(max_length=200, help_text="Idempotency key, unique per tenant.")
+    tenant = serializers.CharField(required=False, help_text="Tenant slug; platform keys only.")
+    workflow = serializers.CharField(required=False, help_text="Workflow slug; unknown slugs are auto-registered.")
+    model = serializers.CharField(help_text="Model name, alias, snapshot or deployment name.")
+    environment = serializers.ChoiceField(choices=["dev", "stage", "prod"], default="prod")
+    occurred_at = serializers.DateTimeField(required=False, help_text="ISO 8601 with offset; default now.")
+    tags = serializers.DictField(child=serializers.CharField(), required=False, help_text="Up to 20 string pairs.")
+    input_tokens = serializers.IntegerField(required=False, min_value=0, help_text="Uncached input tokens.")
+    cached_input_tokens = serializers.IntegerField(required=False, min_value=0)
+    cache_write_tokens = serializers.IntegerField(required=False, min_value=0)
+    output_tokens = serializers.IntegerField(
+        required=False, min_value=0, help_text="Output tokens, reasoning excluded."
+    )
+    reasoning_tokens = serializers.IntegerField(required=False, min_value=0)
+    usage = serializers.DictField(required=False, help_text="The SDK's usage object (OpenAI, Anthropic or Gemini).")
+    prompt = serializers.CharField(required=False, help_text="Prompt text to count; never stored.")
+    messages = serializers.ListField(child=serializers.DictField(), required=False, help_text="Chat messages to count.")
+    completion = serializers.CharField(required=False, help_text="Completion text to count; never stored.")
+    reservation_id = serializers.UUIDField(required=False, help_text="The preflight reservation this call settles.")
+
+
+class UsageBatchInputSerializer(serializers.Serializer):
+    records = UsageRecordInputSerializer(many=True)

@@ -1,0 +1,136 @@
+"""Re-pricing: records of models the catalog learned later, and records under a corrected price.
+
+Costs are recomputed from the stored token buckets with the same integer arithmetic as ingest
+and written in chunks keyed by id, so a job that dies half-way is simply run again.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import datetime
+
+from django.db import transaction
+
+from finops.catalog import CatalogSnapshot, get_catalog
+from finops.models import LlmModel, ModelPrice, UsageRecord
+from finops.pricing import TokenBuckets, cost_nanos
+from tenants.services import audit_record
+
+logger = logging.getLogger(__name__)
+CHUNK = 2000
+_FIELDS = (
+    "id",
+    "occurred_at",
+    "input_tokens",
+    "cached_input_tokens",
+    "cache_write_tokens",
+    "output_tokens",
+    "reasoning_tokens",
+)
+
+
+def _reprice_chunked(queryset, catalog: CatalogSnapshot, model_id: int) -> int:
+    """Recompute cost for every record of `queryset` as priced by `model_id`; returns rows changed."""
+    changed, last_id = 0, 0
+    while True:
+        rows = list(queryset.filter(id__gt=last_id).order_by("id").values_list(*_FIELDS)[:CHUNK])
+        if not rows:
+            return changed
+        updates = []
+        for pk, occurred_at, inp, cached, write, out, reasoning in rows:
+            price = catalog.price_at(model_id, occurred_at)
+            buckets = TokenBuckets(input=inp, cached_input=cached, cache_write=write, output=out, reasoning=reasoning)
+            cost = cost_nanos(price, buckets) if price is not None else None
+            updates.append(
+                UsageRecord(
+                    id=pk,
+                    model_id=model_id,
+                    price_id=price.id if price else None,
+                    cost_nanos=cost,
+                    priced=cost is not None,
+                )
+            )
+        with transaction.atomic():
+            UsageRecord.objects.bulk_update(updates, ["model_id", "price_id", "cost_nanos", "priced"], batch_size=500)
+        changed += len(updates)
+        last_id = rows[-1][0]
+
+
+def usage_reprice_unpriced() -> int:
+    """Price records that arrived for a model (or at a time) the catalog did not cover then."""
+    catalog = get_catalog()
+    total = 0
+    names = UsageRecord.objects.filter(priced=False).values_list("model_name", flat=True).distinct()
+    for name in list(names):
+        entry = catalog.resolve(name)
+        if entry is None:
+            continue
+        qs = UsageRecord.objects.filter(priced=False, model_name=name)
+        total += _reprice_chunked(qs, catalog, entry.id)
+    if total:
+        logger.info("re-priced %s previously unpriced usage records", total)
+    return total
+
+
+def usage_reprice_model(*, model_id: int, since: datetime | None = None) -> int:
+    """Recompute the cost of a model's records from `since` (a price's start) on."""
+    catalog = get_catalog()
+    qs = UsageRecord.objects.filter(model_id=model_id)
+    if since is not None:
+        qs = qs.filter(occurred_at__gte=since)
+    total = _reprice_chunked(qs, catalog, model_id)
+    logger.info("re-priced %s usage records of model %s since %s", total, model_id, since)
+    return total
+
+
+def _queue_reprice(model_id: int, since: datetime | None) -> None:
+    from finops.tasks import reprice_model_usage, reprice_unpriced_usage
+
+    transaction.on_commit(lambda: reprice_model_usage.delay(model_id, since.isoformat() if since else None))
+    transaction.on_commit(reprice_unpriced_usage.delay)
+
+
+@transaction.atomic
+def model_price_save(*, price: ModelPrice, actor=None) -> ModelPrice:
+    """Add or correct a price; records it affects are re-priced in the background after commit."""
+    before = None
+    if price.pk:
+        old = (
+            ModelPrice.objects.filter(pk=price.pk)
+            .values("effective_from", "input", "cached_input", "cache_write", "output", "reasoning")
+            .first()
+        )
+        before = {k: str(v) for k, v in (old or {}).items()}
+    price.full_clean()
+    price.save()
+    since = price.effective_from
+    if before and before.get("effective_from"):
+        since = min(since, datetime.fromisoformat(before["effective_from"]))
+    audit_record(
+        action="model_price.save",
+        actor_user=actor,
+        target=price,
+        before=before,
+        after={
+            k: str(getattr(price, k))
+            for k in ("effective_from", "input", "cached_input", "cache_write", "output", "reasoning")
+        },
+    )
+    _queue_reprice(price.model_id, since)
+    return price
+
+
+@transaction.atomic
+def llm_model_save(*, model: LlmModel, actor=None) -> LlmModel:
+    """Save a catalog model; names or patterns it now matches pick up unpriced records."""
+    is_new = model.pk is None
+    model.full_clean()
+    model.save()
+    audit_record(
+        action="llm_model.create" if is_new else "llm_model.update",
+        actor_user=actor,
+        target=model,
+        after={"name": model.name, "aliases": model.aliases, "match_pattern": model.match_pattern},
+    )
+    _queue_reprice(model.pk, None)
+    return model

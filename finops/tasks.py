@@ -1,0 +1,17 @@
+"""Thin Celery tasks: ids in, a service call, idempotent (re-pricing recomputes, never adds)."""
+
+from datetime import datetime
+
+from celery import shared_task
+
+from finops.services.repricing import usage_reprice_model, usage_reprice_unpriced
+
+
+@shared_task(acks_late=True, autoretry_for=(ConnectionError,), retry_backoff=True, max_retries=5)
+def reprice_unpriced_usage() -> int:
+    return usage_reprice_unpriced()
+
+
+@shared_task(acks_late=True, autoretry_for=(ConnectionError,), retry_backoff=True, max_retries=5)
+def reprice_model_usage(model_id: int, since: str | None = None) -> int:
+    return usage_reprice_model(model_id=model_id, since=datetime.fromisoformat(since) if since else None)
