@@ -415,3 +415,10 @@ def test_api_answers_503_when_an_encoding_cannot_load(api_a, catalog, monkeypatc
     response = api_a.client.post(URL, {"model": "gpt-4o", "text": "hi"}, format="json")
     assert response.status_code == 503
     assert response.json()["error"]["code"] == "encoding_unavailable"
+
+
+def test_api_rejects_a_body_over_the_upload_limit(api_a, catalog, settings):
+    settings.DATA_UPLOAD_MAX_MEMORY_SIZE = 1000
+    response = api_a.client.post(URL, {"model": "gpt-4o", "text": "a" * 2000}, format="json")
+    assert response.status_code == 413
+    assert response.json()["error"]["code"] == "too_large"
