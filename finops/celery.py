@@ -1,6 +1,7 @@
 import os
 
 from celery import Celery
+from celery.signals import worker_process_init
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "finops.settings")
 
@@ -18,3 +19,11 @@ app.conf.beat_schedule = {
         "options": {"expires": 240},
     },
 }
+
+
+@worker_process_init.connect
+def _preload_encodings(**kwargs) -> None:
+    # Load tiktoken encodings once per worker process rather than inside the first task.
+    from finops.tokens import preload
+
+    preload()

@@ -114,7 +114,10 @@ def nanos_to_usd(nanos: int | None) -> str | None:
     """Decimal string in USD with nine places, e.g. 1234 -> '0.000001234'."""
     if nanos is None:
         return None
-    return f"{Decimal(nanos).scaleb(-9):.9f}"
+    # Integer formatting: exact like Decimal, and several times faster on 1,000-item responses.
+    sign = "-" if nanos < 0 else ""
+    whole, frac = divmod(abs(nanos), NANOS_PER_USD)
+    return f"{sign}{whole}.{frac:09d}"
 
 
 def nanos_to_decimal(nanos: int) -> Decimal:

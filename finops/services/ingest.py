@@ -47,6 +47,7 @@ KNOWN_FIELDS = frozenset(
     }
 )
 ENVIRONMENTS = frozenset(Environment.values)
+MAX_TOKENS = 10**9  # per bucket, per record: far above any real call, far below overflow
 _SLUG_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
 _MAX_TEXT_CHARS = 2_000_000
 
@@ -118,14 +119,18 @@ def _int_field(name: str, value: Any) -> int:
         raise RecordError(name, "Must be a whole number of tokens.")
     if value < 0:
         raise RecordError(name, "Must not be negative.")
-    if value > settings.USAGE_MAX_TOKENS_PER_BUCKET:
-        raise RecordError(name, f"Must be at most {settings.USAGE_MAX_TOKENS_PER_BUCKET:,} tokens.")
+    if value > MAX_TOKENS:
+        raise RecordError(name, f"Must be at most {MAX_TOKENS:,} tokens.")
     return value
 
 
 def _opt_int(container: dict, key: str, path: str) -> int:
     value = container.get(key)
-    return 0 if value is None else _int_field(path, value)
+    if value is None:
+        return 0
+    if type(value) is int and 0 <= value <= MAX_TOKENS:  # the common case, without a call
+        return value
+    return _int_field(path, value)
 
 
 def _sub(container: dict, key: str, path: str) -> dict:
@@ -209,9 +214,33 @@ def _split(in_path: str, prompt: int, cached: int, out_path: str, completion: in
     return TokenBuckets(input=prompt - cached, cached_input=cached, output=completion - reasoning, reasoning=reasoning)
 
 
-def _parse_occurred_at(value: Any, now: datetime) -> datetime:
+@dataclass(frozen=True, slots=True)
+class _Limits:
+    """Settings read once per batch: attribute access on django.conf.settings is not free."""
+
+    now: datetime
+    earliest: datetime
+    latest: datetime
+    backfill_days: int
+    future_seconds: int
+    max_tags: int
+
+    @classmethod
+    def current(cls, now: datetime) -> _Limits:
+        backfill, future = settings.USAGE_BACKFILL_DAYS, settings.USAGE_MAX_FUTURE_SECONDS
+        return cls(
+            now=now,
+            earliest=now - timedelta(days=backfill),
+            latest=now + timedelta(seconds=future),
+            backfill_days=backfill,
+            future_seconds=future,
+            max_tags=settings.USAGE_MAX_TAGS,
+        )
+
+
+def _parse_occurred_at(value: Any, limits: _Limits) -> datetime:
     if value is None:
-        return now
+        return limits.now
     if not isinstance(value, str):
         raise RecordError("occurred_at", "Must be an ISO 8601 timestamp string with a UTC offset.")
     try:
@@ -221,27 +250,27 @@ def _parse_occurred_at(value: Any, now: datetime) -> datetime:
     if when.tzinfo is None:
         raise RecordError("occurred_at", "Must include a UTC offset, e.g. 2025-05-01T12:00:00Z or +02:00.")
     when = when.astimezone(UTC)
-    if when > now + timedelta(seconds=settings.USAGE_MAX_FUTURE_SECONDS):
-        raise RecordError("occurred_at", f"Is more than {settings.USAGE_MAX_FUTURE_SECONDS} seconds in the future.")
-    if when < now - timedelta(days=settings.USAGE_BACKFILL_DAYS):
-        raise RecordError("occurred_at", f"Is older than the backfill window of {settings.USAGE_BACKFILL_DAYS} days.")
+    if when > limits.latest:
+        raise RecordError("occurred_at", f"Is more than {limits.future_seconds} seconds in the future.")
+    if when < limits.earliest:
+        raise RecordError("occurred_at", f"Is older than the backfill window of {limits.backfill_days} days.")
     return when
 
 
-def _parse_tags(value: Any) -> dict[str, str]:
+def _parse_tags(value: Any, max_tags: int) -> dict[str, str]:
     if value is None:
         return {}
     if not isinstance(value, dict):
         raise RecordError("tags", "Must be an object of string keys to string values.")
-    if len(value) > settings.USAGE_MAX_TAGS:
-        raise RecordError("tags", f"At most {settings.USAGE_MAX_TAGS} tags per record.")
+    if len(value) > max_tags:
+        raise RecordError("tags", f"At most {max_tags} tags per record.")
     for k, v in value.items():
         if not isinstance(v, str) or not 0 < len(k) <= 64 or len(v) > 256:
             raise RecordError("tags", f"Tag '{str(k)[:64]}': keys are 1-64 characters, values strings up to 256.")
     return value
 
 
-def _validate(index: int, raw: Any, now: datetime, bound_slug: str | None) -> _Candidate:
+def _validate(index: int, raw: Any, limits: _Limits, bound_slug: str | None) -> _Candidate:
     if not isinstance(raw, dict):
         raise RecordError("non_field_errors", "Each record must be a JSON object.")
     unknown = raw.keys() - KNOWN_FIELDS
@@ -293,8 +322,8 @@ def _validate(index: int, raw: Any, now: datetime, bound_slug: str | None) -> _C
         workflow_slug=workflow,
         model_name=model_name.strip(),
         environment=environment,
-        occurred_at=_parse_occurred_at(raw.get("occurred_at"), now),
-        tags=_parse_tags(raw.get("tags")),
+        occurred_at=_parse_occurred_at(raw.get("occurred_at"), limits),
+        tags=_parse_tags(raw.get("tags"), limits.max_tags),
         reservation_id=reservation_id,
     )
 
@@ -371,10 +400,11 @@ def usage_ingest(
     result = IngestResult(items=[ItemOutcome(index=i, status=REJECTED) for i in range(len(records))])
     bound_slug = bound_tenant.slug if bound_tenant is not None else None
 
+    limits = _Limits.current(now)
     candidates: list[_Candidate] = []
     for i, raw in enumerate(records):
         try:
-            candidates.append(_validate(i, raw, now, bound_slug))
+            candidates.append(_validate(i, raw, limits, bound_slug))
         except RecordError as exc:
             _reject(result, i, exc, raw)
     if not candidates:
@@ -399,17 +429,18 @@ def usage_ingest(
     if not valid:
         return result
 
+    # Optimistic first attempt: most batches are new, so insert without looking up stored ids and
+    # let the unique index object. On a violation (a replayed batch, or a concurrent request with
+    # the same ids) everything rolls back and the batch is classified against what is stored.
     for attempt in range(3):
         try:
             with transaction.atomic():
                 _resolve_workflows(valid)
-                fresh, copies = _classify_existing(valid, result)
+                fresh, copies = _classify(valid, result, look_up=attempt > 0)
                 if fresh:
                     _insert(fresh, api_key, now, result)
             break
         except (IntegrityError, psycopg.errors.UniqueViolation):
-            # A concurrent request stored some of the same request ids between our check and our
-            # insert. Everything rolled back; classify again against what is stored now.
             if attempt == 2:
                 raise
     for dup_index, first_index in copies.items():
@@ -489,21 +520,41 @@ def _resolve_workflows(valid: list[_Candidate]) -> None:
             c.workflow_id = ids[c.workflow_slug]
 
 
-def _classify_existing(valid: list[_Candidate], result: IngestResult) -> tuple[list[_Candidate], dict[int, int]]:
-    """Mark duplicates and conflicts against stored rows and within the batch.
+def _stored(valid: list[_Candidate]) -> dict[tuple[int, str], tuple[int, str, int | None, bool]]:
+    """Rows already stored under the batch's (tenant, request_id) keys, in one query."""
+    stored = {}
+    if connection.vendor == "postgresql":
+        # One array parameter per column: an IN list of 1,000 placeholders costs far more to bind.
+        sql = (
+            f"SELECT u.tenant_id, u.request_id, u.id, u.content_hash, u.cost_nanos, u.priced "
+            f"FROM {UsageRecord._meta.db_table} u JOIN unnest(%s::bigint[], %s::text[]) AS k(tenant_id, request_id) "
+            f"ON u.tenant_id = k.tenant_id AND u.request_id = k.request_id"
+        )
+        with connection.cursor() as cursor:
+            cursor.execute(sql, [[c.tenant_id for c in valid], [c.request_id for c in valid]])
+            rows = cursor.fetchall()
+    else:
+        by_tenant: dict[int, list[str]] = {}
+        for c in valid:
+            by_tenant.setdefault(c.tenant_id, []).append(c.request_id)
+        rows = []
+        for tenant_id, request_ids in by_tenant.items():
+            rows += UsageRecord.objects.filter(tenant_id=tenant_id, request_id__in=request_ids).values_list(
+                "tenant_id", "request_id", "id", "content_hash", "cost_nanos", "priced"
+            )
+    for tenant_id, request_id, pk, content_hash, cost, priced in rows:
+        stored[(tenant_id, request_id)] = (pk, content_hash, cost, priced)
+    return stored
+
+
+def _classify(
+    valid: list[_Candidate], result: IngestResult, *, look_up: bool
+) -> tuple[list[_Candidate], dict[int, int]]:
+    """Mark duplicates and conflicts within the batch and, with `look_up`, against stored rows.
 
     Returns the records to insert and, for repeats inside the batch, the index of the first copy.
     """
-    by_tenant: dict[int, list[str]] = {}
-    for c in valid:
-        by_tenant.setdefault(c.tenant_id, []).append(c.request_id)
-    stored: dict[tuple[int, str], tuple[int, str, int | None, bool]] = {}
-    for tenant_id, request_ids in by_tenant.items():
-        rows = UsageRecord.objects.filter(tenant_id=tenant_id, request_id__in=request_ids).values_list(
-            "request_id", "id", "content_hash", "cost_nanos", "priced"
-        )
-        for request_id, pk, content_hash, cost, priced in rows:
-            stored[(tenant_id, request_id)] = (pk, content_hash, cost, priced)
+    stored = _stored(valid) if look_up else {}
 
     fresh: list[_Candidate] = []
     copies: dict[int, int] = {}
