@@ -125,8 +125,12 @@ class Workflow(models.Model):
 class UsageRecord(models.Model):
     """One LLM call as reported by a service. Token buckets do not overlap; cost is nano-USD."""
 
-    tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, related_name="usage_records")
-    workflow = models.ForeignKey(Workflow, null=True, blank=True, on_delete=models.PROTECT, related_name="+")
+    # Single-column FK indexes are left out where nothing reads by them alone: every index is paid
+    # on each of the many inserts. Tenant lookups use the composite indexes that lead with tenant.
+    tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, related_name="usage_records", db_index=False)
+    workflow = models.ForeignKey(
+        Workflow, null=True, blank=True, on_delete=models.PROTECT, related_name="+", db_index=False
+    )
     model = models.ForeignKey(LlmModel, null=True, blank=True, on_delete=models.PROTECT, related_name="+")
     model_name = models.CharField(max_length=200, help_text="The model name exactly as sent.")
     environment = models.CharField(max_length=8, choices=Environment.choices, default=Environment.PROD)
@@ -137,7 +141,9 @@ class UsageRecord(models.Model):
     reasoning_tokens = models.BigIntegerField(default=0)
     cost_nanos = models.BigIntegerField(null=True, blank=True, help_text="Cost in nano-USD; empty while unpriced.")
     priced = models.BooleanField(default=False)
-    price = models.ForeignKey(ModelPrice, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    price = models.ForeignKey(
+        ModelPrice, null=True, blank=True, on_delete=models.SET_NULL, related_name="+", db_index=False
+    )
     tokens_counted = models.BooleanField(default=False, help_text="Tokens counted here from text, not reported.")
     tokens_estimated = models.BooleanField(default=False, help_text="Counted with a non-native encoding.")
     occurred_at = models.DateTimeField()
@@ -145,16 +151,19 @@ class UsageRecord(models.Model):
     request_id = models.CharField(max_length=200)
     content_hash = models.CharField(max_length=32)
     reservation_id = models.UUIDField(null=True, blank=True)
-    api_key = models.ForeignKey(ApiKey, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    api_key = models.ForeignKey(
+        ApiKey, null=True, blank=True, on_delete=models.SET_NULL, related_name="+", db_index=False
+    )
     tags = models.JSONField(default=dict, blank=True)
 
     class Meta:
+        # Also indexed on occurred_at alone (migration 0002): BRIN on PostgreSQL, which is enough to
+        # rebuild a time range and costs almost nothing per insert; a B-tree elsewhere.
         constraints = [
             models.UniqueConstraint(fields=["tenant", "request_id"], name="usage_unique_tenant_request"),
         ]
         indexes = [
             models.Index(fields=["tenant", "occurred_at", "id"], name="usage_tenant_time"),
-            models.Index(fields=["occurred_at"], name="usage_time"),
             models.Index(fields=["model_name"], condition=models.Q(priced=False), name="usage_unpriced"),
         ]
 

@@ -39,6 +39,9 @@ class ApiKeyAdmin(admin.ModelAdmin):
     def has_add_permission(self, request) -> bool:
         return False
 
+    def has_delete_permission(self, request, obj=None) -> bool:
+        return False  # revoke instead: usage keeps pointing at the key that reported it
+
 
 @admin.register(AuditEvent)
 class AuditEventAdmin(admin.ModelAdmin):
