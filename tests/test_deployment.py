@@ -347,3 +347,16 @@ def test_serve_stops_everything_when_a_child_dies(tmp_path):
     out._thread.join(timeout=5)
     assert re.search(r"Celery beat \(pid \d+\) exited unexpectedly", out.text), out.text
     assert all(_gone(pid) for pid in pids.values())
+
+
+def test_serve_names_its_services_without_passwords():
+    from finops.management.commands.serve import describe_broker, describe_cache, describe_database
+
+    db = {"ENGINE": "django.db.backends.postgresql", "NAME": "finops", "USER": "app", "PASSWORD": "pg-secret"}
+    assert describe_database({**db, "HOST": "db", "PORT": 5432}) == "PostgreSQL at app:***@db:5432/finops"
+    assert describe_database({"ENGINE": "django.db.backends.sqlite3", "NAME": "/x/finops.sqlite3"}) == (
+        "SQLite at /x/finops.sqlite3"
+    )
+    assert describe_broker("redis://:broker-secret@redis:6379/0") == "redis://:***@redis:6379/0"
+    assert "cache-secret" not in describe_cache("redis://user:cache-secret@redis:6379/1")
+    assert describe_cache("").startswith("in-process memory")

@@ -32,6 +32,8 @@ READY_TIMEOUT_SECONDS = 60.0
 STOP_TIMEOUT_SECONDS = 25.0
 WEB_GRACEFUL_TIMEOUT_SECONDS = 10
 POLL_SECONDS = 0.2
+# Once the web server listens, how long the banner may wait for the worker and beat to report ready.
+READY_GRACE_SECONDS = 30.0
 
 
 @dataclass
@@ -41,7 +43,9 @@ class Child:
     argv: list[str]
     process: subprocess.Popen | None = None
     reader: threading.Thread | None = None
-    extra: dict = field(default_factory=dict)
+    # A line the child prints once it is ready; the banner waits for it so it is not buried in start-up logs.
+    ready_marker: str = ""
+    ready: threading.Event = field(default_factory=threading.Event)
 
     @property
     def pid(self) -> int | None:
@@ -92,6 +96,14 @@ def describe_broker(url: str) -> str:
     from kombu.utils.url import maybe_sanitize_url
 
     return maybe_sanitize_url(url, mask="***")
+
+
+def describe_cache(redis_url: str) -> str:
+    if not redis_url:
+        return "in-process memory (set REDIS_URL for Redis)"
+    from kombu.utils.url import maybe_sanitize_url
+
+    return maybe_sanitize_url(redis_url, mask="***")
 
 
 def _url_host(host: str) -> str:
@@ -149,6 +161,7 @@ class Command(BaseCommand):
         broker = describe_broker(settings.CELERY_BROKER_URL)
         self._say(f"serve: database {database}")
         self._say(f"serve: broker   {broker}")
+        self._say(f"serve: cache    {describe_cache(settings.REDIS_URL)}")
 
         self._prepare_broker()
         self._check_database()
@@ -261,8 +274,8 @@ class Command(BaseCommand):
         ]  # fmt: skip
         return [
             Child("web", f"web server (gunicorn on {bind})", web),
-            Child("worker", "Celery worker", worker),
-            Child("beat", "Celery beat", beat),
+            Child("worker", "Celery worker", worker, ready_marker=" ready."),
+            Child("beat", "Celery beat", beat, ready_marker="beat: Starting"),
         ]
 
     # -- children -----------------------------------------------------------------------------------------
@@ -290,28 +303,41 @@ class Command(BaseCommand):
         prefix = f"{child.name:<6}| "
         for raw in iter(child.process.stdout.readline, b""):
             line = raw.decode("utf-8", "replace").rstrip("\n")
-            with self._out_lock:
-                sys.stdout.write(prefix + line + "\n")
-                sys.stdout.flush()
+            if child.ready_marker and child.ready_marker in line:
+                child.ready.set()
+            self._write(prefix + line)
 
     def _say(self, text: str) -> None:
-        lock = getattr(self, "_out_lock", None) or threading.Lock()
-        with lock:
-            sys.stdout.write(text + "\n")
-            sys.stdout.flush()
+        self._write(text)
+
+    def _write(self, text: str) -> None:
+        # Output may be a pipe that closes first (`make run | tee log`, then Ctrl-C). Losing lines is
+        # fine; an exception here would stop the relay (children then block on a full pipe) or the shutdown.
+        with self._out_lock:
+            try:
+                sys.stdout.write(text + "\n")
+                sys.stdout.flush()
+            except (OSError, ValueError):
+                pass
 
     def _first_dead(self, children: list[Child]) -> Child | None:
         return next((c for c in children if not c.alive()), None)
 
     def _wait_until_ready(self, children: list[Child], host: str, port: int) -> Child | None:
         deadline = time.monotonic() + READY_TIMEOUT_SECONDS
+        listening_since: float | None = None
         while self._stop_signal is None:
             dead = self._first_dead(children)
             if dead is not None:
                 return dead
-            if _is_listening(host, port):
-                return None
-            if time.monotonic() > deadline:
+            now = time.monotonic()
+            if listening_since is None and _is_listening(host, port):
+                listening_since = now
+            if listening_since is not None:
+                others_ready = all(c.ready.is_set() for c in children if c.ready_marker)
+                if others_ready or now - listening_since > READY_GRACE_SECONDS:
+                    return None
+            elif now > deadline:
                 raise CommandError(f"the web server did not listen on {host}:{port} in {READY_TIMEOUT_SECONDS:.0f}s.")
             time.sleep(POLL_SECONDS)
         return None
@@ -387,6 +413,7 @@ class Command(BaseCommand):
             "",
             f"  Database    {database}",
             f"  Broker      {broker}",
+            f"  Cache       {describe_cache(settings.REDIS_URL)}",
             "  Processes   " + ", ".join(f"{c.name} (pid {c.pid})" for c in children),
             "",
             "  Stop with Ctrl-C.",
