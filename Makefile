@@ -8,6 +8,7 @@ STAMP       := $(VENV)/.installed-from-pyproject
 HOST        ?= 127.0.0.1
 PORT        ?= 8000
 PYTEST_ARGS ?=
+BENCH_ARGS  ?=
 
 # Local commands run in debug mode unless told otherwise, so no secret key is needed on a laptop.
 # Only these targets get it: `make test` leaves DJANGO_DEBUG to pytest's own settings.
@@ -22,7 +23,7 @@ help:
 	@echo "make install  create .venv and install the package with its dev extras"
 	@echo "make migrate  apply database migrations"
 	@echo "make lint     ruff check"
-	@echo "make bench    run the benchmarks in bench/"
+	@echo "make bench    run the benchmarks in bench/ (BENCH_ARGS=--quick for a short run)"
 	@echo "make clean    remove caches, build files, collected static files and the local broker queue"
 
 run: install
@@ -67,7 +68,7 @@ bench: install
 	for f in bench/*.py; do \
 		[ -e "$$f" ] || continue; \
 		case "$$(basename $$f)" in _*) continue;; esac; \
-		found=1; echo "== $$f"; $(LOCAL_ENV) $(PY) "$$f"; \
+		found=1; echo "== $$f"; $(LOCAL_ENV) $(PY) "$$f" $(BENCH_ARGS); \
 	done; \
 	if [ $$found -eq 0 ]; then echo "make bench: no benchmarks in bench/ yet" >&2; fi
 
