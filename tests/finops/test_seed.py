@@ -6,7 +6,7 @@ from io import StringIO
 
 import pytest
 from django.contrib.auth import authenticate, get_user_model
-from django.core.management import call_command
+from django.core.management import CommandError, call_command
 from django.test import RequestFactory
 
 from finops.catalog import get_catalog
@@ -328,8 +328,12 @@ def test_seed_commands_print_a_summary_with_login_and_key(db):
     call_command("seed_catalog", "--quiet", stdout=out)
     assert out.getvalue().startswith("catalog: tiers 3 new")
 
+    with pytest.raises(CommandError, match="DJANGO_DEBUG off"):
+        call_command("seed_demo", "--days", "1", stdout=StringIO())
+    assert not UsageRecord.objects.exists()
+
     out = StringIO()
-    call_command("seed_demo", "--days", "1", stdout=out)
+    call_command("seed_demo", "--days", "1", "--allow-public-credentials", stdout=out)
 
     text = out.getvalue()
     assert "usage: " in text and "records (100%)" in text

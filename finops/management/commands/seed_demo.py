@@ -1,3 +1,4 @@
+from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
 from finops.services import seed
@@ -13,10 +14,20 @@ class Command(BaseCommand):
     def add_arguments(self, parser):
         parser.add_argument("--days", type=int, default=75, help="Days of usage to generate, ending now (75).")
         parser.add_argument("--quiet", action="store_true", help="No progress output, only the summary.")
+        parser.add_argument(
+            "--allow-public-credentials",
+            action="store_true",
+            help="Run even with DJANGO_DEBUG off (the demo login and keys are published in the README).",
+        )
 
     def handle(self, *args, days: int = 75, quiet: bool = False, **options):
         if days < 1:
             raise CommandError("--days must be at least 1.")
+        if not settings.DEBUG and not options.get("allow_public_credentials"):
+            raise CommandError(
+                "Refusing to load demo data with DJANGO_DEBUG off: its password and API keys are public. "
+                "Use DJANGO_DEBUG=true for a local demo, or pass --allow-public-credentials if you mean it."
+            )
         out = None if quiet else self.stdout
         self.stdout.write(seed.catalog_counts_format(seed.catalog_seed(stdout=out)))
         summary = seed.demo_seed(days=days, stdout=out)
