@@ -5,12 +5,16 @@ Shape: {"error": {"code": "<stable_code>", "message": "<human text>", "details":
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from django.core.exceptions import PermissionDenied
+from django.db import InterfaceError, OperationalError
 from django.http import Http404
 from rest_framework import exceptions, status
 from rest_framework.response import Response
+
+logger = logging.getLogger(__name__)
 
 
 class ApplicationError(Exception):
@@ -54,6 +58,12 @@ def api_exception_handler(exc: Exception, context: dict) -> Response | None:
 
     if isinstance(exc, ApplicationError):
         return error_response(exc.code, exc.message, exc.status_code, exc.details)
+    if isinstance(exc, OperationalError | InterfaceError):
+        # The database is down or unreachable: a known failure, so a 503 the client may retry.
+        logger.error("database unavailable: %s", exc)
+        return error_response(
+            "database_unavailable", "The database is not answering; retry shortly.", 503, headers={"Retry-After": "5"}
+        )
     if isinstance(exc, Http404):
         exc = exceptions.NotFound()
     elif isinstance(exc, PermissionDenied):

@@ -545,3 +545,15 @@ def test_correcting_a_price_reprices_affected_records(api_a, catalog, django_cap
         model_price_save(price=price)
     assert UsageRecord.objects.get(pk=item["id"]).cost_nanos == 1_750_000_000
     assert api_a.client.get(f"{URL}/{item['id']}").json()["cost_usd"] == "1.750000000"
+
+
+def test_database_outage_is_a_503_with_retry_after(api_a, catalog, monkeypatch):
+    from django.db import OperationalError
+
+    def down(**kwargs):
+        raise OperationalError("connection refused")
+
+    monkeypatch.setattr("finops.apis.usage.usage_ingest", down)
+    response = post(api_a.client, {"request_id": "r1", "model": "gpt-4o", "input_tokens": 1})
+    assert response.status_code == 503 and response["Retry-After"] == "5"
+    assert response.json()["error"]["code"] == "database_unavailable"
