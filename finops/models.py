@@ -125,13 +125,26 @@ class Workflow(models.Model):
 class UsageRecord(models.Model):
     """One LLM call as reported by a service. Token buckets do not overlap; cost is nano-USD."""
 
-    # Single-column FK indexes are left out where nothing reads by them alone: every index is paid
-    # on each of the many inserts. Tenant lookups use the composite indexes that lead with tenant.
+    # This is the hottest table, so two costs per inserted row are avoided on purpose:
+    # - single-column FK indexes where nothing reads by the column alone (tenant reads use the
+    #   composite indexes that lead with tenant);
+    # - database FK constraints on the catalog-side references: PostgreSQL checks each deferred
+    #   constraint per row at commit, which took a third of ingest time (docs/performance.md).
+    #   Ingest only writes ids it has just read in the same transaction, and Django's on_delete
+    #   (PROTECT / SET_NULL) still guards deletes. The tenant reference keeps its constraint.
     tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, related_name="usage_records", db_index=False)
     workflow = models.ForeignKey(
-        Workflow, null=True, blank=True, on_delete=models.PROTECT, related_name="+", db_index=False
+        Workflow,
+        null=True,
+        blank=True,
+        on_delete=models.PROTECT,
+        related_name="+",
+        db_index=False,
+        db_constraint=False,
     )
-    model = models.ForeignKey(LlmModel, null=True, blank=True, on_delete=models.PROTECT, related_name="+")
+    model = models.ForeignKey(
+        LlmModel, null=True, blank=True, on_delete=models.PROTECT, related_name="+", db_constraint=False
+    )
     model_name = models.CharField(max_length=200, help_text="The model name exactly as sent.")
     environment = models.CharField(max_length=8, choices=Environment.choices, default=Environment.PROD)
     input_tokens = models.BigIntegerField(default=0, help_text="Uncached input tokens.")
@@ -142,7 +155,13 @@ class UsageRecord(models.Model):
     cost_nanos = models.BigIntegerField(null=True, blank=True, help_text="Cost in nano-USD; empty while unpriced.")
     priced = models.BooleanField(default=False)
     price = models.ForeignKey(
-        ModelPrice, null=True, blank=True, on_delete=models.SET_NULL, related_name="+", db_index=False
+        ModelPrice,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
+        db_index=False,
+        db_constraint=False,
     )
     tokens_counted = models.BooleanField(default=False, help_text="Tokens counted here from text, not reported.")
     tokens_estimated = models.BooleanField(default=False, help_text="Counted with a non-native encoding.")
@@ -152,7 +171,13 @@ class UsageRecord(models.Model):
     content_hash = models.CharField(max_length=32)
     reservation_id = models.UUIDField(null=True, blank=True)
     api_key = models.ForeignKey(
-        ApiKey, null=True, blank=True, on_delete=models.SET_NULL, related_name="+", db_index=False
+        ApiKey,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
+        db_index=False,
+        db_constraint=False,
     )
     tags = models.JSONField(default=dict, blank=True)
 

@@ -297,7 +297,9 @@ def _pg_copy(fresh: list[Candidate], key_id: int | None, now: datetime) -> list[
     table = UsageRecord._meta.db_table
     with connection.cursor() as cursor:
         cursor.execute(
-            f"SELECT nextval(pg_get_serial_sequence('{table}', 'id')) FROM generate_series(1, %s)", [len(fresh)]
+            # Resolve the sequence once, not per generated row.
+            f"SELECT nextval('{table}_id_seq'::regclass) FROM generate_series(1, %s)",
+            [len(fresh)],
         )
         ids = [row[0] for row in cursor.fetchall()]
         copy_sql = f"COPY {table} ({', '.join(_COLUMNS)}) FROM STDIN"
