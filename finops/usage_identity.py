@@ -11,7 +11,7 @@ def usage_content_hash(
     workflow: str,
     model_name: str,
     environment: str,
-    occurred_at: datetime,
+    occurred_at: datetime | None,
     input_tokens: int,
     cached_input_tokens: int,
     cache_write_tokens: int,
@@ -23,9 +23,11 @@ def usage_content_hash(
     """A 32-hex-char digest of a record's content as stored (after mapping and counting).
 
     The same request_id with the same digest is a duplicate; with another digest, a conflict.
-    `occurred_at` is normalised to UTC so '+02:00' and 'Z' spellings of one instant agree.
+    `occurred_at` is normalised to UTC so '+02:00' and 'Z' spellings of one instant agree. It is
+    None when the client left it out (the server's clock filled it in): a retry of such a record
+    arrives at another instant and must still be a duplicate.
     """
-    when = occurred_at.astimezone(UTC).isoformat(timespec="microseconds")
+    when = occurred_at.astimezone(UTC).isoformat(timespec="microseconds") if occurred_at is not None else ""
     tag_part = "\x1f".join(f"{k}\x1e{v}" for k, v in sorted(tags.items()))
     material = "\x1d".join(
         (

@@ -155,7 +155,7 @@ def _content_hash(c: Candidate) -> str:
         workflow=c.workflow_slug or "",
         model_name=c.model_name,
         environment=c.environment,
-        occurred_at=c.occurred_at,
+        occurred_at=c.occurred_at if c.raw.get("occurred_at") is not None else None,
         input_tokens=b.input,
         cached_input_tokens=b.cached_input,
         cache_write_tokens=b.cache_write,

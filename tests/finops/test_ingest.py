@@ -557,3 +557,13 @@ def test_database_outage_is_a_503_with_retry_after(api_a, catalog, monkeypatch):
     response = post(api_a.client, {"request_id": "r1", "model": "gpt-4o", "input_tokens": 1})
     assert response.status_code == 503 and response["Retry-After"] == "5"
     assert response.json()["error"]["code"] == "database_unavailable"
+
+
+def test_retry_of_a_record_without_occurred_at_is_a_duplicate(api_a, catalog):
+    record = {"request_id": "r1", "workflow": "ticket-summary", "model": "gpt-4o", "input_tokens": 1200}
+    first = post(api_a.client, record).json()["items"][0]
+    response = post(api_a.client, record)
+    again = response.json()["items"][0]
+    assert response.status_code == 200 and again["status"] == "duplicate" and again["id"] == first["id"]
+    _, changed = one(api_a.client, **{**record, "input_tokens": 1201})
+    assert changed["status"] == "conflict"
