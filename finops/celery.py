@@ -11,6 +11,12 @@ app.autodiscover_tasks()
 
 # The beat schedule lives here, in one place: each entry says why it runs and when it expires.
 app.conf.beat_schedule = {
+    # Dashboards read rollups: recompute the tenant-days that new, late or re-priced usage marked.
+    "refresh-rollups": {
+        "task": "finops.tasks.refresh_rollups",
+        "schedule": 60.0,
+        "options": {"expires": 55},
+    },
     # Safety net for re-pricing: a price edit queues its own job on commit; this catches records of
     # models the catalog learned through the admin or a fixture load.
     "reprice-unpriced-usage": {

@@ -194,3 +194,87 @@ class UsageRecord(models.Model):
 
     def __str__(self) -> str:
         return f"{self.request_id} ({self.model_name})"
+
+
+class RollupMeasures(models.Model):
+    """What every rollup row sums: calls, each token bucket, priced cost and unpriced calls."""
+
+    calls = models.BigIntegerField(default=0)
+    input_tokens = models.BigIntegerField(default=0)
+    cached_input_tokens = models.BigIntegerField(default=0)
+    cache_write_tokens = models.BigIntegerField(default=0)
+    output_tokens = models.BigIntegerField(default=0)
+    reasoning_tokens = models.BigIntegerField(default=0)
+    cost_nanos = models.BigIntegerField(default=0, help_text="Sum over priced records, nano-USD.")
+    unpriced_calls = models.BigIntegerField(default=0)
+
+    class Meta:
+        abstract = True
+
+
+class UsageRollup(RollupMeasures):
+    """Usage summed per time bucket and (tenant, workflow, model, environment).
+
+    Two grains: `day` for all time (what most pages read) and `hour` for the recent
+    ROLLUP_HOURLY_RETENTION_DAYS. A bucket is always recomputed from raw records and replaced,
+    never incremented, so recomputing it twice gives the same row. Dashboards read these rows,
+    never raw usage.
+    """
+
+    class Grain(models.TextChoices):
+        HOUR = "hour"
+        DAY = "day"
+
+    grain = models.CharField(max_length=4, choices=Grain.choices)
+    bucket_start = models.DateTimeField()
+    tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, related_name="+", db_index=False)
+    workflow = models.ForeignKey(
+        Workflow, null=True, on_delete=models.DO_NOTHING, related_name="+", db_index=False, db_constraint=False
+    )
+    model = models.ForeignKey(
+        LlmModel, null=True, on_delete=models.DO_NOTHING, related_name="+", db_index=False, db_constraint=False
+    )
+    unknown_model_name = models.CharField(max_length=200, blank=True, help_text="Raw name when model is unknown.")
+    environment = models.CharField(max_length=8, choices=Environment.choices)
+
+    class Meta:
+        indexes = [
+            models.Index(fields=["grain", "tenant", "bucket_start"], name="rollup_tenant_time"),
+            models.Index(fields=["grain", "bucket_start"], name="rollup_time"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.grain} {self.bucket_start:%Y-%m-%d %H:%M} tenant {self.tenant_id}"
+
+
+class UsageTagRollup(RollupMeasures):
+    """Daily usage per tag key and value, with the dimensions tags are usually crossed with."""
+
+    bucket_start = models.DateTimeField()
+    tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, related_name="+", db_index=False)
+    workflow = models.ForeignKey(
+        Workflow, null=True, on_delete=models.DO_NOTHING, related_name="+", db_index=False, db_constraint=False
+    )
+    environment = models.CharField(max_length=8, choices=Environment.choices)
+    tag_key = models.CharField(max_length=64)
+    tag_value = models.CharField(max_length=256)
+
+    class Meta:
+        indexes = [models.Index(fields=["tag_key", "tenant", "bucket_start"], name="tagrollup_key_tenant_time")]
+
+    def __str__(self) -> str:
+        return f"{self.bucket_start:%Y-%m-%d} {self.tag_key}={self.tag_value}"
+
+
+class RollupDirtyDay(models.Model):
+    """A (tenant, UTC day) whose rollups must be recomputed: written with the usage that touched it."""
+
+    tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, related_name="+")
+    day = models.DateField()
+    marked_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["tenant", "day"], name="rollupdirty_unique")]
+
+    def __str__(self) -> str:
+        return f"tenant {self.tenant_id} {self.day}"

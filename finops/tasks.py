@@ -5,6 +5,7 @@ from datetime import datetime
 from celery import shared_task
 
 from finops.services.repricing import usage_reprice_model, usage_reprice_unpriced
+from finops.services.rollups import rollups_refresh
 
 
 @shared_task(acks_late=True, autoretry_for=(ConnectionError,), retry_backoff=True, max_retries=5)
@@ -15,3 +16,9 @@ def reprice_unpriced_usage() -> int:
 @shared_task(acks_late=True, autoretry_for=(ConnectionError,), retry_backoff=True, max_retries=5)
 def reprice_model_usage(model_id: int, since: str | None = None) -> int:
     return usage_reprice_model(model_id=model_id, since=datetime.fromisoformat(since) if since else None)
+
+
+@shared_task(acks_late=True, autoretry_for=(ConnectionError,), retry_backoff=True, max_retries=5)
+def refresh_rollups() -> int:
+    """Recompute the tenant-days that ingest and re-pricing marked; safe to overlap or repeat."""
+    return rollups_refresh().days

@@ -22,6 +22,7 @@ from finops.pricing import cost_nanos
 from finops.usage_identity import usage_content_hash
 from tenants.models import ApiKey, Tenant
 
+from .rollups import rollup_mark_dirty
 from .usage_validation import Candidate, Limits, RecordError, count_text_tokens, validate_record
 
 logger = logging.getLogger(__name__)
@@ -291,6 +292,8 @@ def _insert(fresh: list[Candidate], api_key: ApiKey | None, now: datetime, resul
     for c, pk in zip(fresh, ids, strict=True):
         item = result.items[c.index]
         item.status, item.id, item.cost_nanos, item.priced = ACCEPTED, pk, c.cost, c.cost is not None
+    # Same transaction as the rows: the rollup job sees the mark exactly when it sees the records.
+    rollup_mark_dirty(pairs={(c.tenant_id, c.occurred_at.date()) for c in fresh})
 
 
 def _pg_copy(fresh: list[Candidate], key_id: int | None, now: datetime) -> list[int]:

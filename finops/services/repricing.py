@@ -7,19 +7,21 @@ and written in chunks keyed by id, so a job that dies half-way is simply run aga
 from __future__ import annotations
 
 import logging
-from datetime import datetime
+from datetime import UTC, datetime
 
 from django.db import transaction
 
 from finops.catalog import CatalogSnapshot, get_catalog
 from finops.models import LlmModel, ModelPrice, UsageRecord
 from finops.pricing import TokenBuckets, cost_nanos
+from finops.services.rollups import rollup_mark_dirty
 from tenants.services import audit_record
 
 logger = logging.getLogger(__name__)
 CHUNK = 2000
 _FIELDS = (
     "id",
+    "tenant_id",
     "occurred_at",
     "input_tokens",
     "cached_input_tokens",
@@ -37,7 +39,9 @@ def _reprice_chunked(queryset, catalog: CatalogSnapshot, model_id: int) -> int:
         if not rows:
             return changed
         updates = []
-        for pk, occurred_at, inp, cached, write, out, reasoning in rows:
+        touched = set()
+        for pk, tenant_id, occurred_at, inp, cached, write, out, reasoning in rows:
+            touched.add((tenant_id, occurred_at.astimezone(UTC).date()))
             price = catalog.price_at(model_id, occurred_at)
             buckets = TokenBuckets(input=inp, cached_input=cached, cache_write=write, output=out, reasoning=reasoning)
             cost = cost_nanos(price, buckets) if price is not None else None
@@ -52,6 +56,7 @@ def _reprice_chunked(queryset, catalog: CatalogSnapshot, model_id: int) -> int:
             )
         with transaction.atomic():
             UsageRecord.objects.bulk_update(updates, ["model_id", "price_id", "cost_nanos", "priced"], batch_size=500)
+            rollup_mark_dirty(pairs=touched)
         changed += len(updates)
         last_id = rows[-1][0]
 

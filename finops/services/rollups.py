@@ -1,0 +1,177 @@
+"""Rollups: usage summed per day (all time) and per hour (recent days), recomputed, never added to.
+
+Ingest and re-pricing mark the (tenant, UTC day) they touch in `RollupDirtyDay`, in the same
+transaction as the records. `rollups_refresh` recomputes each marked day from the raw records
+and replaces its rows, so a job that runs twice, or dies half-way and runs again, ends with the
+same totals. A mark is cleared only if nobody re-marked the day while it was being recomputed.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, time, timedelta
+
+from django.conf import settings
+from django.db import transaction
+from django.db.models import Case, CharField, Count, F, Q, Sum, Value, When
+from django.db.models.functions import Coalesce, TruncDate, TruncHour
+from django.utils import timezone
+
+from finops.models import RollupDirtyDay, UsageRecord, UsageRollup, UsageTagRollup
+
+logger = logging.getLogger(__name__)
+
+MEASURES = (
+    "calls",
+    "input_tokens",
+    "cached_input_tokens",
+    "cache_write_tokens",
+    "output_tokens",
+    "reasoning_tokens",
+    "cost_nanos",
+    "unpriced_calls",
+)
+_TOKEN_FIELDS = MEASURES[1:6]
+
+
+def _aggregates() -> dict:
+    aggs = {"calls": Count("id")}
+    aggs.update({f: Coalesce(Sum(f), 0) for f in _TOKEN_FIELDS})
+    aggs["cost_nanos"] = Coalesce(Sum("cost_nanos"), 0)
+    aggs["unpriced_calls"] = Count("id", filter=Q(priced=False))
+    return aggs
+
+
+def _unknown_model_name():
+    return Case(When(model__isnull=True, then=F("model_name")), default=Value(""), output_field=CharField())
+
+
+def day_bounds(day: date) -> tuple[datetime, datetime]:
+    start = datetime.combine(day, time.min, tzinfo=UTC)
+    return start, start + timedelta(days=1)
+
+
+def rollup_mark_dirty(*, pairs: Iterable[tuple[int, date]]) -> None:
+    """Mark (tenant_id, UTC day) pairs for recomputation; one statement however many pairs."""
+    now = timezone.now()
+    rows = [RollupDirtyDay(tenant_id=t, day=d, marked_at=now) for t, d in set(pairs)]
+    if rows:
+        RollupDirtyDay.objects.bulk_create(
+            rows, update_conflicts=True, unique_fields=["tenant", "day"], update_fields=["marked_at"]
+        )
+
+
+def hourly_retention_start(now: datetime | None = None) -> datetime:
+    now = now or timezone.now()
+    return datetime.combine(now.date(), time.min, tzinfo=UTC) - timedelta(days=settings.ROLLUP_HOURLY_RETENTION_DAYS)
+
+
+@transaction.atomic
+def rollup_recompute_day(*, tenant_id: int, day: date) -> int:
+    """Replace one tenant-day's daily, hourly and tag rollups with sums over its raw records."""
+    start, end = day_bounds(day)
+    raw = UsageRecord.objects.filter(tenant_id=tenant_id, occurred_at__gte=start, occurred_at__lt=end)
+    dims = {"unknown_model_name": _unknown_model_name()}
+    keys = ("workflow_id", "model_id", "unknown_model_name", "environment")
+
+    UsageRollup.objects.filter(tenant_id=tenant_id, grain=UsageRollup.Grain.DAY, bucket_start=start).delete()
+    UsageRollup.objects.filter(
+        tenant_id=tenant_id, grain=UsageRollup.Grain.HOUR, bucket_start__gte=start, bucket_start__lt=end
+    ).delete()
+    UsageTagRollup.objects.filter(tenant_id=tenant_id, bucket_start=start).delete()
+
+    daily = [
+        UsageRollup(grain=UsageRollup.Grain.DAY, bucket_start=start, tenant_id=tenant_id, **row)
+        for row in raw.annotate(**dims).values(*keys).annotate(**_aggregates()).order_by()
+    ]
+    hourly = []
+    if end > hourly_retention_start():
+        hourly = [
+            UsageRollup(grain=UsageRollup.Grain.HOUR, tenant_id=tenant_id, bucket_start=row.pop("hour"), **row)
+            for row in raw.annotate(hour=TruncHour("occurred_at", tzinfo=UTC), **dims)
+            .values("hour", *keys)
+            .annotate(**_aggregates())
+            .order_by()
+        ]
+    tags = _tag_rows(raw, tenant_id, start)
+    UsageRollup.objects.bulk_create(daily + hourly, batch_size=2000)
+    UsageTagRollup.objects.bulk_create(tags, batch_size=2000)
+    return len(daily) + len(hourly) + len(tags)
+
+
+def _tag_rows(raw, tenant_id: int, start: datetime) -> list[UsageTagRollup]:
+    # Tags are free-form JSON: summed in Python so the same code runs on PostgreSQL and SQLite.
+    sums: dict[tuple, list[int]] = {}
+    fields = ("workflow_id", "environment", "tags", *_TOKEN_FIELDS, "cost_nanos", "priced")
+    for workflow_id, env, tags, *tokens, cost, priced in raw.exclude(tags={}).values_list(*fields).iterator(2000):
+        for key, value in (tags or {}).items():
+            acc = sums.setdefault((workflow_id, env, key, value), [0] * 8)
+            acc[0] += 1
+            for i, n in enumerate(tokens, start=1):
+                acc[i] += n
+            acc[6] += cost or 0
+            acc[7] += 0 if priced else 1
+    return [
+        UsageTagRollup(
+            bucket_start=start,
+            tenant_id=tenant_id,
+            workflow_id=wf,
+            environment=env,
+            tag_key=key,
+            tag_value=value,
+            **dict(zip(MEASURES, acc, strict=True)),
+        )
+        for (wf, env, key, value), acc in sums.items()
+    ]
+
+
+@dataclass
+class RefreshResult:
+    days: int = 0
+    rows: int = 0
+    remaining: int = 0
+    pruned_hourly: int = 0
+
+
+def rollups_refresh(*, limit: int = 500) -> RefreshResult:
+    """Recompute every marked tenant-day (oldest first, up to `limit`) and prune old hourly rows."""
+    result = RefreshResult()
+    marks = list(
+        RollupDirtyDay.objects.order_by("day", "tenant_id").values_list("id", "tenant_id", "day", "marked_at")[:limit]
+    )
+    for mark_id, tenant_id, day, marked_at in marks:
+        with transaction.atomic():
+            result.rows += rollup_recompute_day(tenant_id=tenant_id, day=day)
+            # Cleared only if unchanged: a day re-marked meanwhile stays marked for the next run.
+            RollupDirtyDay.objects.filter(id=mark_id, marked_at=marked_at).delete()
+        result.days += 1
+    result.pruned_hourly, _ = UsageRollup.objects.filter(
+        grain=UsageRollup.Grain.HOUR, bucket_start__lt=hourly_retention_start()
+    ).delete()
+    result.remaining = RollupDirtyDay.objects.count()
+    if result.days:
+        logger.info(
+            "rollups: recomputed %s tenant-days (%s rows), %s still marked", result.days, result.rows, result.remaining
+        )
+    return result
+
+
+def rollups_rebuild(*, tenant_ids: Iterable[int] | None = None, progress=None) -> RefreshResult:
+    """Mark every tenant-day that has usage and recompute them all (after a bulk load or a restore)."""
+    raw = UsageRecord.objects.all()
+    if tenant_ids is not None:
+        raw = raw.filter(tenant_id__in=list(tenant_ids))
+    pairs = raw.annotate(day=TruncDate("occurred_at", tzinfo=UTC)).values_list("tenant_id", "day").distinct()
+    rollup_mark_dirty(pairs=list(pairs))
+    total = RefreshResult()
+    while True:
+        step = rollups_refresh(limit=200)
+        total.days += step.days
+        total.rows += step.rows
+        total.remaining = step.remaining
+        if progress is not None and step.days:
+            progress(total)
+        if not step.days or not step.remaining:
+            return total
