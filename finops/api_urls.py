@@ -1,9 +1,12 @@
 from django.urls import path
 
-from .apis import tokens, usage
+from .apis import spend, tokens, usage
 
 urlpatterns = [
     path("usage", usage.UsageCollectionApi.as_view(), name="api-usage"),
     path("usage/<int:record_id>", usage.UsageDetailApi.as_view(), name="api-usage-detail"),
     path("tokens/count", tokens.TokenCountApi.as_view(), name="api-tokens-count"),
+    path("spend", spend.SpendApi.as_view(), name="api-spend"),
+    # The same view as CSV: the groups shown plus a totals row.
+    path("spend.csv", spend.SpendApi.as_view(), {"as_csv": True}, name="api-spend-csv"),
 ]

@@ -30,7 +30,8 @@ class TenantScopedAPIView(APIView):
 
     - tenant API key: the key's tenant; a `tenant` parameter naming any other tenant answers 404;
     - platform API key: the `tenant` parameter (query string) is required, unless the view sets
-      `allow_tenant_per_item` (ingest names the tenant per record), in which case `self.tenant` is None;
+      `tenant_optional` (ingest names the tenant per record; spend reads span all tenants), in which
+      case `self.tenant` is None;
     - signed-in person: the `tenant` parameter, checked against memberships (operators see all);
       a member of exactly one tenant may leave it out.
 
@@ -41,7 +42,7 @@ class TenantScopedAPIView(APIView):
     throttle_classes = [ApiKeyRateThrottle]
     required_scope: str | None = None
     required_role: str = Membership.Role.VIEWER
-    allow_tenant_per_item = False
+    tenant_optional = False
     tenant: Tenant | None = None
 
     def initial(self, request, *args, **kwargs):
@@ -64,7 +65,7 @@ class TenantScopedAPIView(APIView):
                     raise _not_found()
                 return key.tenant
             if not slug:
-                if self.allow_tenant_per_item:
+                if self.tenant_optional:
                     return None
                 raise ApplicationError("tenant_required", "A platform key must name the tenant (?tenant=<slug>).")
             tenant = Tenant.objects.filter(slug=slug).first()
@@ -75,7 +76,7 @@ class TenantScopedAPIView(APIView):
         user = request.user
         visible = tenants_for_user(user)
         if not slug:
-            if user.is_staff and self.allow_tenant_per_item:
+            if user.is_staff and self.tenant_optional:
                 return None
             only = list(visible[:2])
             if len(only) == 1 and not user.is_staff:

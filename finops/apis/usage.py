@@ -38,7 +38,7 @@ class UsageCollectionApi(TenantScopedAPIView):
         return "ingest" if self.request.method == "POST" else "read"
 
     @property
-    def allow_tenant_per_item(self) -> bool:
+    def tenant_optional(self) -> bool:
         return self.request.method == "POST"
 
     @extend_schema(

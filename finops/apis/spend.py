@@ -1,0 +1,145 @@
+import csv
+import io
+from datetime import UTC, datetime, time, timedelta
+
+from django.http import HttpResponse
+from django.utils import timezone
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter, extend_schema
+from rest_framework.response import Response
+
+from finops.errors import ApplicationError
+from finops.pricing import nanos_to_usd
+from finops.selectors.spend import SpendGroup, SpendQuery, spend_query
+from tenants.scoping import TenantScopedAPIView
+
+_FILTERS = ("workflow", "model", "tier", "environment")
+_MEASURES = (
+    "calls",
+    "input_tokens",
+    "cached_input_tokens",
+    "cache_write_tokens",
+    "output_tokens",
+    "reasoning_tokens",
+    "unpriced_calls",
+)
+
+
+def _parse_when(value: str | None, name: str, default: datetime) -> datetime:
+    if not value:
+        return default
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError:
+        raise ApplicationError("invalid_range", f"{name} must be an ISO 8601 date or timestamp.") from None
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=UTC)
+    return parsed
+
+
+def spend_query_from_params(params) -> SpendQuery:
+    """Parse the spend API's query string (also used by exports) into a SpendQuery."""
+    today = datetime.combine(timezone.now().date(), time.min, tzinfo=UTC)
+    end = _parse_when(params.get("end"), "end", today + timedelta(days=1))
+    start = _parse_when(params.get("start"), "start", end - timedelta(days=30))
+    if end - start > timedelta(days=400):
+        raise ApplicationError("invalid_range", "Ask for at most 400 days at a time.")
+    group_by = tuple(d.strip() for d in params.get("group_by", "").split(",") if d.strip())
+    filters = {f: tuple(v for v in params.getlist(f) if v) for f in _FILTERS if params.getlist(f)}
+    if params.get("tag"):
+        filters["tag"] = (params["tag"],)
+    return SpendQuery(
+        start=start, end=end, granularity=params.get("granularity", "day"), group_by=group_by, filters=filters
+    )
+
+
+def _group_json(group: SpendGroup, dims: tuple[str, ...]) -> dict:
+    body = {"key": dict(zip(dims, group.key, strict=True))} if dims else {}
+    body.update({m: getattr(group, m) for m in _MEASURES})
+    body["cost_usd"] = nanos_to_usd(group.cost_nanos)
+    return body
+
+
+class SpendApi(TenantScopedAPIView):
+    """Spend from rollups, grouped by up to two dimensions, with totals and a time series."""
+
+    required_scope = "read"
+    tenant_optional = True  # platform keys and operators may read across all tenants
+
+    @extend_schema(
+        operation_id="spend_read",
+        summary="Spend by dimension over time",
+        parameters=[
+            OpenApiParameter(
+                "group_by",
+                OpenApiTypes.STR,
+                description="Up to two of tenant, workflow, model, tier, environment, tag:<key>, comma-separated.",
+            ),
+            OpenApiParameter("granularity", OpenApiTypes.STR, enum=["hour", "day", "month"]),
+            OpenApiParameter("start", OpenApiTypes.DATETIME, description="Default: 30 days before end."),
+            OpenApiParameter("end", OpenApiTypes.DATETIME, description="Exclusive; default: the end of today (UTC)."),
+            *[
+                OpenApiParameter(f, OpenApiTypes.STR, many=True, description=f"Only these {f} values.")
+                for f in _FILTERS
+            ],
+            OpenApiParameter("tag", OpenApiTypes.STR, description="key=value"),
+            OpenApiParameter(
+                "tenant",
+                OpenApiTypes.STR,
+                description="Tenant slug (platform keys and operators; omit for all tenants).",
+            ),
+        ],
+        responses={200: OpenApiTypes.OBJECT},
+    )
+    def get(self, request, as_csv: bool = False):
+        query = spend_query_from_params(request.query_params)
+        tenant_ids = [self.tenant.pk] if self.tenant is not None else None
+        result = spend_query(tenant_ids=tenant_ids, query=query)
+        dims = query.group_by
+        if as_csv:
+            return _csv(result, dims, self.tenant.slug if self.tenant else "all-tenants")
+        return Response(
+            {
+                "tenant": self.tenant.slug if self.tenant else None,
+                "start": query.start,
+                "end": query.end,
+                "granularity": query.granularity,
+                "group_by": list(dims),
+                "currency": "USD",
+                "source": result.source,
+                "totals": _group_json(result.totals, ()),
+                "groups": [{**_group_json(g, dims), "share": f"{g.share:.4f}"} for g in result.groups],
+                "series": [
+                    {
+                        "bucket": p.bucket,
+                        "key": dict(zip(dims, p.key, strict=True)),
+                        "calls": p.calls,
+                        "tokens": p.tokens,
+                        "cost_usd": nanos_to_usd(p.cost_nanos),
+                    }
+                    for p in result.series
+                ],
+            }
+        )
+
+
+def _csv(result, dims: tuple[str, ...], scope: str) -> HttpResponse:
+    out = io.StringIO()
+    writer = csv.writer(out)
+    writer.writerow([*dims, *_MEASURES, "cost_usd", "share"])
+    for g in result.groups:
+        writer.writerow([*g.key, *(getattr(g, m) for m in _MEASURES), nanos_to_usd(g.cost_nanos), f"{g.share:.4f}"])
+    t = result.totals
+    writer.writerow(
+        [
+            *(["total"] + [""] * (len(dims) - 1) if dims else []),
+            *(getattr(t, m) for m in _MEASURES),
+            nanos_to_usd(t.cost_nanos),
+            "1.0000" if t.cost_nanos else "0.0000",
+        ]
+    )
+    q = result.query
+    name = f"spend-{scope}-{q.start:%Y%m%d}-{q.end:%Y%m%d}.csv"
+    return HttpResponse(
+        out.getvalue(), content_type="text/csv", headers={"Content-Disposition": f'attachment; filename="{name}"'}
+    )

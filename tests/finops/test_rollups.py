@@ -1,0 +1,315 @@
+"""Rollups equal sums over raw records after ingest, late records, re-pricing and repeated runs."""
+
+import csv
+import io
+import os
+import subprocess
+import sys
+import time
+from collections import Counter
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+
+import orjson
+import pytest
+from django.db import connection
+from django.db.models import Count, Q, Sum
+
+from finops.models import ModelPrice, RollupDirtyDay, UsageRecord, UsageRollup, UsageTagRollup
+from finops.selectors.spend import SpendQuery, spend_query
+from finops.services.repricing import model_price_save
+from finops.services.rollups import hourly_retention_start, rollups_refresh
+
+pytestmark = pytest.mark.django_db
+NOW = datetime.now(UTC).replace(minute=30, second=0, microsecond=0)
+
+
+def post(client, records):
+    response = client.post("/api/v1/usage", orjson.dumps({"records": records}), content_type="application/json")
+    assert response.status_code == 200, response.content
+    return response.json()
+
+
+def sample(prefix: str, n: int, *, hours_back: int = 50) -> list[dict]:
+    models = ["gpt-4o", "o3", "claude-sonnet-4-5", "mystery-model"]
+    return [
+        {
+            "request_id": f"{prefix}-{i}",
+            "workflow": ["chat", "summary", "search"][i % 3],
+            "model": models[i % 4],
+            "environment": ["prod", "prod", "stage", "dev"][i % 4],
+            "occurred_at": (NOW - timedelta(hours=(i * 7) % hours_back)).isoformat(),
+            "input_tokens": 100 + i,
+            "cached_input_tokens": i % 5 * 10,
+            "output_tokens": 50 + 3 * i,
+            "reasoning_tokens": i % 3,
+            "tags": {"region": ["eu", "us"][i % 2]} if i % 3 else {},
+        }
+        for i in range(n)
+    ]
+
+
+def raw_by(dims: list[str], **filters) -> dict:
+    qs = (
+        UsageRecord.objects.filter(**filters)
+        .values(*dims)
+        .annotate(
+            calls=Count("id"),
+            cost=Sum("cost_nanos"),
+            tokens_in=Sum("input_tokens"),
+            unpriced=Count("id", Q(priced=False)),
+        )
+    )
+    return {tuple(r[d] for d in dims): (r["calls"], r["cost"] or 0, r["tokens_in"], r["unpriced"]) for r in qs}
+
+
+def rollup_by(dims: list[str], **filters) -> dict:
+    qs = (
+        UsageRollup.objects.filter(grain="day", **filters)
+        .values(*dims)
+        .annotate(
+            calls=Sum("calls"), cost=Sum("cost_nanos"), tokens_in=Sum("input_tokens"), unpriced=Sum("unpriced_calls")
+        )
+    )
+    return {tuple(r[d] for d in dims): (r["calls"], r["cost"], r["tokens_in"], r["unpriced"]) for r in qs}
+
+
+def assert_rollups_match_raw():
+    for dims in (["tenant_id"], ["tenant_id", "workflow_id", "model_id", "environment"]):
+        assert rollup_by(dims) == raw_by(dims)
+    hourly = UsageRollup.objects.filter(grain="hour").aggregate(c=Sum("calls"), cost=Sum("cost_nanos"))
+    # Hourly rows cover the retention window only; daily rows all time.
+    recent = UsageRecord.objects.filter(occurred_at__gte=hourly_retention_start())
+    raw = recent.aggregate(c=Count("id"), cost=Sum("cost_nanos"))
+    assert (hourly["c"], hourly["cost"]) == (raw["c"], raw["cost"])
+    assert not RollupDirtyDay.objects.exists()
+
+
+def test_rollups_equal_raw_sums_after_ingest_late_records_repricing_and_reruns(
+    api_a, api_b, catalog, django_capture_on_commit_callbacks
+):
+    post(api_a.client, sample("a", 60))
+    post(api_b.client, sample("b", 25))
+    assert RollupDirtyDay.objects.count() >= 2
+    rollups_refresh()
+    assert_rollups_match_raw()
+    rows_before = Counter(
+        UsageRollup.objects.values_list(
+            "grain",
+            "bucket_start",
+            "tenant_id",
+            "workflow_id",
+            "model_id",
+            "unknown_model_name",
+            "environment",
+            "calls",
+            "cost_nanos",
+        )
+    )
+
+    # Running again changes nothing, even with every day marked again.
+    from finops.services.rollups import rollups_rebuild
+
+    rollups_rebuild()
+    assert (
+        Counter(
+            UsageRollup.objects.values_list(
+                "grain",
+                "bucket_start",
+                "tenant_id",
+                "workflow_id",
+                "model_id",
+                "unknown_model_name",
+                "environment",
+                "calls",
+                "cost_nanos",
+            )
+        )
+        == rows_before
+    )
+
+    # A late record for an old day marks that day; the next run folds it in.
+    late = sample("late", 1)
+    late[0]["occurred_at"] = (NOW - timedelta(days=20)).isoformat()
+    post(api_a.client, late)
+    rollups_refresh()
+    assert_rollups_match_raw()
+
+    # A corrected price re-prices raw records and marks their days again.
+    price = ModelPrice.objects.get(model=catalog["o3"])
+    price.output = Decimal("9.00")
+    with django_capture_on_commit_callbacks(execute=True):
+        model_price_save(price=price)
+    rollups_refresh()
+    assert_rollups_match_raw()
+
+    # Tag rollups: the sum per tag value equals the raw records carrying it.
+    for value in ("eu", "us"):
+        tagged = UsageRecord.objects.filter(tags__region=value).aggregate(c=Count("id"), cost=Sum("cost_nanos"))
+        rolled = UsageTagRollup.objects.filter(tag_key="region", tag_value=value).aggregate(
+            c=Sum("calls"), cost=Sum("cost_nanos")
+        )
+        assert (rolled["c"], rolled["cost"]) == (tagged["c"], tagged["cost"])
+
+
+def test_a_day_marked_again_during_recompute_stays_marked(api_a, catalog, monkeypatch):
+    post(api_a.client, sample("a", 3, hours_back=1))
+    from finops.services import rollups
+
+    real = rollups.rollup_recompute_day
+
+    def racing(**kwargs):
+        rows = real(**kwargs)
+        # Another ingest touches the same day after the recompute read the raw records.
+        rollups.rollup_mark_dirty(pairs=[(kwargs["tenant_id"], kwargs["day"])])
+        return rows
+
+    monkeypatch.setattr(rollups, "rollup_recompute_day", racing)
+    rollups.rollups_refresh()
+    assert RollupDirtyDay.objects.count() == 1
+    monkeypatch.setattr(rollups, "rollup_recompute_day", real)
+    rollups.rollups_refresh()
+    assert not RollupDirtyDay.objects.exists()
+
+
+def test_spend_query_groups_and_series_add_up(api_a, catalog):
+    post(api_a.client, sample("a", 40))
+    rollups_refresh()
+    tenant_ids = [api_a.key.tenant_id]
+    query = SpendQuery(start=NOW - timedelta(days=5), end=NOW + timedelta(days=1), group_by=("workflow", "model"))
+    result = spend_query(tenant_ids=tenant_ids, query=query)
+    raw_total = UsageRecord.objects.aggregate(cost=Sum("cost_nanos"), calls=Count("id"))
+    assert (result.totals.cost_nanos, result.totals.calls) == (raw_total["cost"], raw_total["calls"])
+    assert sum(g.cost_nanos for g in result.groups) == raw_total["cost"]
+    assert sum(p.cost_nanos for p in result.series) == raw_total["cost"]
+    assert [g.cost_nanos for g in result.groups] == sorted((g.cost_nanos for g in result.groups), reverse=True)
+    assert ("chat", "mystery-model") in {g.key for g in result.groups}
+    assert sum(g.share for g in result.groups) == pytest.approx(1)
+
+    tier = spend_query(tenant_ids=tenant_ids, query=SpendQuery(start=query.start, end=query.end, group_by=("tier",)))
+    assert {g.key[0] for g in tier.groups} == {"standard", "premium", "(none)"}
+    tagged = spend_query(
+        tenant_ids=tenant_ids,
+        query=SpendQuery(start=query.start, end=query.end, group_by=("tag:region", "environment")),
+    )
+    assert {g.key[0] for g in tagged.groups} == {"eu", "us"} and tagged.source == "tag"
+    hourly = spend_query(
+        tenant_ids=tenant_ids, query=SpendQuery(start=NOW - timedelta(days=3), end=query.end, granularity="hour")
+    )
+    assert hourly.source == "hourly" and hourly.totals.calls == raw_total["calls"]
+
+
+# --- the spend API ----------------------------------------------------------------------------------
+
+
+def test_spend_api_for_a_tenant_key_and_cross_tenant_404(api_a, api_b, catalog):
+    post(api_a.client, sample("a", 12))
+    post(api_b.client, sample("marker-b", 5))
+    rollups_refresh()
+    body = api_a.client.get("/api/v1/spend", {"group_by": "workflow", "start": (NOW - timedelta(days=5)).isoformat()})
+    assert body.status_code == 200
+    data = body.json()
+    expected = UsageRecord.objects.filter(tenant=api_a.key.tenant).aggregate(c=Sum("cost_nanos"))["c"]
+    assert Decimal(data["totals"]["cost_usd"]) == Decimal(expected) / 10**9
+    assert data["totals"]["calls"] == 12 and {g["key"]["workflow"] for g in data["groups"]} == {
+        "chat",
+        "summary",
+        "search",
+    }
+    assert api_a.client.get("/api/v1/spend", {"tenant": "globex"}).status_code == 404
+    both = api_a.client.get("/api/v1/spend", {"group_by": "tenant"}).json()
+    assert [g["key"]["tenant"] for g in both["groups"]] == ["acme"]
+
+
+def test_spend_api_platform_key_reads_all_tenants_or_one(api_platform, api_a, api_b, catalog):
+    post(api_a.client, sample("a", 6))
+    post(api_b.client, sample("b", 4))
+    rollups_refresh()
+    everyone = api_platform.client.get("/api/v1/spend", {"group_by": "tenant"}).json()
+    assert {g["key"]["tenant"]: g["calls"] for g in everyone["groups"]} == {"acme": 6, "globex": 4}
+    one = api_platform.client.get("/api/v1/spend", {"tenant": "globex"}).json()
+    assert one["totals"]["calls"] == 4 and one["tenant"] == "globex"
+
+
+def test_spend_csv_has_the_groups_and_a_total(api_a, catalog):
+    post(api_a.client, sample("a", 9))
+    rollups_refresh()
+    response = api_a.client.get("/api/v1/spend.csv", {"group_by": "environment,model"})
+    assert response.status_code == 200 and response["Content-Type"].startswith("text/csv")
+    rows = list(csv.reader(io.StringIO(response.content.decode())))
+    assert rows[0][:3] == ["environment", "model", "calls"]
+    assert rows[-1][0] == "total" and int(rows[-1][2]) == 9
+    assert sum(int(r[2]) for r in rows[1:-1]) == 9
+
+
+@pytest.mark.parametrize(
+    ("params", "code"),
+    [
+        ({"group_by": "colour"}, "invalid_group_by"),
+        ({"group_by": "tenant,workflow,model"}, "invalid_group_by"),
+        ({"granularity": "week"}, "invalid_granularity"),
+        ({"start": "yesterday"}, "invalid_range"),
+        ({"start": "2026-01-10", "end": "2026-01-01"}, "invalid_range"),
+        ({"group_by": "tag:region,model"}, "invalid_group_by"),
+        ({"granularity": "hour", "start": "2020-01-01"}, "invalid_range"),
+    ],
+)
+def test_spend_api_explains_bad_queries(api_a, params, code):
+    response = api_a.client.get("/api/v1/spend", params)
+    assert response.status_code == 400 and response.json()["error"]["code"] == code
+
+
+# --- a real worker ----------------------------------------------------------------------------------
+
+
+@pytest.mark.django_db(transaction=True)
+def test_real_celery_worker_refreshes_rollups(api_a, catalog):
+    """The beat task run by a real worker over the real broker (PostgreSQL + Redis in CI)."""
+    broker = os.environ.get("CELERY_BROKER_URL", "")
+    if connection.vendor != "postgresql" or not broker.startswith("redis://"):
+        if os.environ.get("REQUIRE_SERVICES") == "1":
+            pytest.fail("REQUIRE_SERVICES=1 needs DATABASE_URL on PostgreSQL and CELERY_BROKER_URL on Redis")
+        pytest.skip("needs PostgreSQL and a Redis broker (CI sets them)")
+    post(api_a.client, sample("w", 30))
+    settings_db = connection.settings_dict
+    env = {
+        **os.environ,
+        "CELERY_TASK_ALWAYS_EAGER": "false",
+        "DATABASE_URL": f"postgres://{settings_db['USER']}@{settings_db['HOST']}:{settings_db['PORT']}/"
+        f"{settings_db['NAME']}",
+    }
+    worker = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "celery",
+            "-A",
+            "finops",
+            "worker",
+            "--pool=solo",
+            "--loglevel=WARNING",
+            "--without-heartbeat",
+            "--without-gossip",
+            "--without-mingle",
+            "-Q",
+            "rollups-test",
+        ],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        from finops.celery import app
+
+        for _ in range(2):  # twice: the second run must change nothing
+            app.send_task("finops.tasks.refresh_rollups", queue="rollups-test")
+        deadline = time.monotonic() + 60
+        while RollupDirtyDay.objects.exists() and time.monotonic() < deadline:
+            time.sleep(0.5)
+        time.sleep(1.5)  # let the second task finish too
+        assert not RollupDirtyDay.objects.exists(), "the worker did not refresh the rollups within 60 s"
+        assert_rollups_match_raw()
+    finally:
+        worker.terminate()
+        output = worker.communicate(timeout=20)[0].decode(errors="replace")
+    assert "Traceback" not in output, output
