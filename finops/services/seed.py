@@ -36,6 +36,7 @@ from finops.catalog import CatalogSnapshot, ModelEntry, get_catalog
 from finops.errors import ApplicationError
 from finops.models import Environment, LlmModel, ModelPrice, ModelTier, UsageRecord, Workflow
 from finops.pricing import TokenBuckets, cost_nanos, usd_per_mtok_to_pico
+from finops.services.rollups import rollup_mark_dirty, rollups_refresh
 from finops.usage_identity import usage_content_hash
 from tenants.models import ApiKey, Membership, Tenant
 from tenants.services import api_key_create, audit_record
@@ -591,6 +592,21 @@ def _seed_for(pair: _Pair, hour: datetime) -> str:
     return f"{pair.spec.slug}|{pair.wf.slug}|{hour:%Y%m%d%H}"
 
 
+def _refresh_rollups(touched: set[tuple[int, date]], stdout: IO[str] | None) -> None:
+    """Dashboards read rollups: recompute the tenant-days this run filled, with progress."""
+    if not touched:
+        return
+    rollup_mark_dirty(pairs=touched)
+    done = 0
+    while True:
+        step = rollups_refresh(limit=100)
+        done += step.days
+        if stdout is not None:
+            stdout.write(f"rollups: {done:,} / {len(touched):,} tenant-days\n")
+        if not step.days or not step.remaining:
+            return
+
+
 def demo_seed(*, days: int = 75, now: datetime | None = None, stdout: IO[str] | None = None) -> DemoSummary:
     """Load the demo data set: tenants, workflows, people, keys and `days` of hourly usage up to `now`.
 
@@ -626,6 +642,7 @@ def demo_seed(*, days: int = 75, now: datetime | None = None, stdout: IO[str] | 
 
     batch: list[UsageRecord] = []
     done = 0
+    touched = {(pair.tenant.pk, hour.date()) for pair, hour, _ in plan}
     for pair, hour, lam in plan:
         rng = random.Random(_seed_for(pair, hour))
         n = _poisson(rng, lam)
@@ -644,6 +661,7 @@ def demo_seed(*, days: int = 75, now: datetime | None = None, stdout: IO[str] | 
         _insert(batch)
     if planned:
         _progress(stdout, planned, planned)
+    _refresh_rollups(touched, stdout)
 
     span = demo_records.aggregate(first=Min("occurred_at"), last=Max("occurred_at"))
     total = demo_records.count()
