@@ -1,6 +1,15 @@
 from django.contrib import admin
 
-from .models import LlmModel, ModelPrice, ModelTier, UsageRecord, Workflow
+from .models import (
+    LlmModel,
+    ModelPrice,
+    ModelTier,
+    RollupDirtyDay,
+    UsageRecord,
+    UsageRollup,
+    UsageTagRollup,
+    Workflow,
+)
 from .services.repricing import llm_model_save, model_price_save
 
 
@@ -95,3 +104,45 @@ class UsageRecordAdmin(admin.ModelAdmin):
 
     def has_change_permission(self, request, obj=None) -> bool:
         return False
+
+
+class ReadOnlyAdmin(admin.ModelAdmin):
+    """Derived data: recomputed by jobs, so people look but do not edit."""
+
+    show_full_result_count = False
+
+    def has_add_permission(self, request) -> bool:
+        return False
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        return False
+
+
+@admin.register(UsageRollup)
+class UsageRollupAdmin(ReadOnlyAdmin):
+    list_display = [
+        "grain",
+        "bucket_start",
+        "tenant",
+        "workflow",
+        "model",
+        "unknown_model_name",
+        "environment",
+        "calls",
+        "cost_nanos",
+        "unpriced_calls",
+    ]
+    list_filter = ["grain", "environment", "tenant"]
+    list_select_related = ["tenant", "workflow", "model"]
+
+
+@admin.register(UsageTagRollup)
+class UsageTagRollupAdmin(ReadOnlyAdmin):
+    list_display = ["bucket_start", "tenant", "tag_key", "tag_value", "workflow", "environment", "calls", "cost_nanos"]
+    list_filter = ["tag_key", "tenant"]
+    list_select_related = ["tenant", "workflow"]
+
+
+@admin.register(RollupDirtyDay)
+class RollupDirtyDayAdmin(ReadOnlyAdmin):
+    list_display = ["tenant", "day", "marked_at"]

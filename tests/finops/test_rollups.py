@@ -313,3 +313,18 @@ def test_real_celery_worker_refreshes_rollups(api_a, catalog):
         worker.terminate()
         output = worker.communicate(timeout=20)[0].decode(errors="replace")
     assert "Traceback" not in output, output
+
+
+def test_rebuild_rollups_command(api_a, catalog):
+    from io import StringIO
+
+    from django.core.management import call_command
+
+    post(api_a.client, sample("a", 10))
+    out = StringIO()
+    call_command("rebuild_rollups", stdout=out)
+    assert "Recomputed" in out.getvalue() and "0 still marked" in out.getvalue()
+    UsageRollup.objects.all().delete()
+    out = StringIO()
+    call_command("rebuild_rollups", "--all", "--tenant", "acme", stdout=out)
+    assert_rollups_match_raw()
