@@ -1,9 +1,15 @@
 from django.urls import path
 
-from . import views
+from . import views, views_catalog
 
 urlpatterns = [
     path("", views.home, name="home"),
     path("usage/", views.usage_list, name="usage_list"),
     path("usage/<int:record_id>/", views.usage_detail, name="usage_detail"),
+    path("models/", views_catalog.models_list, name="models"),
+    # Names may hold slashes (path converter), so the routes under a model come before its page.
+    path("models/<path:name>/prices/add/", views_catalog.model_price_add, name="model_price_add"),
+    path("models/<path:name>/prices/<int:price_id>/edit/", views_catalog.model_price_edit, name="model_price_edit"),
+    path("models/<path:name>/", views_catalog.model_detail, name="model_detail"),
+    path("exports/focus.csv", views_catalog.focus_export, name="focus_export"),
 ]

@@ -1,0 +1,114 @@
+"""Forms for people. Validation only: saving goes through the services (`model_price_save`)."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+from django import forms
+from django.utils import timezone
+
+from finops.models import LlmModel, ModelPrice
+
+PRICE_FIELDS = ("input", "cached_input", "cache_write", "output", "reasoning")
+
+
+def _plain(value: Decimal | None) -> str | None:
+    """2.500000 -> "2.50", 0.018750 -> "0.01875": what a person typed, not the column's padding."""
+    if value is None:
+        return None
+    if value == value.quantize(Decimal("0.01")):
+        return f"{value.quantize(Decimal('0.01')):f}"
+    return f"{value.normalize():f}"
+
+
+class ModelPriceForm(forms.ModelForm):
+    """A list price of one catalog model, in force from `effective_from` (add a new one or correct one).
+
+    The model is fixed by the page, never by the form: pass it as `model`.
+    """
+
+    class Meta:
+        model = ModelPrice
+        fields = ["effective_from", *PRICE_FIELDS, "source", "price_taken_on"]
+        labels = {
+            "effective_from": "In force from",
+            "input": "Input",
+            "cached_input": "Cached input (read)",
+            "cache_write": "Cache write",
+            "output": "Output",
+            "reasoning": "Reasoning",
+            "source": "Source",
+            "price_taken_on": "Taken on",
+        }
+        help_texts = {
+            "source": "Link to the provider's pricing page the price was read from.",
+            "price_taken_on": "The day the public list price was read.",
+            "reasoning": "Empty: same as output.",
+        }
+        widgets = {
+            # Seconds are kept so that correcting a price never moves its start by accident.
+            "effective_from": forms.DateTimeInput(
+                attrs={"type": "datetime-local", "step": "1"}, format="%Y-%m-%dT%H:%M:%S"
+            ),
+            "price_taken_on": forms.DateInput(attrs={"type": "date"}, format="%Y-%m-%d"),
+            "source": forms.TextInput(attrs={"placeholder": "https://…", "inputmode": "url"}),
+        }
+
+    def __init__(self, *args, model: LlmModel, copy_from: ModelPrice | None = None, **kwargs):
+        if kwargs.get("instance") is None:
+            kwargs["instance"] = ModelPrice(model=model)
+        super().__init__(*args, **kwargs)
+        self.catalog_model = model
+        self.instance.model = model
+        zone = timezone.get_current_timezone_name()
+        self.fields["effective_from"].help_text = f"Date and time in {zone}. Usage from then on is priced with this."
+        for name in PRICE_FIELDS:
+            field = self.fields[name]
+            field.validators.append(_not_negative)
+            field.widget.attrs.update({"inputmode": "decimal", "min": "0", "step": "any", "class": "num"})
+            if name != "reasoning":  # the unit is given once for all prices
+                field.help_text = ""
+            shown = self.instance if self.instance.pk else copy_from
+            if shown is not None and not self.is_bound:
+                self.initial[name] = _plain(getattr(shown, name))
+        if not self.instance.pk and not self.is_bound:
+            if not self.initial.get("price_taken_on"):
+                self.initial["price_taken_on"] = timezone.localdate()
+            if copy_from is not None:
+                self.initial["source"] = copy_from.source
+
+    def sections(self) -> list[dict]:
+        """The fields in the groups the page shows them in."""
+        return [
+            {"legend": "When", "hint": "", "money": False, "fields": [self["effective_from"], self["price_taken_on"]]},
+            {
+                "legend": "Prices",
+                "hint": "USD per 1M tokens, up to 6 decimals",
+                "money": True,
+                "fields": [self[name] for name in PRICE_FIELDS],
+            },
+            {"legend": "Where it comes from", "hint": "", "money": False, "fields": [self["source"]]},
+        ]
+
+    def clean_source(self) -> str:
+        return (self.cleaned_data.get("source") or "").strip()
+
+    def clean(self):
+        cleaned = super().clean()
+        start = cleaned.get("effective_from")
+        if start is not None:
+            clash = ModelPrice.objects.filter(model=self.catalog_model, effective_from=start)
+            if self.instance.pk:
+                clash = clash.exclude(pk=self.instance.pk)
+            if clash.exists():
+                self.add_error(
+                    "effective_from",
+                    f"{self.catalog_model.name} already has a price in force from {start:%Y-%m-%d %H:%M:%S}. "
+                    "Edit that price instead, or pick another start.",
+                )
+        return cleaned
+
+
+def _not_negative(value: Decimal | None) -> None:
+    if value is not None and value < 0:
+        raise forms.ValidationError("A price cannot be negative.", code="negative")
