@@ -6,6 +6,10 @@ urlpatterns = [
     path("", views.home, name="home"),
     path("usage/", views.usage_list, name="usage_list"),
     path("usage/<int:record_id>/", views.usage_detail, name="usage_detail"),
+    path("explore/", views.explorer, name="explore"),
+    path("explore/export.csv", views.explorer_export, name="explore_export"),
+    path("tenants/<str:slug>/", views.tenant_detail, name="tenant_detail"),
+    path("workflows/<str:slug>/", views.workflow_detail, name="workflow_detail"),
     path("models/", views_catalog.models_list, name="models"),
     # Names may hold slashes (path converter), so the routes under a model come before its page.
     path("models/<path:name>/prices/add/", views_catalog.model_price_add, name="model_price_add"),

@@ -93,3 +93,38 @@ def usd_rate(price) -> str:
     if value == value.quantize(_CENT):
         return f"${value.quantize(_CENT):,}"
     return f"${value.normalize():,f}"
+
+
+def _fraction(value) -> Decimal | None:
+    if value is None or value == "":
+        return None
+    try:
+        return Decimal(str(value))
+    except InvalidOperation:
+        return None
+
+
+@register.filter
+def percent(fraction) -> str:
+    """A share as a fraction -> "12.3%"; a share too small to show a digit -> "<0.1%". None -> "—"."""
+    value = _fraction(fraction)
+    if value is None:
+        return EMPTY
+    pct = (value * 100).quantize(Decimal("0.1"), rounding=ROUND_HALF_UP)
+    if pct == 0 and value > 0:
+        return "<0.1%"
+    return f"{pct}%"
+
+
+@register.filter
+def signed_percent(fraction) -> str:
+    """A change as a fraction -> "+12.3%" / "−4.0%" (a real minus sign), whole percent from 100% up."""
+    value = _fraction(fraction)
+    if value is None:
+        return EMPTY
+    pct = value * 100
+    places = Decimal("1") if abs(pct) >= 100 else Decimal("0.1")
+    pct = pct.quantize(places, rounding=ROUND_HALF_UP)
+    if pct == 0:
+        return "±0%"
+    return f"{'+' if pct > 0 else '−'}{abs(pct):,}%"

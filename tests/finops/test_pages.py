@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import itertools
 import re
-from datetime import timedelta
+from datetime import UTC, timedelta
+from decimal import Decimal
 
 import pytest
 from django.template.loader import render_to_string
@@ -12,8 +13,9 @@ from django.test import Client
 from django.utils import timezone
 
 from finops.models import UsageRecord, Workflow
-from finops.selectors.overview import OverviewPeriods
-from finops.templatetags.money import tokens, usd, usd_exact
+from finops.selectors.overview import day_start, utc_today
+from finops.services.rollups import rollup_mark_dirty, rollups_refresh
+from finops.templatetags.money import percent, signed_percent, tokens, usd, usd_exact
 from tests.factories import MembershipFactory, TenantFactory, UserFactory, WorkflowFactory
 
 PASSWORD = "pw-for-tests-1"  # tests/factories.py UserFactory
@@ -32,8 +34,8 @@ def _record(
     output_tokens=100,
     request_id=None,
 ) -> UsageRecord:
-    occurred_at = occurred_at or OverviewPeriods.ending_today().today.start + timedelta(seconds=1)
-    return UsageRecord.objects.create(
+    occurred_at = occurred_at or day_start(utc_today()) + timedelta(seconds=1)
+    record = UsageRecord.objects.create(
         tenant=tenant,
         workflow=workflow,
         model_name=model_name,
@@ -47,6 +49,11 @@ def _record(
         request_id=request_id or f"req-{next(_request_ids)}",
         content_hash="0" * 32,
     )
+    # Written past the ingest service, so mark its day for the rollups as ingest does; dashboards
+    # read rollups only.
+    rollup_mark_dirty(pairs=[(tenant.pk, occurred_at.astimezone(UTC).date())])
+    rollups_refresh()
+    return record
 
 
 def _client_for(user) -> Client:
@@ -65,11 +72,6 @@ def _assert_no_cdn(html: str) -> None:
 def _html(response) -> str:
     assert response.status_code == 200, response.status_code
     return response.content.decode()
-
-
-@pytest.fixture
-def periods() -> OverviewPeriods:
-    return OverviewPeriods.ending_today()
 
 
 # --- Sign-in ---------------------------------------------------------------------------------------
@@ -119,21 +121,19 @@ def test_anonymous_is_sent_to_login(url):
 # --- Overview --------------------------------------------------------------------------------------
 
 
-def test_overview_shows_spend_for_today_week_and_month(viewer_a, tenant_a, periods):
-    today = periods.today.start
-    _record(tenant_a, cost_nanos=1_000_000_000_000, occurred_at=today + timedelta(seconds=1))  # $1,000
-    _record(tenant_a, cost_nanos=234_560_000_000, occurred_at=today + timedelta(hours=1))  # $234.56
-    _record(tenant_a, cost_nanos=5_000_000_000, occurred_at=today - timedelta(days=3))  # $5, this week
-    _record(tenant_a, cost_nanos=10_000_000_000, occurred_at=today - timedelta(days=20))  # $10, this month
-    _record(tenant_a, cost_nanos=100_000_000_000, occurred_at=today - timedelta(days=40))  # too old
+def test_overview_shows_spend_for_today_week_and_month(viewer_a, tenant_a):
+    today = utc_today()
+    start = day_start(today)
+    _record(tenant_a, cost_nanos=1_000_000_000_000, occurred_at=start + timedelta(seconds=1))  # $1,000
+    _record(tenant_a, cost_nanos=234_560_000_000, occurred_at=start + timedelta(seconds=2))  # $234.56
+    old = start - timedelta(days=40)
+    _record(tenant_a, cost_nanos=100_000_000_000, occurred_at=old)  # before every period shown
 
     html = _html(_client_for(viewer_a).get("/"))
 
-    assert "$1,234.56" in html  # today
-    assert "$1,239.56" in html  # last 7 days
-    assert "$1,249.56" in html  # last 30 days
-    assert "$1,349.56" not in html
-    assert "4 calls" in html
+    assert "$1,234.56" in html  # today, and this week and month so far
+    assert "$1,334.56" not in html
+    assert "2 calls" in html
     assert "No usage yet" not in html
 
 
@@ -162,7 +162,7 @@ def test_overview_tables_attribute_spend(viewer_a, tenant_a):
     assert "Top workflows" in html and "Ticket summary" in html and "(no workflow)" in html
     assert "Top models" in html and "claude-sonnet-4-5" in html
     assert "Spend by environment" in html and "Stage" in html
-    assert "/usage/?workflow=ticket-summary" in html
+    assert 'href="/workflows/ticket-summary/"' in html
     assert "Top tenants" not in html  # one tenant only: nothing to compare
 
 
@@ -175,7 +175,7 @@ def test_unpriced_banner_appears_only_when_unpriced_usage_exists(viewer_a, tenan
     _record(tenant_a, cost_nanos=None, model_name="mystery-model-x")
     _record(tenant_a, cost_nanos=None, model_name="mystery-model-y")
     html = _html(client.get("/"))
-    assert "2 calls for unknown models are not priced" in html
+    assert "2 calls in the last 30 days are not priced" in html
     assert "mystery-model-x" in html and "mystery-model-y" in html
     assert 'href="/usage/?priced=false"' in html
     assert "$1.00" in html  # unpriced calls never count as zero-cost spend, nor change the total
@@ -195,8 +195,9 @@ def test_overview_query_count_stays_small(operator, tenant_a, tenant_b, django_a
         _record(tenant_a if i % 2 else tenant_b, cost_nanos=1_000_000 * i, model_name=f"model-{i % 3}")
     _record(tenant_a, cost_nanos=None, model_name="unknown-model")
     client = _client_for(operator)
-    # session + user + visible tenants + totals + daily + workflows + models + tenants + environments + unpriced
-    with django_assert_max_num_queries(10):
+    # session, user, visible tenants; from rollups: daily by tier and environment (3), today's hours (2),
+    # 30 days by workflow and model (3), by tenant (3); workflow names. Whatever the number of records.
+    with django_assert_max_num_queries(15):
         _html(client.get("/"))
 
 
@@ -444,6 +445,17 @@ def test_usd_exact_filter():
 )
 def test_tokens_filter(count, expected):
     assert tokens(count) == expected
+
+
+def test_percent_filters():
+    assert percent(Decimal("0.1234")) == "12.3%"
+    assert percent(Decimal("0.0004")) == "<0.1%"
+    assert percent(0) == "0.0%"
+    assert signed_percent(Decimal("0.5")) == "+50.0%"
+    assert signed_percent(Decimal("-0.0404")) == "−4.0%"
+    assert signed_percent(Decimal("2.345")) == "+235%"
+    assert signed_percent(0) == "±0%"
+    assert signed_percent(None) == "—"
 
 
 def test_member_of_several_tenants_never_sees_a_third(tenant_a, tenant_b, two_tenants_of_records):
