@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from datetime import date, datetime
+from datetime import date, datetime, time, timedelta
 from typing import Any
 
 import plotly.graph_objects as go
@@ -102,6 +102,14 @@ def _time_axis(fig: go.Figure, granularity: str) -> None:
         linecolor="#cbd5e1",
         fixedrange=True,
     )
+
+
+def _day_range(fig: go.Figure, profile: Sequence[DayProfile]) -> None:
+    """Lines span the same days as the bars beside them: half a day of margin on each side."""
+    if profile:
+        first = datetime.combine(profile[0].day, time.min) - timedelta(hours=12)
+        last = datetime.combine(profile[-1].day, time.min) + timedelta(hours=12)
+        fig.update_xaxes(range=[first.isoformat(), last.isoformat()])
 
 
 def _money_axis(fig: go.Figure, largest_nanos: int) -> None:
@@ -228,6 +236,7 @@ def cost_per_call_figure(profile: Sequence[DayProfile], *, height: int = 240) ->
     )
     _layout(fig, height=height, legend=False)
     _time_axis(fig, "day")
+    _day_range(fig, profile)
     _money_axis(fig, max((v for v in values if v is not None), default=0))
     fig.update_yaxes(tickformat="$.3~g", tickprefix="")
     return fig
@@ -317,6 +326,7 @@ def per_call_envelope_figure(
     )
     _layout(fig, height=height, legend=True)
     _time_axis(fig, "day")
+    _day_range(fig, profile)
     _count_axis(fig)
     return fig
 

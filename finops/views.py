@@ -241,12 +241,19 @@ def _parse_dimension(value: str, form: ExplorerForm) -> str:
     return ""
 
 
+_EARLIEST_DAY, _LATEST_DAY = date(2000, 1, 1), date(2999, 12, 31)
+
+
 def _parse_day(value: str, name: str, form: ExplorerForm) -> date | None:
     try:
-        return date.fromisoformat(value)
+        day = date.fromisoformat(value)
     except ValueError:
         form.errors.append(f"The {name} date “{value[:40]}” is not a date (use YYYY-MM-DD).")
         return None
+    if not _EARLIEST_DAY <= day <= _LATEST_DAY:
+        form.errors.append(f"The {name} date {day.isoformat()} is out of range.")
+        return None
+    return day
 
 
 def _explorer_form(params, now: datetime) -> tuple[ExplorerForm, SpendQuery | None]:
@@ -273,6 +280,12 @@ def _explorer_form(params, now: datetime) -> tuple[ExplorerForm, SpendQuery | No
     if form.filters.get("environment", "") not in ("", *Environment.values):
         form.errors.append(f"There is no environment “{form.filters['environment'][:40]}”.")
     form.tag = params.get("tag", "").strip()
+    if any("\x00" in v for v in (*form.filters.values(), form.tag)):
+        form.errors.append("A filter holds a NUL character, which no name contains.")
+        form.filters, form.tag = (
+            {k: v.replace("\x00", "") for k, v in form.filters.items()},
+            form.tag.replace("\x00", ""),
+        )
     if form.tag and ("=" not in form.tag or not form.tag.partition("=")[0]):
         form.errors.append("Filter on a tag as key=value, e.g. region=eu-west-1.")
     sort = params.get("sort", "-cost")

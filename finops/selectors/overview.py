@@ -476,7 +476,8 @@ class ExplorerOptions:
     tag_keys: list[str]
 
 
-TAG_KEYS_LOOKBACK_DAYS = 90
+# Tag rollup rows are many (one per tag value and day); the keys in use are read from recent days.
+TAG_KEYS_LOOKBACK_DAYS = 14
 
 
 def explorer_options(*, tenant_ids: TenantIds, today: date | None = None) -> ExplorerOptions:

@@ -341,6 +341,7 @@ def test_explorer_shows_top_ten_series_and_other(viewer_a, tenant_a, catalog):
         ("range=custom&start=2026-13-01&end=2026-01-01", "is not a date"),
         ("start=2026-02-10&end=2026-02-01", "The end date is before the start date"),
         ("start=2020-01-01&end=2026-01-01", "Pick at most 400 days"),
+        ("start=9999-12-30&end=9999-12-31", "is out of range"),
         ("by=tag:team&by2=model", "Tags combine with tenant, workflow and environment"),
         ("granularity=week", "Granularity is hour, day or month"),
         ("range=forever", "Pick a time range from the list"),
@@ -357,6 +358,39 @@ def test_explorer_explains_bad_parameters(viewer_a, spend, query, message):
     assert 'name="by"' in body  # the form is still there to fix it
     csv_response = client.get(f"/explore/export.csv?{query}")
     assert csv_response.status_code == 400 and message in csv_response.content.decode()
+
+
+@pytest.mark.parametrize(
+    "query",
+    [
+        "by=tag:",
+        "by=tag:a%20b",
+        "by=&by2=tenant",
+        "by=model&by2=model",
+        "granularity=&range=",
+        "sort=-",
+        "sort=%3Bdrop",
+        "tag==x",
+        "tag=k=",
+        "model=%00",
+        "workflow=x%00y",
+        "start=2026-01-01",
+        "end=1999-01-01",
+        "by=tenant&tenant=",
+        "range=24h&granularity=month",
+    ],
+)
+def test_explorer_never_answers_500(viewer_a, spend, query):
+    client = client_for(viewer_a)
+    for url in (f"/explore/?{query}", f"/explore/export.csv?{query}"):
+        assert client.get(url).status_code in (200, 400), url
+
+
+@pytest.mark.parametrize("query", ["days=abc", "days=-1", "days=90&days=30", "tenant=acme"])
+def test_detail_pages_tolerate_odd_parameters(viewer_a, spend, query):
+    client = client_for(viewer_a)
+    assert client.get(f"/tenants/acme/?{query}").status_code in (200, 302)
+    assert client.get(f"/workflows/ticket-summary/?{query}").status_code == 200
 
 
 def test_explorer_custom_dates_and_empty_range(viewer_a, spend):
