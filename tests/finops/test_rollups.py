@@ -21,7 +21,8 @@ from finops.services.repricing import model_price_save
 from finops.services.rollups import hourly_retention_start, rollups_refresh
 
 pytestmark = pytest.mark.django_db
-NOW = datetime.now(UTC).replace(minute=30, second=0, microsecond=0)
+# Half past the previous hour: always in the past (ingest refuses the future), same day-split every run.
+NOW = (datetime.now(UTC) - timedelta(hours=1)).replace(minute=30, second=0, microsecond=0)
 
 
 def post(client, records):
