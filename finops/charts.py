@@ -2,16 +2,18 @@
 
 Money arrives as integer nano-USD; it becomes a float only here, at the figure boundary, because
 Plotly plots floats. Totals shown as text on the pages never come from these numbers.
+
+Figures are built as the JSON Plotly.js reads ({"data": [...], "layout": {...}}), not through
+plotly.graph_objects: those validate every property on every assignment, which cost the overview
+about as much time as all its queries. Tests load each figure into `go.Figure` to check it against
+Plotly's schema instead.
 """
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from datetime import date, datetime, time, timedelta
 from typing import Any
-
-import plotly.graph_objects as go
 
 from finops.pricing import NANOS_PER_USD, nanos_to_decimal
 from finops.selectors.overview import OTHER, TOKEN_BUCKETS, DayProfile, Series, SpendRow
@@ -49,6 +51,41 @@ ENVELOPE_LINE = "#059669"
 BARS_UP_TO = 62  # more buckets than this read better as stacked areas
 
 
+class Figure:
+    """The few figure operations the pages use, on plain dicts (same names as plotly's Figure)."""
+
+    def __init__(self, *traces: dict[str, Any]):
+        self.data: list[dict[str, Any]] = list(traces)
+        self.layout: dict[str, Any] = {}
+
+    def add_trace(self, trace: dict[str, Any]) -> None:
+        self.data.append(trace)
+
+    def update_layout(self, **props: Any) -> None:
+        _merge(self.layout, props)
+
+    def update_xaxes(self, **props: Any) -> None:
+        _merge(self.layout.setdefault("xaxis", {}), props)
+
+    def update_yaxes(self, **props: Any) -> None:
+        _merge(self.layout.setdefault("yaxis", {}), props)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"data": self.data, "layout": self.layout}
+
+
+def _merge(target: dict[str, Any], props: dict[str, Any]) -> None:
+    for key, value in props.items():
+        if isinstance(value, dict) and isinstance(target.get(key), dict):
+            _merge(target[key], value)
+        else:
+            target[key] = value
+
+
+def _trace(kind: str, **props: Any) -> dict[str, Any]:
+    return {"type": kind, **props}
+
+
 def _usd_float(nanos: int) -> float:
     return float(nanos_to_decimal(nanos))
 
@@ -67,7 +104,7 @@ def series_colors(series: Sequence[Series], fixed: dict[str, str] | None = None)
     return colors
 
 
-def _layout(fig: go.Figure, *, height: int, legend: bool, hovermode: str | bool = "x unified") -> None:
+def _layout(fig: Figure, *, height: int, legend: bool, hovermode: str | bool = "x unified") -> None:
     fig.update_layout(
         height=height,
         margin={"l": 60, "r": 16, "t": 8 if not legend else 28, "b": 36},
@@ -88,7 +125,7 @@ def _layout(fig: go.Figure, *, height: int, legend: bool, hovermode: str | bool 
     )
 
 
-def _time_axis(fig: go.Figure, granularity: str) -> None:
+def _time_axis(fig: Figure, granularity: str) -> None:
     tickformat, hoverformat = {
         "hour": ("%H:%M\n%d %b", "%a %d %b %Y %H:%M UTC"),
         "day": ("%d %b", "%a %d %b %Y"),
@@ -104,7 +141,7 @@ def _time_axis(fig: go.Figure, granularity: str) -> None:
     )
 
 
-def _day_range(fig: go.Figure, profile: Sequence[DayProfile]) -> None:
+def _day_range(fig: Figure, profile: Sequence[DayProfile]) -> None:
     """Lines span the same days as the bars beside them: half a day of margin on each side."""
     if profile:
         first = datetime.combine(profile[0].day, time.min) - timedelta(hours=12)
@@ -112,7 +149,7 @@ def _day_range(fig: go.Figure, profile: Sequence[DayProfile]) -> None:
         fig.update_xaxes(range=[first.isoformat(), last.isoformat()])
 
 
-def _money_axis(fig: go.Figure, largest_nanos: int) -> None:
+def _money_axis(fig: Figure, largest_nanos: int) -> None:
     fig.update_yaxes(
         tickprefix="$",
         # Cents are enough once a bar costs dollars; below that, significant digits keep ticks apart.
@@ -124,7 +161,7 @@ def _money_axis(fig: go.Figure, largest_nanos: int) -> None:
     )
 
 
-def _count_axis(fig: go.Figure, **extra: Any) -> None:
+def _count_axis(fig: Figure, **extra: Any) -> None:
     fig.update_yaxes(tickformat="~s", gridcolor="#e2e8f0", zeroline=False, rangemode="tozero", fixedrange=True, **extra)
 
 
@@ -139,19 +176,22 @@ def stacked_spend_figure(
     granularity: str = "day",
     colors: dict[str, str] | None = None,
     height: int = 300,
-) -> go.Figure:
+) -> Figure:
     """Cost per bucket stacked by series: bars for short ranges, areas for long ones."""
-    fig = go.Figure()
+    fig = Figure()
     x = _x(buckets)
     as_bars = len(buckets) <= BARS_UP_TO
     hover = "%{fullData.name}: $%{y:,.2f}" if granularity != "hour" else "%{fullData.name}: $%{y:,.4f}"
     for s, color in zip(series, series_colors(series, colors), strict=True):
         y = [_usd_float(v) for v in s.values]
         if as_bars:
-            fig.add_trace(go.Bar(name=s.name, x=x, y=y, marker_color=color, hovertemplate=hover + "<extra></extra>"))
+            fig.add_trace(
+                _trace("bar", name=s.name, x=x, y=y, marker={"color": color}, hovertemplate=hover + "<extra></extra>")
+            )
         else:
             fig.add_trace(
-                go.Scatter(
+                _trace(
+                    "scatter",
                     name=s.name,
                     x=x,
                     y=y,
@@ -176,10 +216,11 @@ def row_colors(rows: Sequence[SpendRow], fixed: dict[str, str] | None = None) ->
     return [(fixed or {}).get(r.key) or (OTHER_COLOR if r.is_none else next(palette)) for r in rows]
 
 
-def donut_figure(rows: Sequence[SpendRow], colors: Sequence[str], *, height: int = 200) -> go.Figure:
+def donut_figure(rows: Sequence[SpendRow], colors: Sequence[str], *, height: int = 200) -> Figure:
     """Share of cost per row as a ring; the table beside it is the legend."""
-    fig = go.Figure(
-        go.Pie(
+    fig = Figure(
+        _trace(
+            "pie",
             labels=[r.label for r in rows],
             values=[_usd_float(r.cost_nanos) for r in rows],
             hole=0.62,
@@ -195,20 +236,21 @@ def donut_figure(rows: Sequence[SpendRow], colors: Sequence[str], *, height: int
     return fig
 
 
-def token_mix_figure(profile: Sequence[DayProfile], *, height: int = 280) -> go.Figure:
+def token_mix_figure(profile: Sequence[DayProfile], *, height: int = 280) -> Figure:
     """Tokens per day stacked by bucket (input, cached input, cache write, output, reasoning)."""
-    fig = go.Figure()
+    fig = Figure()
     x = _x([p.day for p in profile])
     for field_name, label in TOKEN_BUCKETS:
         values = [getattr(p, field_name) for p in profile]
         if not any(values):
             continue
         fig.add_trace(
-            go.Bar(
+            _trace(
+                "bar",
                 name=label,
                 x=x,
                 y=values,
-                marker_color=TOKEN_COLORS[field_name],
+                marker={"color": TOKEN_COLORS[field_name]},
                 hovertemplate=f"{label}: %{{y:,}}<extra></extra>",
             )
         )
@@ -219,11 +261,12 @@ def token_mix_figure(profile: Sequence[DayProfile], *, height: int = 280) -> go.
     return fig
 
 
-def cost_per_call_figure(profile: Sequence[DayProfile], *, height: int = 240) -> go.Figure:
+def cost_per_call_figure(profile: Sequence[DayProfile], *, height: int = 240) -> Figure:
     """Average cost of a priced call per day; days without priced calls leave a gap."""
     values = [p.cost_per_call_nanos for p in profile]
-    fig = go.Figure(
-        go.Scatter(
+    fig = Figure(
+        _trace(
+            "scatter",
             name="Cost per call",
             x=_x([p.day for p in profile]),
             y=[_usd_float(v) if v is not None else None for v in values],
@@ -242,21 +285,23 @@ def cost_per_call_figure(profile: Sequence[DayProfile], *, height: int = 240) ->
     return fig
 
 
-def calls_figure(profile: Sequence[DayProfile], *, expected_per_tenant: int | None, height: int = 260) -> go.Figure:
+def calls_figure(profile: Sequence[DayProfile], *, expected_per_tenant: int | None, height: int = 260) -> Figure:
     """Calls per day as bars; with an envelope, the expected calls (per tenant using it that day) as a line."""
     x = _x([p.day for p in profile])
-    fig = go.Figure(
-        go.Bar(
+    fig = Figure(
+        _trace(
+            "bar",
             name="Calls",
             x=x,
             y=[p.calls for p in profile],
-            marker_color="#93c5fd",
+            marker={"color": "#93c5fd"},
             hovertemplate="%{y:,} calls<extra></extra>",
         )
     )
     if expected_per_tenant:
         fig.add_trace(
-            go.Scatter(
+            _trace(
+                "scatter",
                 name="Expected",
                 x=x,
                 y=[expected_per_tenant * p.tenants if p.tenants else None for p in profile],
@@ -280,17 +325,20 @@ def per_call_envelope_figure(
     p95: int | None,
     color: str,
     height: int = 240,
-) -> go.Figure:
+) -> Figure:
     """Mean tokens per call each day against the envelope: the p50-p95 band and both lines."""
     x = _x([p.day for p in profile])
     values = [getattr(p, measure) / p.calls if p.calls else None for p in profile]
-    fig = go.Figure()
+    fig = Figure()
     if p50 is not None and p95 is not None:
         fig.add_trace(
-            go.Scatter(x=x, y=[p95] * len(x), mode="lines", line={"width": 0}, hoverinfo="skip", showlegend=False)
+            _trace(
+                "scatter", x=x, y=[p95] * len(x), mode="lines", line={"width": 0}, hoverinfo="skip", showlegend=False
+            )
         )
         fig.add_trace(
-            go.Scatter(
+            _trace(
+                "scatter",
                 name="Envelope p50–p95",
                 x=x,
                 y=[p50] * len(x),
@@ -304,7 +352,8 @@ def per_call_envelope_figure(
     for value, label, dash in ((p50, "p50", "dot"), (p95, "p95", "dash")):
         if value is not None:
             fig.add_trace(
-                go.Scatter(
+                _trace(
+                    "scatter",
                     name=f"Expected {label}",
                     x=x,
                     y=[value] * len(x),
@@ -314,7 +363,8 @@ def per_call_envelope_figure(
                 )
             )
     fig.add_trace(
-        go.Scatter(
+        _trace(
+            "scatter",
             name="Mean per call",
             x=x,
             y=values,
@@ -331,6 +381,6 @@ def per_call_envelope_figure(
     return fig
 
 
-def figure_payload(fig: go.Figure) -> dict[str, Any]:
-    """What the page embeds (via `json_script`): the figure as Plotly serialises it, plus the config."""
-    return {"figure": json.loads(fig.to_json()), "config": PLOTLY_CONFIG}
+def figure_payload(fig: Figure) -> dict[str, Any]:
+    """What the page embeds (via `json_script`): the figure and the config Plotly.js is given."""
+    return {"figure": fig.to_dict(), "config": PLOTLY_CONFIG}

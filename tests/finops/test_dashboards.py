@@ -15,6 +15,7 @@ import json
 import re
 from datetime import date, datetime, timedelta
 
+import plotly.graph_objects as go
 import pytest
 from django.test import Client
 
@@ -84,7 +85,9 @@ def table_rows(body: str) -> list[list[str]]:
 def figure(body: str, element_id: str) -> dict:
     match = re.search(rf'<script id="{element_id}" type="application/json">(.*?)</script>', body, re.S)
     assert match is not None, element_id
-    return json.loads(match.group(1))["figure"]
+    payload = json.loads(match.group(1))["figure"]
+    go.Figure(payload)  # pages build the JSON by hand: it must still be a valid Plotly figure
+    return payload
 
 
 @pytest.fixture
@@ -580,6 +583,29 @@ def test_every_dashboard_renders_local_plotly_only(operator, spend):
         body = page(client, url)
         assert '<script src="/static/js/plotly.min.js"' in body
         assert "cdn" not in re.sub(r'name="csrfmiddlewaretoken" value="[^"]*"', "", body).lower()
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "/",
+        "/explore/?by=workflow&by2=model",
+        "/explore/?range=90d&granularity=day",
+        "/explore/?range=24h",
+        "/explore/?range=90d&granularity=month&by=tenant",
+        "/explore/?by=",
+        "/tenants/acme/",
+        "/workflows/ticket-summary/",
+        "/workflows/chat/",
+    ],
+)
+def test_every_figure_is_a_valid_plotly_figure_with_data(operator, spend, url):
+    body = page(client_for(operator), url)
+    ids = re.findall(r'data-plotly-figure="([^"]+)"', body)
+    assert ids
+    for element_id in ids:
+        fig = figure(body, element_id)
+        assert fig["data"] and all(t.get("x") or t.get("values") for t in fig["data"]), element_id
 
 
 def test_auto_discovered_workflow_is_marked(viewer_b, spend):
