@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import os
 import re
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -159,8 +160,31 @@ def _same_origin(url: str, origin: str) -> bool:
     return f"{parts.scheme}://{parts.netloc}" == origin
 
 
+def _wait_for_live_server_to_finish(timeout: float = 10.0) -> None:
+    """Wait until no other connection to the test database is mid-query or mid-transaction.
+
+    The browser may leave a request in flight when a test ends (a chart fetch, a navigation). The
+    test database is flushed right after, and on PostgreSQL a TRUNCATE racing a live-server request
+    that holds table locks deadlocks. SQLite has no other connections to wait for.
+    """
+    from django.db import connection
+
+    if connection.vendor != "postgresql":
+        return
+    deadline = time.monotonic() + timeout
+    with connection.cursor() as cursor:
+        while time.monotonic() < deadline:
+            cursor.execute(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()"
+                " AND state IN ('active', 'idle in transaction', 'idle in transaction (aborted)')"
+            )
+            if cursor.fetchone()[0] == 0:
+                return
+            time.sleep(0.05)
+
+
 @pytest.fixture
-def page(browser, live_server, request) -> Iterator[Page]:
+def page(browser, live_server, transactional_db, request) -> Iterator[Page]:
     """A fresh context and page on the live server: only the live server is reachable."""
     origin = live_server.url.rstrip("/")
     problems = PageProblems(live_origin=origin)
@@ -185,7 +209,10 @@ def page(browser, live_server, request) -> Iterator[Page]:
             with contextlib.suppress(Exception):
                 screenshot(new_page, f"FAILED-{request.node.name}")
     finally:
+        with contextlib.suppress(Exception):
+            new_page.wait_for_load_state("networkidle", timeout=5000)
         context.close()
+        _wait_for_live_server_to_finish()
 
 
 @pytest.fixture
