@@ -146,7 +146,6 @@ def home(request):
     context.update(
         has_usage=True,
         has_recent=overview.has_recent,
-        window_first=overview.days[0],
         unpriced_calls=unpriced_calls,
         unpriced_names=[m.key for m in overview.unpriced_models[:UNPRICED_NAMES_SHOWN]],
         unpriced_more=max(0, len(overview.unpriced_models) - UNPRICED_NAMES_SHOWN),
