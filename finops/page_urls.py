@@ -1,6 +1,6 @@
 from django.urls import path
 
-from . import views, views_catalog
+from . import views
 
 urlpatterns = [
     path("", views.home, name="home"),
@@ -10,10 +10,10 @@ urlpatterns = [
     path("explore/export.csv", views.explorer_export, name="explore_export"),
     path("tenants/<str:slug>/", views.tenant_detail, name="tenant_detail"),
     path("workflows/<str:slug>/", views.workflow_detail, name="workflow_detail"),
-    path("models/", views_catalog.models_list, name="models"),
+    path("models/", views.models_list, name="models"),
     # Names may hold slashes (path converter), so the routes under a model come before its page.
-    path("models/<path:name>/prices/add/", views_catalog.model_price_add, name="model_price_add"),
-    path("models/<path:name>/prices/<int:price_id>/edit/", views_catalog.model_price_edit, name="model_price_edit"),
-    path("models/<path:name>/", views_catalog.model_detail, name="model_detail"),
-    path("exports/focus.csv", views_catalog.focus_export, name="focus_export"),
+    path("models/<path:name>/prices/add/", views.model_price_add, name="model_price_add"),
+    path("models/<path:name>/prices/<int:price_id>/edit/", views.model_price_edit, name="model_price_edit"),
+    path("models/<path:name>/", views.model_detail, name="model_detail"),
+    path("exports/focus.csv", views.focus_export, name="focus_export"),
 ]

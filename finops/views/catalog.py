@@ -27,8 +27,9 @@ from finops.exports import FocusExportParams, focus_csv, focus_rows
 from finops.forms import ModelPriceForm
 from finops.models import LlmModel, ModelPrice, UsageRecord
 from finops.services.repricing import model_price_save
-from finops.views import _layout_context, _page_scope
 from tenants.models import Tenant
+
+from .scope import layout_context, page_scope
 
 UNKNOWN_MODELS_SHOWN = 50
 ADMIN_ADD_MODEL_URL = "/admin/finops/llmmodel/add/"
@@ -163,10 +164,10 @@ def unknown_model_names(*, tenants: Tenant | QuerySet[Tenant], limit: int | None
 
 @login_required
 def models_list(request):
-    scope = _page_scope(request)
+    scope = page_scope(request)
     groups = catalog_by_provider()
     unknown = unknown_model_names(tenants=scope.tenants, limit=UNKNOWN_MODELS_SHOWN + 1)
-    context = _layout_context(request, scope)
+    context = layout_context(request, scope)
     context.update(
         groups=groups,
         model_count=sum(len(group.models) for group in groups),
@@ -179,11 +180,11 @@ def models_list(request):
 
 @login_required
 def model_detail(request, name: str):
-    scope = _page_scope(request)
+    scope = page_scope(request)
     entry = catalog_model_get(name=name)
     if entry is None:
         raise Http404("No such model.")
-    context = _layout_context(request, scope)
+    context = layout_context(request, scope)
     context.update(entry=entry, model=entry.model)
     return render(request, "finops/model_detail.html", context)
 
@@ -211,7 +212,7 @@ def model_price_edit(request, name: str, price_id: int):
 
 
 def _price_form(request, *, model: LlmModel, price: ModelPrice | None) -> HttpResponse:
-    scope = _page_scope(request)
+    scope = page_scope(request)
     latest = None if price is not None else model.prices.order_by("-effective_from").first()
     if request.method == "POST":
         form = ModelPriceForm(request.POST, model=model, instance=price)
@@ -232,7 +233,7 @@ def _price_form(request, *, model: LlmModel, price: ModelPrice | None) -> HttpRe
     else:
         # A new price starts from the latest one: usually only one or two numbers change.
         form = ModelPriceForm(model=model, instance=price, copy_from=latest)
-    context = _layout_context(request, scope)
+    context = layout_context(request, scope)
     context.update(form=form, model=model, price=price, copied_from=latest)
     return render(request, "finops/price_form.html", context)
 
@@ -244,7 +245,7 @@ def _price_form(request, *, model: LlmModel, price: ModelPrice | None) -> HttpRe
 @require_GET
 def focus_export(request):
     """The FOCUS CSV of the tenants the person may see (one with ?tenant=, else all of them)."""
-    scope = _page_scope(request)
+    scope = page_scope(request)
     try:
         params = FocusExportParams.from_query(request.GET)
     except ApplicationError as error:

@@ -1,10 +1,4 @@
-"""Pages for people: the spend overview, the attribution explorer, tenant and workflow pages, and
-the usage record list/detail.
-
-Views resolve which tenants the signed-in person may see, parse the query string, call selectors
-and render. A tenant the person may not see answers 404, exactly like an unknown slug. Every spend
-figure comes from rollups (finops.selectors.overview); days are UTC calendar days.
-"""
+"""The attribution explorer: spend grouped by one or two dimensions, its figure, table and CSV."""
 
 from __future__ import annotations
 
@@ -18,15 +12,14 @@ from functools import cached_property
 from urllib.parse import urlencode
 
 from django.contrib.auth.decorators import login_required
-from django.db.models import QuerySet
-from django.http import Http404, HttpResponse
-from django.shortcuts import redirect, render
+from django.http import HttpResponse
+from django.shortcuts import render
 from django.urls import reverse
 from django.utils import timezone
 
 from finops import charts
 from finops.errors import ApplicationError
-from finops.models import Environment, UsageRecord, Workflow
+from finops.models import Environment
 from finops.pricing import nanos_to_usd
 from finops.selectors.overview import (
     ENVIRONMENT_LABELS,
@@ -35,150 +28,16 @@ from finops.selectors.overview import (
     Exploration,
     ExplorerRow,
     Series,
-    UsageCursor,
-    UsageFilters,
     day_start,
-    days_between,
     explore,
     explorer_options,
-    overview_get,
-    tenant_dashboard,
-    usage_filter_suggestions,
-    usage_record_get,
-    usage_record_list,
     utc_today,
-    workflow_dashboard,
-    workflow_seen_by,
 )
 from finops.selectors.spend import DIMENSIONS, TAG_PREFIX, SpendQuery
 from finops.templatetags.money import tokens as humanize_tokens
 from finops.templatetags.money import usd
-from tenants.models import Tenant
-from tenants.scoping import tenants_for_user
 
-USAGE_PAGE_SIZE = 50
-UNPRICED_NAMES_SHOWN = 5
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-
-
-@dataclass(frozen=True)
-class PageScope:
-    """The tenants a page reads, and what the tenant switcher in the layout shows."""
-
-    visible: QuerySet[Tenant]
-    tenant: Tenant | None  # the one tenant the page is about, if it is about one
-    selected_slug: str  # the `tenant` query parameter, when one was given (and is visible)
-    choices: list[Tenant]  # every visible tenant, for the switcher
-    is_operator: bool
-
-    @property
-    def tenants(self) -> Tenant | QuerySet[Tenant]:
-        return self.tenant if self.tenant is not None else self.visible
-
-    @property
-    def spans_several(self) -> bool:
-        return self.tenant is None and len(self.choices) != 1
-
-    @property
-    def show_switcher(self) -> bool:
-        return len(self.choices) > 1
-
-    @property
-    def query(self) -> str:
-        """The query string that keeps the current tenant selection on links to other pages."""
-        return f"?tenant={self.selected_slug}" if self.selected_slug else ""
-
-    @property
-    def tenant_ids(self) -> list[int] | None:
-        """What selectors take: one tenant, the member's tenants, or None for all (operators)."""
-        if self.tenant is not None:
-            return [self.tenant.pk]
-        if self.is_operator:
-            return None
-        return [t.pk for t in self.choices]
-
-    @property
-    def tenant_names(self) -> dict[str, str]:
-        return {t.slug: t.name for t in self.choices}
-
-
-def _page_scope(request, *, slug: str | None = None) -> PageScope:
-    """The visible tenants and the one the page is about: `slug` (a tenant page) or `?tenant=`."""
-    user = request.user
-    visible = tenants_for_user(user)
-    choices = list(visible.order_by("name", "slug"))
-    slug = slug if slug is not None else (request.GET.get("tenant") or "").strip()
-    if slug:
-        tenant = next((t for t in choices if t.slug == slug), None)
-        if tenant is None:
-            raise Http404("No such tenant.")
-    else:
-        # A member of exactly one tenant is always about that tenant; operators and members of
-        # several see everything they may see until they pick one.
-        tenant = choices[0] if len(choices) == 1 and not user.is_staff else None
-    return PageScope(visible=visible, tenant=tenant, selected_slug=slug, choices=choices, is_operator=user.is_staff)
-
-
-def _layout_context(request, scope: PageScope, *, switcher_action: str | None = None) -> dict:
-    return {"scope": scope, "switcher_action": switcher_action or request.path}
-
-
-# --- Overview -----------------------------------------------------------------------------------------
-
-
-@login_required
-def home(request):
-    scope = _page_scope(request)
-    overview = overview_get(
-        tenant_ids=scope.tenant_ids, tenant_names=scope.tenant_names, with_tenants=scope.spans_several
-    )
-    context = _layout_context(request, scope)
-    context["overview"] = overview
-    if not overview.has_usage:
-        context.update(
-            has_usage=False,
-            ingest_url=request.build_absolute_uri(reverse("api-usage")),
-            has_tenants=bool(scope.choices),
-        )
-        return render(request, "finops/home.html", context)
-
-    unpriced_calls = sum(m.unpriced_calls for m in overview.unpriced_models)
-    context.update(
-        has_usage=True,
-        has_recent=overview.has_recent,
-        unpriced_calls=unpriced_calls,
-        unpriced_names=[m.key for m in overview.unpriced_models[:UNPRICED_NAMES_SHOWN]],
-        unpriced_more=max(0, len(overview.unpriced_models) - UNPRICED_NAMES_SHOWN),
-        unpriced_url=reverse("usage_list") + "?" + urlencode({"priced": "false", **_tenant_param(scope)}),
-    )
-    if overview.has_recent:
-        context.update(
-            chart=charts.figure_payload(
-                charts.stacked_spend_figure(
-                    overview.days, overview.daily_by_environment, colors=charts.ENVIRONMENT_COLORS
-                )
-            ),
-            tier_split=_split(overview.tiers, charts.TIER_COLORS),
-            environment_split=_split(overview.environments, charts.ENVIRONMENT_COLORS),
-        )
-    return render(request, "finops/home.html", context)
-
-
-def _split(rows, fixed_colors) -> dict:
-    """A breakdown drawn as a ring beside its table: rows paired with their colour, and the figure."""
-    colors = charts.row_colors(rows, fixed_colors)
-    priced = [(r, c) for r, c in zip(rows, colors, strict=True) if r.cost_nanos]
-    figure = None
-    if priced:
-        figure = charts.figure_payload(charts.donut_figure([r for r, _ in priced], [c for _, c in priced]))
-    return {"rows": list(zip(rows, colors, strict=True)), "figure": figure}
-
-
-def _tenant_param(scope: PageScope) -> dict[str, str]:
-    return {"tenant": scope.selected_slug} if scope.selected_slug else {}
-
-
-# --- Attribution explorer -----------------------------------------------------------------------------
+from .scope import PageScope, layout_context, page_scope, tenant_param
 
 RANGE_PRESETS = (
     ("24h", "Last 24 hours"),
@@ -389,7 +248,7 @@ class ExplorerTable:
             return Cell(none, none, muted=True)
         if dim == "tenant":
             name = self.scope.tenant_names.get(key, key)
-            return Cell(name, name, sub=key, url=_tenant_url(key))
+            return Cell(name, name, sub=key, url=tenant_url(key))
         if dim == "workflow":
             name = self.result.workflow_names.get(key, key)
             return Cell(name, name, sub=key, url=reverse("workflow_detail", args=[key]) + self.scope.query)
@@ -449,7 +308,7 @@ class ExplorerTable:
         return [flat(r) for r in self.rows] + [flat(self.totals)]
 
 
-def _tenant_url(slug: str) -> str:
+def tenant_url(slug: str) -> str:
     return reverse("tenant_detail", args=[slug])
 
 
@@ -457,17 +316,17 @@ def _explorer_params(request, scope: PageScope) -> dict[str, str]:
     """The explorer's parameters as given, for links that keep the view (sorting, CSV, switcher).
     An empty `by` stays: it means "no grouping", which differs from leaving it out (the default)."""
     params = {k: request.GET[k] for k in _EXPLORER_PARAMS if request.GET.get(k) or (k == "by" and k in request.GET)}
-    params.update(_tenant_param(scope))
+    params.update(tenant_param(scope))
     return params
 
 
-def _explorer_url(params: dict, **changes) -> str:
+def explorer_url(params: dict, **changes) -> str:
     merged = {k: v for k, v in {**params, **changes}.items() if v or k == "by"}
     return reverse("explore") + ("?" + urlencode(merged) if merged else "")
 
 
 def _explorer_state(request) -> tuple[PageScope, ExplorerForm, SpendQuery | None, Exploration | None, str]:
-    scope = _page_scope(request)
+    scope = page_scope(request)
     form, query = _explorer_form(request.GET, timezone.now())
     exploration, error = None, ""
     if query is not None:
@@ -490,7 +349,7 @@ def explorer(request):
     for dim in form.group_by:
         if dim.startswith(TAG_PREFIX) and dim not in dict(tag_dimensions):
             tag_dimensions.append((dim, f"Tag: {dim[len(TAG_PREFIX) :]}"))
-    context = _layout_context(request, scope)
+    context = layout_context(request, scope)
     context.update(
         form=form,
         error=error,
@@ -545,7 +404,7 @@ def _sort_link(params: dict, key: str, current: str) -> tuple[str, str]:
     else:
         target = key if key.startswith("name") else f"-{key}"
     state = ("descending" if descending else "ascending") if active else ""
-    return _explorer_url(params, sort=target if target != "-cost" else ""), state
+    return explorer_url(params, sort=target if target != "-cost" else ""), state
 
 
 def _stack_colors(group_by: tuple[str, ...]) -> dict[str, str] | None:
@@ -596,190 +455,3 @@ def explorer_export(request):
 
 
 # --- Tenant and workflow pages ------------------------------------------------------------------------
-
-DETAIL_DAYS = (30, 90)
-
-
-def _detail_days(request) -> tuple[int, list[date]]:
-    n = 90 if request.GET.get("days") == "90" else 30
-    today = utc_today()
-    return n, days_between(today - timedelta(days=n - 1), today)
-
-
-def _detail_figures(dash, *, stack_colors=None) -> dict:
-    has_usage = dash.totals.calls > 0
-    if not has_usage:
-        return {"has_usage": False}
-    return {
-        "has_usage": True,
-        "range_hint": f"last {len(dash.days)} days",
-        "spend_chart": charts.figure_payload(
-            charts.stacked_spend_figure([day_start(d) for d in dash.days], dash.stacks, colors=stack_colors)
-        ),
-        "token_chart": charts.figure_payload(charts.token_mix_figure(dash.profile)),
-        "per_call_chart": charts.figure_payload(charts.cost_per_call_figure(dash.profile)),
-        "avg_cost_per_call": (
-            dash.totals.cost_nanos // (dash.totals.calls - dash.totals.unpriced_calls)
-            if dash.totals.calls > dash.totals.unpriced_calls
-            else None
-        ),
-    }
-
-
-@login_required
-def tenant_detail(request, slug: str):
-    switch_to = request.GET.get("tenant")
-    if switch_to is not None and switch_to != slug:
-        # The layout's tenant switcher submits here: go to the chosen tenant's page, or the overview.
-        return redirect(_tenant_url(switch_to) if switch_to else reverse("home"))
-    scope = _page_scope(request, slug=slug)
-    tenant = scope.tenant
-    n, days = _detail_days(request)
-    dash = tenant_dashboard(tenant=tenant, days=days)
-    context = _layout_context(request, scope)
-    context.update(
-        tenant=tenant,
-        dash=dash,
-        days_n=n,
-        day_choices=DETAIL_DAYS,
-        explore_url=_explorer_url({"tenant": tenant.slug, "by": "workflow", "by2": "model"}),
-        **_detail_figures(dash),
-    )
-    return render(request, "finops/tenant_detail.html", context)
-
-
-@login_required
-def workflow_detail(request, slug: str):
-    scope = _page_scope(request)
-    workflow = Workflow.objects.select_related("default_tier").filter(slug=slug).first()
-    if workflow is None or not workflow_seen_by(workflow=workflow, tenant_ids=scope.tenant_ids):
-        raise Http404("No such workflow.")
-    n, days = _detail_days(request)
-    dash = workflow_dashboard(
-        tenant_ids=scope.tenant_ids,
-        workflow=workflow,
-        days=days,
-        tenant_names=scope.tenant_names,
-        with_tenants=scope.spans_several,
-    )
-    figures = _detail_figures(dash)
-    envelope = any(
-        getattr(workflow, f) is not None
-        for f in (
-            "expected_input_tokens_p50",
-            "expected_input_tokens_p95",
-            "expected_output_tokens_p50",
-            "expected_output_tokens_p95",
-            "expected_calls_per_day",
-        )
-    )
-    if figures["has_usage"]:
-        figures.update(
-            calls_chart=charts.figure_payload(
-                charts.calls_figure(dash.profile, expected_per_tenant=workflow.expected_calls_per_day)
-            ),
-            input_chart=charts.figure_payload(
-                charts.per_call_envelope_figure(
-                    dash.profile,
-                    measure="prompt_tokens",
-                    p50=workflow.expected_input_tokens_p50,
-                    p95=workflow.expected_input_tokens_p95,
-                    color="#2563eb",
-                )
-            ),
-            output_chart=charts.figure_payload(
-                charts.per_call_envelope_figure(
-                    dash.profile,
-                    measure="output_tokens",
-                    p50=workflow.expected_output_tokens_p50,
-                    p95=workflow.expected_output_tokens_p95,
-                    color="#f59e0b",
-                )
-            ),
-        )
-    context = _layout_context(request, scope)
-    context.update(
-        workflow=workflow,
-        dash=dash,
-        days_n=n,
-        day_choices=DETAIL_DAYS,
-        has_envelope=envelope,
-        explore_url=_explorer_url({**_tenant_param(scope), "workflow": workflow.slug, "by": "model"}),
-        **figures,
-    )
-    return render(request, "finops/workflow_detail.html", context)
-
-
-# --- Usage records ----------------------------------------------------------------------------------
-
-
-def _encode_cursor(cursor: UsageCursor | None) -> str | None:
-    if cursor is None:
-        return None
-    micros = (cursor.occurred_at - _EPOCH) // timedelta(microseconds=1)
-    return f"{'n' if cursor.direction == 'newer' else 'o'}{micros}-{cursor.id}"
-
-
-def _decode_cursor(raw: str) -> UsageCursor | None:
-    """Cursors look like `o1735689600123456-42` (older than) or `n...` (newer than); junk means page one."""
-    if len(raw) < 4 or raw[0] not in "on":
-        return None
-    micros, _, record_id = raw[1:].partition("-")
-    if not (micros.isdigit() and record_id.isdigit()):
-        return None
-    try:
-        occurred_at = _EPOCH + timedelta(microseconds=int(micros))
-    except OverflowError:
-        return None
-    return UsageCursor(occurred_at=occurred_at, id=int(record_id), direction="newer" if raw[0] == "n" else "older")
-
-
-def _usage_filters(params) -> UsageFilters:
-    environment = params.get("environment", "")
-    priced = {"true": True, "false": False}.get(params.get("priced", "").lower())
-    return UsageFilters(
-        workflow=params.get("workflow", "").strip(),
-        model=params.get("model", "").strip(),
-        environment=environment if environment in Environment.values else "",
-        priced=priced,
-    )
-
-
-@login_required
-def usage_list(request):
-    scope = _page_scope(request)
-    filters = _usage_filters(request.GET)
-    cursor = _decode_cursor(request.GET.get("cursor", ""))
-    page = usage_record_list(tenants=scope.tenants, filters=filters, cursor=cursor, page_size=USAGE_PAGE_SIZE)
-    context = _layout_context(request, scope)
-    context.update(
-        page=page,
-        filters=filters,
-        is_filtered=filters != UsageFilters(),
-        newer_cursor=_encode_cursor(page.newer_cursor),
-        older_cursor=_encode_cursor(page.older_cursor),
-        environments=Environment.choices,
-        suggestions=usage_filter_suggestions(),
-    )
-    return render(request, "finops/usage_list.html", context)
-
-
-@login_required
-def usage_detail(request, record_id: int):
-    scope = _page_scope(request)
-    record: UsageRecord | None = usage_record_get(tenants=scope.tenants, record_id=record_id)
-    if record is None:
-        raise Http404("No such usage record.")
-    context = _layout_context(request, scope, switcher_action=reverse("usage_list"))
-    context.update(record=record, total_tokens=_total_tokens(record))
-    return render(request, "finops/usage_detail.html", context)
-
-
-def _total_tokens(record: UsageRecord) -> int:
-    return (
-        record.input_tokens
-        + record.cached_input_tokens
-        + record.cache_write_tokens
-        + record.output_tokens
-        + record.reasoning_tokens
-    )

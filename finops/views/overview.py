@@ -1,0 +1,66 @@
+"""The spend overview: today, this week and month to date, with the top tenants, workflows and models."""
+
+from __future__ import annotations
+
+from urllib.parse import urlencode
+
+from django.contrib.auth.decorators import login_required
+from django.shortcuts import render
+from django.urls import reverse
+
+from finops import charts
+from finops.selectors.overview import (
+    overview_get,
+)
+
+from .scope import layout_context, page_scope, tenant_param
+
+UNPRICED_NAMES_SHOWN = 5
+
+
+@login_required
+def home(request):
+    scope = page_scope(request)
+    overview = overview_get(
+        tenant_ids=scope.tenant_ids, tenant_names=scope.tenant_names, with_tenants=scope.spans_several
+    )
+    context = layout_context(request, scope)
+    context["overview"] = overview
+    if not overview.has_usage:
+        context.update(
+            has_usage=False,
+            ingest_url=request.build_absolute_uri(reverse("api-usage")),
+            has_tenants=bool(scope.choices),
+        )
+        return render(request, "finops/home.html", context)
+
+    unpriced_calls = sum(m.unpriced_calls for m in overview.unpriced_models)
+    context.update(
+        has_usage=True,
+        has_recent=overview.has_recent,
+        unpriced_calls=unpriced_calls,
+        unpriced_names=[m.key for m in overview.unpriced_models[:UNPRICED_NAMES_SHOWN]],
+        unpriced_more=max(0, len(overview.unpriced_models) - UNPRICED_NAMES_SHOWN),
+        unpriced_url=reverse("usage_list") + "?" + urlencode({"priced": "false", **tenant_param(scope)}),
+    )
+    if overview.has_recent:
+        context.update(
+            chart=charts.figure_payload(
+                charts.stacked_spend_figure(
+                    overview.days, overview.daily_by_environment, colors=charts.ENVIRONMENT_COLORS
+                )
+            ),
+            tier_split=_split(overview.tiers, charts.TIER_COLORS),
+            environment_split=_split(overview.environments, charts.ENVIRONMENT_COLORS),
+        )
+    return render(request, "finops/home.html", context)
+
+
+def _split(rows, fixed_colors) -> dict:
+    """A breakdown drawn as a ring beside its table: rows paired with their colour, and the figure."""
+    colors = charts.row_colors(rows, fixed_colors)
+    priced = [(r, c) for r, c in zip(rows, colors, strict=True) if r.cost_nanos]
+    figure = None
+    if priced:
+        figure = charts.figure_payload(charts.donut_figure([r for r, _ in priced], [c for _, c in priced]))
+    return {"rows": list(zip(rows, colors, strict=True)), "figure": figure}
