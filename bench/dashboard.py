@@ -648,8 +648,10 @@ class DashboardCpuMeter(CpuMeter):
     Aggregates over many rows run with 2 parallel workers, which live for one query: they start and
     exit between the meter's two readings, so CpuMeter would count their CPU as other processes'.
     A thread reads /proc every 20 ms and keeps the last CPU reading of every "parallel worker for
-    PID n" whose leader n is a backend of the bench database (it misses at most the last 20 ms of
-    each worker).
+    PID n" whose leader n is a backend of the bench database. It misses the last moments of each
+    worker (and /proc counts in 10 ms ticks): on an idle machine, 20 runs of an all-tenant
+    spend_query still show 17-31% "other load" (41-49% without the sampler). Read other load on
+    cases with parallel plans as an upper bound.
     """
 
     def __init__(self, db: str, server: Server | None = None):
