@@ -122,3 +122,9 @@ def nanos_to_usd(nanos: int | None) -> str | None:
 
 def nanos_to_decimal(nanos: int) -> Decimal:
     return Decimal(nanos).scaleb(-9)
+
+
+def cost_per_priced_call(cost_nanos: int, calls: int, unpriced_calls: int) -> int | None:
+    """Average nano-USD per priced call (unpriced calls carry no cost); None when none is priced."""
+    priced = calls - unpriced_calls
+    return cost_nanos // priced if priced > 0 else None

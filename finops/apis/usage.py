@@ -14,7 +14,6 @@ from finops.selectors.usage import UsageFilter, usage_get, usage_list
 from finops.serializers import (
     IngestResponseSerializer,
     UsageBatchInputSerializer,
-    UsageRecordInputSerializer,
     UsageRecordSerializer,
 )
 from finops.services.ingest import ACCEPTED, CONFLICT, DUPLICATE, REJECTED, usage_ingest
@@ -149,6 +148,3 @@ class UsageDetailApi(TenantScopedAPIView):
         if record is None:
             raise ApplicationError("not_found", "No such usage record.", status_code=404)
         return Response(UsageRecordSerializer(record).data)
-
-
-__all__ = ["UsageCollectionApi", "UsageDetailApi", "UsageRecordInputSerializer"]

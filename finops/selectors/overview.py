@@ -20,6 +20,7 @@ from django.db.models import Count, Q, QuerySet, Sum
 from django.utils import timezone
 
 from finops.models import Environment, LlmModel, ModelTier, UsageRecord, UsageRollup, UsageTagRollup, Workflow
+from finops.pricing import cost_per_priced_call
 from finops.selectors.spend import UNKNOWN, SpendGroup, SpendQuery, SpendResult, spend_query
 from finops.services.rollups import hourly_retention_start
 from tenants.models import Tenant
@@ -63,8 +64,7 @@ class SpendRow:
 
     @property
     def cost_per_call_nanos(self) -> int | None:
-        priced = self.calls - self.unpriced_calls
-        return self.cost_nanos // priced if priced > 0 else None
+        return cost_per_priced_call(self.cost_nanos, self.calls, self.unpriced_calls)
 
 
 @dataclass(frozen=True, slots=True)
@@ -362,8 +362,7 @@ class ExplorerRow:
 
     @property
     def cost_per_call_nanos(self) -> int | None:
-        priced = self.calls - self.unpriced_calls
-        return self.cost_nanos // priced if priced > 0 else None
+        return cost_per_priced_call(self.cost_nanos, self.calls, self.unpriced_calls)
 
 
 @dataclass
@@ -522,8 +521,7 @@ class DayProfile:
 
     @property
     def cost_per_call_nanos(self) -> int | None:
-        priced = self.calls - self.unpriced_calls
-        return self.cost_nanos // priced if priced > 0 else None
+        return cost_per_priced_call(self.cost_nanos, self.calls, self.unpriced_calls)
 
 
 TOKEN_BUCKETS = (

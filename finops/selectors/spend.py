@@ -16,6 +16,7 @@ from django.db.models.functions import Coalesce, NullIf, TruncMonth
 
 from finops.errors import ApplicationError
 from finops.models import UsageRollup, UsageTagRollup
+from finops.pricing import cost_per_priced_call
 from finops.services.rollups import MEASURES, hourly_retention_start
 
 GRANULARITIES = ("hour", "day", "month")
@@ -77,8 +78,7 @@ class SpendGroup:
 
     @property
     def cost_per_call_nanos(self) -> int | None:
-        priced = self.calls - self.unpriced_calls
-        return self.cost_nanos // priced if priced else None
+        return cost_per_priced_call(self.cost_nanos, self.calls, self.unpriced_calls)
 
 
 @dataclass

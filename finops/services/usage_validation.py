@@ -118,33 +118,9 @@ def buckets_from_usage(usage: Any) -> TokenBuckets:
     if not isinstance(usage, dict):
         raise RecordError("usage", "Must be an object as returned by the OpenAI, Anthropic or Gemini SDK.")
     if "prompt_tokens" in usage or "completion_tokens" in usage:
-        prompt = _opt_int(usage, "prompt_tokens", "usage.prompt_tokens")
-        completion = _opt_int(usage, "completion_tokens", "usage.completion_tokens")
-        cached = _opt_int(
-            _sub(usage, "prompt_tokens_details", "usage.prompt_tokens_details"),
-            "cached_tokens",
-            "usage.prompt_tokens_details.cached_tokens",
-        )
-        reasoning = _opt_int(
-            _sub(usage, "completion_tokens_details", "usage.completion_tokens_details"),
-            "reasoning_tokens",
-            "usage.completion_tokens_details.reasoning_tokens",
-        )
-        return _split("usage.prompt_tokens", prompt, cached, "usage.completion_tokens", completion, reasoning)
+        return _openai_buckets(usage, "prompt_tokens", "completion_tokens")
     if "input_tokens_details" in usage or "output_tokens_details" in usage:
-        prompt = _opt_int(usage, "input_tokens", "usage.input_tokens")
-        completion = _opt_int(usage, "output_tokens", "usage.output_tokens")
-        cached = _opt_int(
-            _sub(usage, "input_tokens_details", "usage.input_tokens_details"),
-            "cached_tokens",
-            "usage.input_tokens_details.cached_tokens",
-        )
-        reasoning = _opt_int(
-            _sub(usage, "output_tokens_details", "usage.output_tokens_details"),
-            "reasoning_tokens",
-            "usage.output_tokens_details.reasoning_tokens",
-        )
-        return _split("usage.input_tokens", prompt, cached, "usage.output_tokens", completion, reasoning)
+        return _openai_buckets(usage, "input_tokens", "output_tokens")
     if "input_tokens" in usage or "output_tokens" in usage:
         return TokenBuckets(
             input=_opt_int(usage, "input_tokens", "usage.input_tokens"),
@@ -167,6 +143,24 @@ def buckets_from_usage(usage: Any) -> TokenBuckets:
         "usage",
         "Unrecognised usage shape: expected OpenAI (prompt_tokens/completion_tokens or input_tokens_details), "
         "Anthropic (input_tokens/output_tokens) or Gemini (promptTokenCount) fields.",
+    )
+
+
+def _openai_buckets(usage: dict, in_key: str, out_key: str) -> TokenBuckets:
+    """Chat Completions (prompt/completion) and Responses (input/output) differ only in key names:
+    each total includes its `<key>_details` cached or reasoning tokens."""
+    in_details, out_details = f"{in_key}_details", f"{out_key}_details"
+    return _split(
+        f"usage.{in_key}",
+        _opt_int(usage, in_key, f"usage.{in_key}"),
+        _opt_int(_sub(usage, in_details, f"usage.{in_details}"), "cached_tokens", f"usage.{in_details}.cached_tokens"),
+        f"usage.{out_key}",
+        _opt_int(usage, out_key, f"usage.{out_key}"),
+        _opt_int(
+            _sub(usage, out_details, f"usage.{out_details}"),
+            "reasoning_tokens",
+            f"usage.{out_details}.reasoning_tokens",
+        ),
     )
 
 
