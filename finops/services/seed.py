@@ -130,6 +130,7 @@ def catalog_seed(*, path: Path | None = None, stdout: IO[str] | None = None) -> 
             notes.append(f"tier {tier.slug}: kept as edited (file: {spec['name']}, rank {spec['rank']})")
 
     models = {m.name.lower(): m for m in LlmModel.objects.select_related("tier")}
+    new_models: list[tuple[LlmModel, str]] = []
     prices = {(p.model_id, p.effective_from): p for p in ModelPrice.objects.all()}
     for spec in data["models"]:
         wanted = {
@@ -146,6 +147,8 @@ def catalog_seed(*, path: Path | None = None, stdout: IO[str] | None = None) -> 
                 name=spec["name"], tier=tiers[spec["tier"]], aliases=list(spec.get("aliases", [])), **wanted
             )
             counts["models"]["created"] += 1
+            if spec.get("downgrade_to"):
+                new_models.append((model, spec["downgrade_to"]))
         elif (
             all(getattr(model, f) == v for f, v in wanted.items())
             and model.tier.slug == spec["tier"]
@@ -176,6 +179,12 @@ def catalog_seed(*, path: Path | None = None, stdout: IO[str] | None = None) -> 
                     f"price {model.name} from {existing.effective_from:%Y-%m-%d}: kept as edited "
                     f"(file: input {values['input']}, output {values['output']})"
                 )
+
+    # Substitutes link models to each other, so they are set once every model exists; only on models
+    # this run created (an operator's choice on an existing model is kept).
+    for model, target in new_models:
+        model.downgrade_to = models.get(target.lower()) or LlmModel.objects.get(name__iexact=target)
+        model.save(update_fields=["downgrade_to", "updated_at"])
 
     created = sum(c["created"] for c in counts.values())
     if created:

@@ -91,6 +91,18 @@ def test_catalog_seed_twice_changes_nothing(db):
     assert _catalog_state() == before
 
 
+def test_catalog_seed_links_each_substitute_to_a_cheaper_tier_of_the_same_provider(db):
+    seed.catalog_seed()
+
+    linked = list(LlmModel.objects.filter(downgrade_to__isnull=False).select_related("tier", "downgrade_to__tier"))
+
+    assert len(linked) >= 15
+    for model in linked:
+        assert model.downgrade_to.provider == model.provider
+        assert model.downgrade_to.tier.rank < model.tier.rank, model.name
+    assert LlmModel.objects.get(name="gpt-4o").downgrade_to.name == "gpt-4o-mini"
+
+
 def test_catalog_seed_keeps_what_operators_edited(db):
     seed.catalog_seed()
     price = ModelPrice.objects.get(model__name="gpt-4o")
