@@ -1,1 +1,321 @@
-# Budgets, windows, reservations and controls arrive with the budgets issue (DESIGN.md section 4).
+"""Budgets and what enforces them: windows, reservations, controls, approvals, alerts (DESIGN.md 4, 8).
+
+Amounts are integers in the budget's unit: nano-USD for cost budgets, tokens for token budgets.
+"""
+
+import uuid
+
+from django.conf import settings
+from django.db import models
+
+from finops.models import Environment, LlmModel, ModelTier, Workflow
+from tenants.models import ApiKey, Tenant
+
+
+class Metric(models.TextChoices):
+    COST = "cost"
+    TOKENS = "tokens"
+
+
+class Period(models.TextChoices):
+    DAY = "day"
+    WEEK = "week"
+    MONTH = "month"
+
+
+class HardAction(models.TextChoices):
+    DENY = "deny"
+    REQUIRE_APPROVAL = "require_approval"
+    DOWNGRADE = "downgrade"
+
+
+class ControlKind(models.TextChoices):
+    # Listed from least to most restrictive; preflight applies them most restrictive first.
+    CAP_OUTPUT_TOKENS = "cap_output_tokens"
+    COMPRESS_CONTEXT = "compress_context"
+    DOWNGRADE_TIER = "downgrade_tier"
+    REQUIRE_APPROVAL = "require_approval"
+    DENY = "deny"
+
+
+class Scope(models.Model):
+    """What a budget or control covers: every empty field means "all"."""
+
+    tenant = models.ForeignKey(Tenant, null=True, blank=True, on_delete=models.CASCADE, related_name="+")
+    workflow = models.ForeignKey(Workflow, null=True, blank=True, on_delete=models.CASCADE, related_name="+")
+    environment = models.CharField(max_length=8, choices=Environment.choices, blank=True)
+    tier = models.ForeignKey(ModelTier, null=True, blank=True, on_delete=models.CASCADE, related_name="+")
+
+    class Meta:
+        abstract = True
+
+    def scope_label(self) -> str:
+        parts = [
+            f"tenant {self.tenant.slug}" if self.tenant_id else "all tenants",
+            f"workflow {self.workflow.slug}" if self.workflow_id else "",
+            f"{self.environment}" if self.environment else "",
+            f"{self.tier.slug} tier" if self.tier_id else "",
+        ]
+        return ", ".join(p for p in parts if p)
+
+
+class Budget(Scope):
+    """A spending limit over a calendar period. Every usage record whose scope matches counts against it."""
+
+    name = models.CharField(max_length=200)
+    metric = models.CharField(max_length=8, choices=Metric.choices, default=Metric.COST)
+    period = models.CharField(max_length=8, choices=Period.choices, default=Period.MONTH)
+    time_zone = models.CharField(max_length=64, default="UTC", help_text="Periods start at midnight here.")
+    soft_limit = models.BigIntegerField(null=True, blank=True, help_text="nano-USD or tokens; alerts and early rungs.")
+    hard_limit = models.BigIntegerField(null=True, blank=True, help_text="nano-USD or tokens; never exceeded.")
+    hard_action = models.CharField(max_length=20, choices=HardAction.choices, default=HardAction.DENY)
+    policy = models.JSONField(default=list, blank=True, help_text="Ladder rungs; empty = the default policy.")
+    is_active = models.BooleanField(default=True)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["name", "id"]
+        indexes = [models.Index(fields=["is_active", "tenant"], name="budget_active_tenant")]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class BudgetWindow(models.Model):
+    """One period of a budget: what was spent and what preflights hold. Limits are copied from the
+    budget (and kept in step by budget edits) so a reservation is a single conditional UPDATE."""
+
+    budget = models.ForeignKey(Budget, on_delete=models.CASCADE, related_name="windows")
+    starts_at = models.DateTimeField()
+    ends_at = models.DateTimeField()
+    spent = models.BigIntegerField(default=0)
+    reserved = models.BigIntegerField(default=0)
+    soft_limit = models.BigIntegerField(null=True, blank=True)
+    hard_limit = models.BigIntegerField(null=True, blank=True)
+    reconciled_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["budget", "-starts_at"]
+        constraints = [
+            models.UniqueConstraint(fields=["budget", "starts_at"], name="budgetwindow_unique_start"),
+            models.CheckConstraint(condition=models.Q(reserved__gte=0), name="budgetwindow_reserved_not_negative"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.budget} {self.starts_at:%Y-%m-%d}"
+
+
+class Reservation(models.Model):
+    """A preflight's hold on the windows with hard limits, released when its usage arrives or it expires."""
+
+    class Status(models.TextChoices):
+        HELD = "held"
+        SETTLED = "settled"
+        RELEASED = "released"
+        EXPIRED = "expired"
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, related_name="+")
+    workflow = models.ForeignKey(Workflow, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    model = models.ForeignKey(LlmModel, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    environment = models.CharField(max_length=8, choices=Environment.choices)
+    estimated_cost_nanos = models.BigIntegerField(null=True, blank=True)
+    estimated_tokens = models.BigIntegerField(default=0)
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.HELD)
+    created_at = models.DateTimeField()
+    expires_at = models.DateTimeField()
+    closed_at = models.DateTimeField(null=True, blank=True)
+    usage_record_id = models.BigIntegerField(null=True, blank=True, help_text="The usage record that settled it.")
+    api_key = models.ForeignKey(ApiKey, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+
+    class Meta:
+        ordering = ["-created_at"]
+        indexes = [models.Index(fields=["status", "expires_at"], name="reservation_status_expiry")]
+
+    def __str__(self) -> str:
+        return f"reservation {self.id} ({self.status})"
+
+
+class ReservationHold(models.Model):
+    """The amount one reservation holds on one window, in the window's unit."""
+
+    reservation = models.ForeignKey(Reservation, on_delete=models.CASCADE, related_name="holds")
+    window = models.ForeignKey(BudgetWindow, on_delete=models.CASCADE, related_name="+")
+    amount = models.BigIntegerField()
+
+    def __str__(self) -> str:
+        return f"{self.reservation_id} holds {self.amount} on window {self.window_id}"
+
+
+class Control(Scope):
+    """A rung of the ladder in force: preflight applies every active control whose scope matches."""
+
+    class Source(models.TextChoices):
+        BUDGET = "budget"
+        ANOMALY = "anomaly"
+        MANUAL = "manual"
+
+    kind = models.CharField(max_length=20, choices=ControlKind.choices)
+    priorities = models.JSONField(
+        default=list, blank=True, help_text="Workflow priorities it applies to (low, normal, …); empty = all."
+    )
+    params = models.JSONField(default=dict, blank=True)
+    source = models.CharField(max_length=10, choices=Source.choices)
+    budget = models.ForeignKey(Budget, null=True, blank=True, on_delete=models.CASCADE, related_name="controls")
+    window = models.ForeignKey(BudgetWindow, null=True, blank=True, on_delete=models.CASCADE, related_name="controls")
+    rung = models.CharField(max_length=40, blank=True, help_text="The policy rung that started it.")
+    reason = models.TextField()
+    starts_at = models.DateTimeField()
+    ends_at = models.DateTimeField(null=True, blank=True, help_text="Empty = until someone ends it.")
+    ended_reason = models.TextField(blank=True)
+    end_audited = models.BooleanField(default=False)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+
+    class Meta:
+        ordering = ["-starts_at", "-id"]
+        indexes = [models.Index(fields=["ends_at"], name="control_ends")]
+
+    def __str__(self) -> str:
+        return f"{self.kind} ({self.scope_label()})"
+
+
+class ApprovalRequest(models.Model):
+    """A person's go-ahead for one expensive run (or a prompt change, or a budget increase)."""
+
+    class Kind(models.TextChoices):
+        WORKFLOW_RUN = "workflow_run"
+        PROMPT_CHANGE = "prompt_change"
+        BUDGET_INCREASE = "budget_increase"
+
+    class Status(models.TextChoices):
+        PENDING = "pending"
+        APPROVED = "approved"
+        REJECTED = "rejected"
+        EXPIRED = "expired"
+        CONSUMED = "consumed"
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    kind = models.CharField(max_length=20, choices=Kind.choices, default=Kind.WORKFLOW_RUN)
+    tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, related_name="+")
+    workflow = models.ForeignKey(Workflow, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    model = models.ForeignKey(LlmModel, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    environment = models.CharField(max_length=8, choices=Environment.choices, blank=True)
+    estimated_cost_nanos = models.BigIntegerField(null=True, blank=True)
+    reasons = models.JSONField(default=list, blank=True)
+    justification = models.TextField(blank=True)
+    requested_by_key = models.ForeignKey(ApiKey, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.PENDING)
+    created_at = models.DateTimeField()
+    expires_at = models.DateTimeField()
+    decided_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    decided_at = models.DateTimeField(null=True, blank=True)
+    comment = models.TextField(blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        indexes = [models.Index(fields=["tenant", "status"], name="approval_tenant_status")]
+
+    def __str__(self) -> str:
+        return f"{self.kind} {self.id} ({self.status})"
+
+
+class Alert(models.Model):
+    """A budget level crossed (or an anomaly). At most one per window, kind and level."""
+
+    class Kind(models.TextChoices):
+        SOFT_LIMIT = "soft_limit"
+        HARD_LIMIT = "hard_limit"
+        FORECAST = "forecast"
+        ANOMALY = "anomaly"
+
+    kind = models.CharField(max_length=12, choices=Kind.choices)
+    level = models.PositiveSmallIntegerField(help_text="Percent of the limit crossed.")
+    tenant = models.ForeignKey(Tenant, null=True, blank=True, on_delete=models.CASCADE, related_name="+")
+    budget = models.ForeignKey(Budget, null=True, blank=True, on_delete=models.CASCADE, related_name="alerts")
+    window = models.ForeignKey(BudgetWindow, null=True, blank=True, on_delete=models.CASCADE, related_name="alerts")
+    subject = models.CharField(max_length=300)
+    message = models.TextField()
+    created_at = models.DateTimeField()
+    acknowledged_at = models.DateTimeField(null=True, blank=True)
+    acknowledged_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        constraints = [
+            models.UniqueConstraint(fields=["window", "kind", "level"], name="alert_once_per_window_level"),
+        ]
+
+    def __str__(self) -> str:
+        return self.subject
+
+
+class NotificationChannel(models.Model):
+    """Where alerts go: an email address or a webhook URL, for one tenant's alerts or (empty) all."""
+
+    class Kind(models.TextChoices):
+        EMAIL = "email"
+        WEBHOOK = "webhook"
+
+    tenant = models.ForeignKey(Tenant, null=True, blank=True, on_delete=models.CASCADE, related_name="+")
+    kind = models.CharField(max_length=8, choices=Kind.choices)
+    target = models.CharField(max_length=500, help_text="Email address or https:// URL.")
+    secret = models.CharField(max_length=200, blank=True, help_text="Webhook signing secret (HMAC-SHA256).")
+    is_active = models.BooleanField(default=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["kind", "target"]
+
+    def __str__(self) -> str:
+        return f"{self.kind}: {self.target}"
+
+
+class Notification(models.Model):
+    """One alert's delivery to one channel, retried with backoff until sent or out of attempts."""
+
+    class Status(models.TextChoices):
+        PENDING = "pending"
+        SENT = "sent"
+        FAILED = "failed"
+
+    alert = models.ForeignKey(Alert, on_delete=models.CASCADE, related_name="notifications")
+    channel = models.ForeignKey(NotificationChannel, on_delete=models.CASCADE, related_name="notifications")
+    status = models.CharField(max_length=8, choices=Status.choices, default=Status.PENDING)
+    attempts = models.PositiveSmallIntegerField(default=0)
+    next_attempt_at = models.DateTimeField()
+    delivered_at = models.DateTimeField(null=True, blank=True)
+    last_error = models.TextField(blank=True)
+
+    class Meta:
+        ordering = ["-id"]
+        indexes = [models.Index(fields=["status", "next_attempt_at"], name="notification_due")]
+        constraints = [models.UniqueConstraint(fields=["alert", "channel"], name="notification_once_per_channel")]
+
+    def __str__(self) -> str:
+        return f"{self.alert_id} -> {self.channel} ({self.status})"
+
+
+class NotificationAttempt(models.Model):
+    notification = models.ForeignKey(Notification, on_delete=models.CASCADE, related_name="attempt_log")
+    at = models.DateTimeField()
+    ok = models.BooleanField()
+    status_code = models.PositiveSmallIntegerField(null=True, blank=True)
+    error = models.TextField(blank=True)
+    duration_ms = models.PositiveIntegerField(default=0)
+
+    class Meta:
+        ordering = ["notification", "at"]
+
+    def __str__(self) -> str:
+        return f"{self.notification_id} at {self.at:%Y-%m-%d %H:%M:%S}: {'ok' if self.ok else 'failed'}"

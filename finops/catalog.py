@@ -30,6 +30,7 @@ class ModelEntry:
     encoding: str
     context_window: int | None
     max_output_tokens: int | None
+    downgrade_to_id: int | None = None
 
 
 @dataclass
@@ -40,6 +41,7 @@ class CatalogSnapshot:
     prices: dict[int, list[PriceRow]] = field(default_factory=dict)
     _starts: dict[int, list[datetime]] = field(default_factory=dict)
     _resolved: dict[str, ModelEntry | None] = field(default_factory=dict)
+    by_id: dict[int, ModelEntry] = field(default_factory=dict)
 
     def resolve(self, name: str) -> ModelEntry | None:
         """Exact name or alias (case-insensitive), else the first full-match pattern; None if unknown."""
@@ -91,7 +93,9 @@ def _build(fingerprint: tuple) -> CatalogSnapshot:
             encoding=m.encoding,
             context_window=m.context_window,
             max_output_tokens=m.max_output_tokens,
+            downgrade_to_id=m.downgrade_to_id,
         )
+        snap.by_id[m.pk] = entry
         for alias in [m.name, *(m.aliases or [])]:
             snap.by_name.setdefault(str(alias).strip().lower(), entry)
         if m.match_pattern:

@@ -24,6 +24,28 @@ app.conf.beat_schedule = {
         "schedule": 300.0,
         "options": {"expires": 240},
     },
+    # Budgets: release reservations whose usage never came, start and end ladder controls, raise
+    # alerts, correct window drift against rollups, and retry notification deliveries that are due.
+    "expire-reservations": {
+        "task": "budgets.tasks.expire_reservations",
+        "schedule": 30.0,
+        "options": {"expires": 25},
+    },
+    "evaluate-budgets": {
+        "task": "budgets.tasks.evaluate_budgets",
+        "schedule": 60.0,
+        "options": {"expires": 55},
+    },
+    "reconcile-budget-windows": {
+        "task": "budgets.tasks.reconcile_windows",
+        "schedule": 600.0,
+        "options": {"expires": 540},
+    },
+    "deliver-notifications": {
+        "task": "budgets.tasks.deliver_due_notifications",
+        "schedule": 30.0,
+        "options": {"expires": 25},
+    },
 }
 
 

@@ -110,7 +110,10 @@ def catalog(db) -> dict[str, LlmModel]:
     ModelPriceFactory(
         model=gpt4o, effective_from=since, input=Decimal("2.50"), cached_input=Decimal("1.25"), output=Decimal("10.00")
     )
-    o3 = LlmModelFactory(name="o3", provider="openai", tier=premium, encoding=LlmModel.Encoding.O200K)
+    # o3's catalog substitute is gpt-4o (a downgrade control moves it there); the others have none.
+    o3 = LlmModelFactory(
+        name="o3", provider="openai", tier=premium, encoding=LlmModel.Encoding.O200K, downgrade_to=gpt4o
+    )
     ModelPriceFactory(
         model=o3, effective_from=since, input=Decimal("2.00"), cached_input=Decimal("0.50"), output=Decimal("8.00")
     )

@@ -16,6 +16,7 @@ import orjson
 import psycopg
 from django.db import IntegrityError, connection, transaction
 
+from budgets.services.windows import Charge, budgets_charge
 from finops.catalog import CatalogSnapshot, get_catalog
 from finops.models import UsageRecord, Workflow
 from finops.pricing import cost_nanos
@@ -144,6 +145,7 @@ def _price(c: Candidate, catalog: CatalogSnapshot) -> None:
     if entry is None:
         return
     c.model_id = entry.id
+    c.tier_id = entry.tier_id
     price = catalog.price_at(entry.id, c.occurred_at)
     if price is not None:
         c.price_id = price.id
@@ -292,8 +294,26 @@ def _insert(fresh: list[Candidate], api_key: ApiKey | None, now: datetime, resul
     for c, pk in zip(fresh, ids, strict=True):
         item = result.items[c.index]
         item.status, item.id, item.cost_nanos, item.priced = ACCEPTED, pk, c.cost, c.cost is not None
-    # Same transaction as the rows: the rollup job sees the mark exactly when it sees the records.
+    # Same transaction as the rows: the rollup job sees the mark exactly when it sees the records,
+    # and budget windows move (and reservations settle) exactly when the records are stored.
     rollup_mark_dirty(pairs={(c.tenant_id, c.occurred_at.date()) for c in fresh})
+    budgets_charge(
+        [
+            Charge(
+                tenant_id=c.tenant_id,
+                workflow_id=c.workflow_id,
+                environment=c.environment,
+                tier_id=c.tier_id,
+                occurred_at=c.occurred_at,
+                cost_nanos=c.cost,
+                tokens=c.buckets.total,
+                reservation_id=c.reservation_id,
+                usage_id=result.items[c.index].id,
+            )
+            for c in fresh
+        ],
+        now=now,
+    )
 
 
 def _pg_copy(fresh: list[Candidate], key_id: int | None, now: datetime) -> list[int]:

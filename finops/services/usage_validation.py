@@ -72,6 +72,7 @@ class Candidate:
     tenant_id: int = 0
     workflow_id: int | None = None
     model_id: int | None = None
+    tier_id: int | None = None
     price_id: int | None = None
     cost: int | None = None
     content_hash: str = ""

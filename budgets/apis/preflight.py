@@ -1,0 +1,150 @@
+from django.conf import settings
+from drf_spectacular.utils import OpenApiExample, extend_schema
+from rest_framework import serializers, status
+from rest_framework.exceptions import ValidationError
+from rest_framework.parsers import JSONParser
+from rest_framework.request import Request
+from rest_framework.response import Response
+
+from budgets.services.preflight import PreflightInput, PreflightInputError, preflight_decide
+from finops import tokens
+from finops.apis.tokens import _MessagesField, _StrictCharField
+from finops.errors import ApplicationError
+from finops.models import Environment
+from finops.services.usage_validation import MAX_TOKENS
+from tenants.models import ApiKey
+from tenants.scoping import TenantScopedAPIView
+
+
+class PreflightInputSerializer(serializers.Serializer):
+    tenant = _StrictCharField(
+        required=False,
+        max_length=64,
+        help_text="Tenant slug; platform keys must send it, tenant keys may leave it out.",
+    )
+    workflow = _StrictCharField(required=False, max_length=100, help_text="Workflow slug.")
+    model = _StrictCharField(max_length=200, help_text="The model the service intends to call.")
+    environment = serializers.ChoiceField(choices=Environment.choices, default=Environment.PROD)
+    input_tokens = serializers.IntegerField(required=False, min_value=0, max_value=MAX_TOKENS)
+    prompt = _StrictCharField(
+        required=False,
+        allow_blank=True,
+        trim_whitespace=False,
+        max_length=tokens.MAX_TEXT_CHARS,
+        help_text="Prompt text, counted with tiktoken and never stored.",
+    )
+    messages = _MessagesField(required=False, help_text="OpenAI-style chat messages, counted with tiktoken.")
+    max_output_tokens = serializers.IntegerField(
+        required=False,
+        min_value=1,
+        max_value=MAX_TOKENS,
+        help_text="When missing: the model's output limit, capped by PREFLIGHT_DEFAULT_MAX_OUTPUT_TOKENS.",
+    )
+    approval_id = serializers.UUIDField(required=False, help_text="An approved request from an earlier answer.")
+
+    def validate(self, attrs):
+        given = [k for k in ("input_tokens", "prompt", "messages") if k in attrs]
+        if len(given) != 1:
+            raise ValidationError("Send exactly one of input_tokens, prompt or messages.")
+        return attrs
+
+
+class BudgetHeadroomSerializer(serializers.Serializer):
+    id = serializers.IntegerField()
+    name = serializers.CharField()
+    metric = serializers.CharField(help_text="cost (amounts are USD strings) or tokens (integers).")
+    period = serializers.CharField()
+    window_start = serializers.DateTimeField()
+    window_end = serializers.DateTimeField()
+    spent = serializers.CharField()
+    reserved = serializers.CharField(help_text="Held by preflights, this one included.")
+    soft_limit = serializers.CharField(allow_null=True)
+    hard_limit = serializers.CharField(allow_null=True)
+    remaining = serializers.CharField(allow_null=True, help_text="Headroom under the hard limit.")
+    hard_action = serializers.CharField()
+
+
+class PreflightOutputSerializer(serializers.Serializer):
+    decision = serializers.ChoiceField(choices=["allow", "needs_approval", "deny"])
+    requested_model = serializers.CharField()
+    model = serializers.CharField(help_text="The model to call: the requested one or a cheaper substitute.")
+    input_tokens = serializers.IntegerField()
+    input_tokens_estimated = serializers.BooleanField()
+    max_output_tokens = serializers.IntegerField(help_text="Send this as the call's output limit.")
+    compress_context = serializers.BooleanField()
+    target_input_tokens = serializers.IntegerField(allow_null=True, help_text="Shrink the input to this size.")
+    estimated_cost_usd = serializers.CharField(allow_null=True)
+    reservation_id = serializers.UUIDField(allow_null=True, help_text="Send it with the call's usage record.")
+    reservation_expires_at = serializers.DateTimeField(allow_null=True)
+    approval_id = serializers.UUIDField(allow_null=True)
+    approval_status = serializers.CharField(allow_null=True)
+    budgets = BudgetHeadroomSerializer(many=True)
+    controls = serializers.ListField(child=serializers.DictField())
+    reasons = serializers.ListField(child=serializers.CharField())
+
+
+class PreflightApi(TenantScopedAPIView):
+    """Ask before an LLM call: allow (with a reservation), needs_approval, or deny, and on what terms."""
+
+    parser_classes = [JSONParser]
+    required_scope = ApiKey.Scope.PREFLIGHT
+
+    def requested_tenant_slug(self, request):
+        # The tenant is named in the body (platform keys); a tenant key naming another answers 404.
+        body = request.data if isinstance(request.data, dict) else {}
+        slug = body.get("tenant")
+        return slug if isinstance(slug, str) and slug else None
+
+    @extend_schema(
+        operation_id="preflight",
+        request=PreflightInputSerializer,
+        responses={200: PreflightOutputSerializer},
+        examples=[
+            OpenApiExample(
+                "Counted input",
+                value={
+                    "workflow": "ticket-summary",
+                    "model": "gpt-4o",
+                    "environment": "prod",
+                    "input_tokens": 1200,
+                    "max_output_tokens": 400,
+                },
+                request_only=True,
+            ),
+            OpenApiExample(
+                "Messages",
+                value={"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "Summarise this ticket"}]},
+                request_only=True,
+            ),
+        ],
+    )
+    def post(self, request: Request) -> Response:
+        content_length = request.META.get("CONTENT_LENGTH") or "0"
+        if content_length.isdigit() and int(content_length) > settings.DATA_UPLOAD_MAX_MEMORY_SIZE:
+            raise ApplicationError(
+                "too_large", "The request body is too large.", status_code=status.HTTP_413_REQUEST_ENTITY_TOO_LARGE
+            )
+        serializer = PreflightInputSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        data = serializer.validated_data
+        if self.tenant is None:
+            raise ApplicationError("tenant_required", 'Name the tenant in the body: {"tenant": "<slug>"}.')
+        try:
+            decision = preflight_decide(
+                PreflightInput(
+                    tenant=self.tenant,
+                    workflow=data.get("workflow"),
+                    model=data["model"],
+                    environment=data["environment"],
+                    input_tokens=data.get("input_tokens"),
+                    prompt=data.get("prompt"),
+                    messages=data.get("messages"),
+                    max_output_tokens=data.get("max_output_tokens"),
+                    approval_id=str(data["approval_id"]) if data.get("approval_id") else None,
+                    api_key=self.api_key,
+                )
+            )
+        except PreflightInputError as exc:
+            raise ValidationError({exc.field: [str(exc)]}) from exc
+        # The output serializer documents the shape; the dict is rendered as is (token amounts stay integers).
+        return Response(decision.as_dict())

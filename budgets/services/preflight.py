@@ -1,0 +1,410 @@
+"""Preflight: decide, before an LLM call, whether it may run, on which model and with what limits.
+
+Order of work (DESIGN.md sections 7 and 8):
+1. resolve the model and workflow, count the input when text is sent, default max output tokens;
+2. apply the active controls that match the call, most restrictive first (deny, require approval,
+   downgrade, compress context, cap output);
+3. estimate the cost of the call as it will run (effective model, input target, output cap);
+4. reserve the estimate on every matching window with a hard limit, atomically; a full window
+   applies its budget's hard action (deny, require approval, or downgrade and try again).
+A decision is an answer, never an error: only bad input or authentication raise.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+
+from django.conf import settings
+from django.db import transaction
+from django.utils import timezone
+
+from budgets.models import ApprovalRequest, BudgetWindow, ControlKind, HardAction, Metric
+from finops.catalog import CatalogSnapshot, ModelEntry, get_catalog
+from finops.models import Workflow
+from finops.pricing import NANOS_PER_USD, TokenBuckets, cost_nanos, nanos_to_usd
+from finops.tokens import count_messages, count_text
+from tenants.models import ApiKey, Tenant
+
+from .controls import CallScope, controls_for_call
+from .reservations import WindowFull, reservation_create, windows_hold
+from .windows import BudgetEntry, get_budgets, windows_open
+
+ALLOW, NEEDS_APPROVAL, DENY = "allow", "needs_approval", "deny"
+DEFAULT_CAP_OUTPUT_TOKENS = 1024
+DEFAULT_COMPRESS_RATIO = Decimal("0.5")
+
+
+@dataclass
+class PreflightInput:
+    tenant: Tenant
+    model: str
+    environment: str
+    workflow: str | None = None
+    input_tokens: int | None = None
+    prompt: str | None = None
+    messages: list | None = None
+    max_output_tokens: int | None = None
+    approval_id: str | None = None
+    api_key: ApiKey | None = None
+
+
+@dataclass
+class PreflightDecision:
+    decision: str
+    requested_model: str
+    model: str
+    input_tokens: int
+    input_tokens_estimated: bool
+    max_output_tokens: int
+    compress_context: bool = False
+    target_input_tokens: int | None = None
+    estimated_cost_nanos: int | None = None
+    reservation_id: str | None = None
+    reservation_expires_at: datetime | None = None
+    approval_id: str | None = None
+    approval_status: str | None = None
+    budgets: list[dict] = field(default_factory=list)
+    controls: list[dict] = field(default_factory=list)
+    reasons: list[str] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "decision": self.decision,
+            "requested_model": self.requested_model,
+            "model": self.model,
+            "input_tokens": self.input_tokens,
+            "input_tokens_estimated": self.input_tokens_estimated,
+            "max_output_tokens": self.max_output_tokens,
+            "compress_context": self.compress_context,
+            "target_input_tokens": self.target_input_tokens,
+            "estimated_cost_usd": nanos_to_usd(self.estimated_cost_nanos),
+            "reservation_id": self.reservation_id,
+            "reservation_expires_at": self.reservation_expires_at,
+            "approval_id": self.approval_id,
+            "approval_status": self.approval_status,
+            "budgets": self.budgets,
+            "controls": self.controls,
+            "reasons": self.reasons,
+        }
+
+
+class PreflightInputError(ValueError):
+    def __init__(self, field_name: str, message: str):
+        super().__init__(message)
+        self.field = field_name
+
+
+@dataclass
+class _Call:
+    """What the call will be after controls: mutated step by step."""
+
+    entry: ModelEntry | None
+    model_name: str
+    input_tokens: int
+    max_output_tokens: int
+    target_input_tokens: int | None = None
+    approval_needed_above: int | None = None  # nano-USD; 0 = every run
+    approval_reasons: list[str] = field(default_factory=list)
+    denied: bool = False
+
+
+def preflight_decide(req: PreflightInput, *, now: datetime | None = None) -> PreflightDecision:
+    now = now or timezone.now()
+    catalog = get_catalog()
+    entry = catalog.resolve(req.model)
+    workflow = _workflow(req.workflow)
+    input_tokens, estimated = _input_tokens(req, entry)
+    max_output = req.max_output_tokens or min(
+        (entry.max_output_tokens if entry else None) or settings.PREFLIGHT_DEFAULT_MAX_OUTPUT_TOKENS,
+        settings.PREFLIGHT_DEFAULT_MAX_OUTPUT_TOKENS,
+    )
+    out = PreflightDecision(
+        decision=ALLOW,
+        requested_model=req.model,
+        model=entry.name if entry else req.model,
+        input_tokens=input_tokens,
+        input_tokens_estimated=estimated,
+        max_output_tokens=max_output,
+    )
+    if entry is None:
+        out.reasons.append(f"Model '{req.model}' is not in the catalog: its cost cannot be estimated.")
+    if req.workflow and workflow is None:
+        out.reasons.append(f"Workflow '{req.workflow}' is not registered yet; treated as normal priority.")
+    call = _Call(entry=entry, model_name=out.model, input_tokens=input_tokens, max_output_tokens=max_output)
+
+    _apply_controls(call, req, workflow, catalog, out, now)
+    if call.denied:
+        return _finish(out, call, DENY)
+
+    approval = _approval(req, out, now)
+    downgrades_left = 3
+    while True:
+        cost = _estimate(call, catalog)
+        tokens = (call.target_input_tokens or call.input_tokens) + call.max_output_tokens
+        needs_approval = call.approval_needed_above is not None and (cost is None or cost > call.approval_needed_above)
+        if needs_approval and approval is None:
+            out.reasons.extend(call.approval_reasons)
+            return _needs_approval(out, call, cost, req, workflow, now)
+        scope = CallScope(req.tenant.pk, workflow.pk if workflow else None, req.environment, _tier(call), "")
+        budgets = get_budgets().matching(scope.tenant_id, scope.workflow_id, scope.environment, scope.tier_id)
+        windows = windows_open((b, *b.bounds(now)) for b in budgets)
+        pairs = [(b, windows[(b.id, b.bounds(now)[0])]) for b in budgets]
+        amounts, unpriced = _amounts(pairs, cost, tokens)
+        if unpriced:
+            out.reasons.append(
+                f"Budget '{unpriced.name}' limits cost and the call's cost is unknown, so it cannot be reserved."
+            )
+            out.budgets = [_budget_view(b, w, 0) for b, w in pairs]
+            return _finish(out, call, DENY, cost)
+        approved_over = frozenset(w.pk for b, w in pairs if approval and b.hard_action == HardAction.REQUIRE_APPROVAL)
+        try:
+            with transaction.atomic():
+                windows_hold(amounts, unchecked=approved_over)
+                if approval is not None and not _approval_consume(approval, now):
+                    approval = None
+                    raise WindowFull(0)
+                reservation = reservation_create(
+                    amounts=amounts,
+                    ttl_seconds=settings.RESERVATION_TTL_SECONDS,
+                    now=now,
+                    tenant=req.tenant,
+                    workflow=workflow,
+                    model_id=call.entry.id if call.entry else None,
+                    environment=req.environment,
+                    estimated_cost_nanos=cost,
+                    estimated_tokens=tokens,
+                    api_key=req.api_key,
+                )
+        except WindowFull as full:
+            if full.window_id == 0:
+                out.reasons.append("The approval was used by another request meanwhile.")
+                return _needs_approval(out, call, cost, req, workflow, now)
+            budget, window = next((b, w) for b, w in pairs if w.pk == full.window_id)
+            window.refresh_from_db()
+            out.budgets = [_budget_view(b, w, 0) for b, w in pairs]
+            limit = f"'{budget.name}' has {_fmt(budget, max(window.hard_limit - window.spent - window.reserved, 0))}"
+            out.reasons.append(
+                f"Hard limit: {limit} left for this period, the call needs {_fmt(budget, amounts[window.pk])}."
+            )
+            if (
+                budget.hard_action == HardAction.DOWNGRADE
+                and downgrades_left
+                and _downgrade(call, catalog, out, budget.name)
+            ):
+                downgrades_left -= 1
+                continue
+            if budget.hard_action == HardAction.REQUIRE_APPROVAL:
+                return _needs_approval(out, call, cost, req, workflow, now)
+            return _finish(out, call, DENY, cost)
+        out.reservation_id = str(reservation.pk)
+        out.reservation_expires_at = reservation.expires_at
+        out.budgets = [_budget_view(b, w, amounts.get(w.pk, 0)) for b, w in pairs]
+        if approval is not None:
+            out.approval_id, out.approval_status = str(approval.pk), ApprovalRequest.Status.CONSUMED
+            out.reasons.append("Approved run: the approval is now used.")
+        return _finish(out, call, ALLOW, cost)
+
+
+def _workflow(slug: str | None) -> Workflow | None:
+    if not slug:
+        return None
+    return Workflow.objects.filter(slug=slug).only("id", "slug", "priority", "approval_threshold_usd").first()
+
+
+def _input_tokens(req: PreflightInput, entry: ModelEntry | None) -> tuple[int, bool]:
+    if req.input_tokens is not None:
+        return req.input_tokens, False
+    from finops.tokens import TokenInputInvalid
+
+    try:
+        if req.messages is not None:
+            counted = count_messages(entry, req.model, req.messages)
+        else:
+            counted = count_text(entry, req.model, req.prompt or "")
+    except TokenInputInvalid as exc:
+        raise PreflightInputError(exc.field, str(exc)) from None
+    return counted.tokens, counted.estimated
+
+
+def _tier(call: _Call) -> int | None:
+    return call.entry.tier_id if call.entry else None
+
+
+def _apply_controls(call: _Call, req: PreflightInput, workflow, catalog, out: PreflightDecision, now) -> None:
+    priority = workflow.priority if workflow else Workflow.Priority.NORMAL
+    scope = CallScope(req.tenant.pk, workflow.pk if workflow else None, req.environment, _tier(call), priority)
+    for control in controls_for_call(scope, now=now):
+        params = control.params or {}
+        applied = {"id": control.pk, "kind": control.kind, "source": control.source, "reason": control.reason}
+        if control.kind == ControlKind.DENY:
+            call.denied = True
+            out.reasons.append(f"Denied by a control: {control.reason}")
+        elif control.kind == ControlKind.REQUIRE_APPROVAL:
+            threshold = params.get("above_usd")
+            if threshold is None and workflow is not None and workflow.approval_threshold_usd is not None:
+                threshold = workflow.approval_threshold_usd
+            above = int(Decimal(str(threshold)) * NANOS_PER_USD) if threshold is not None else 0
+            call.approval_needed_above = (
+                above if call.approval_needed_above is None else min(above, call.approval_needed_above)
+            )
+            call.approval_reasons.append(
+                f"Approval required{f' above ${Decimal(above) / NANOS_PER_USD:.2f}' if above else ''}: {control.reason}"
+            )
+        elif control.kind == ControlKind.DOWNGRADE_TIER:
+            if not _downgrade(call, catalog, out, control.reason, steps=int(params.get("steps", 1))):
+                applied["skipped"] = True
+        elif control.kind == ControlKind.COMPRESS_CONTEXT:
+            target = params.get("target_input_tokens")
+            if target is None:
+                target = int(call.input_tokens * Decimal(str(params.get("ratio", DEFAULT_COMPRESS_RATIO))))
+            target = min(int(target), call.input_tokens)
+            if call.target_input_tokens is None or target < call.target_input_tokens:
+                call.target_input_tokens = target
+            out.reasons.append(f"Compress the context to {target:,} input tokens: {control.reason}")
+        elif control.kind == ControlKind.CAP_OUTPUT_TOKENS:
+            cap = int(params.get("max_output_tokens", DEFAULT_CAP_OUTPUT_TOKENS))
+            if cap < call.max_output_tokens:
+                call.max_output_tokens = cap
+                out.reasons.append(f"Output capped at {cap:,} tokens: {control.reason}")
+            else:
+                applied["skipped"] = True
+        out.controls.append(applied)
+
+
+def _downgrade(call: _Call, catalog: CatalogSnapshot, out: PreflightDecision, why: str, steps: int = 1) -> bool:
+    """Move the call to the catalog's substitute model (`steps` times); say so when there is none."""
+    moved = False
+    for _ in range(max(steps, 1)):
+        target = catalog.by_id.get(call.entry.downgrade_to_id) if call.entry and call.entry.downgrade_to_id else None
+        if target is None:
+            if not moved:
+                name = call.entry.name if call.entry else call.model_name
+                out.reasons.append(f"Downgrade wanted ({why}) but the catalog marks no cheaper substitute for {name}.")
+            break
+        out.reasons.append(f"Downgraded {call.model_name} to {target.name}: {why}")
+        call.entry, call.model_name, moved = target, target.name, True
+        if target.max_output_tokens and call.max_output_tokens > target.max_output_tokens:
+            call.max_output_tokens = target.max_output_tokens
+    return moved
+
+
+def _estimate(call: _Call, catalog: CatalogSnapshot) -> int | None:
+    if call.entry is None:
+        return None
+    price = catalog.current_price(call.entry.id)
+    if price is None:
+        return None
+    inputs = call.input_tokens if call.target_input_tokens is None else call.target_input_tokens
+    # Output is priced at the dearer of output and reasoning: reasoning counts against the output limit.
+    worst = TokenBuckets(input=inputs, output=call.max_output_tokens)
+    if price.reasoning > price.output:
+        worst = TokenBuckets(input=inputs, reasoning=call.max_output_tokens)
+    return cost_nanos(price, worst)
+
+
+def _amounts(pairs: list[tuple[BudgetEntry, BudgetWindow]], cost: int | None, tokens: int):
+    amounts: dict[int, int] = {}
+    for budget, window in pairs:
+        if window.hard_limit is None:
+            continue
+        if budget.metric == Metric.COST:
+            if cost is None:
+                return {}, budget
+            amounts[window.pk] = cost
+        else:
+            amounts[window.pk] = tokens
+    return amounts, None
+
+
+def _approval(req: PreflightInput, out: PreflightDecision, now) -> ApprovalRequest | None:
+    """The caller's approved request, if it covers this call; otherwise say why not and return None."""
+    if not req.approval_id:
+        return None
+    approval = ApprovalRequest.objects.filter(pk=req.approval_id, tenant=req.tenant).first()
+    if approval is None:
+        out.reasons.append("The approval_id is unknown for this tenant.")
+        return None
+    out.approval_id, out.approval_status = str(approval.pk), approval.status
+    if approval.status != ApprovalRequest.Status.APPROVED:
+        out.reasons.append(f"Approval {approval.pk} is {approval.status}.")
+        return None
+    if approval.expires_at <= now:
+        out.reasons.append(f"Approval {approval.pk} expired at {approval.expires_at:%Y-%m-%d %H:%M} UTC.")
+        return None
+    if req.workflow and approval.workflow_id and approval.workflow.slug != req.workflow:
+        out.reasons.append(f"Approval {approval.pk} is for workflow {approval.workflow.slug}, not {req.workflow}.")
+        return None
+    return approval
+
+
+def _approval_consume(approval: ApprovalRequest, now) -> bool:
+    return bool(
+        ApprovalRequest.objects.filter(
+            pk=approval.pk, status=ApprovalRequest.Status.APPROVED, expires_at__gt=now
+        ).update(status=ApprovalRequest.Status.CONSUMED)
+    )
+
+
+def _needs_approval(out, call: _Call, cost, req: PreflightInput, workflow, now) -> PreflightDecision:
+    pending = None
+    if out.approval_id and out.approval_status == ApprovalRequest.Status.PENDING:
+        pending = ApprovalRequest.objects.filter(pk=out.approval_id).first()
+    if pending is None:
+        pending = ApprovalRequest.objects.create(
+            kind=ApprovalRequest.Kind.WORKFLOW_RUN,
+            tenant=req.tenant,
+            workflow=workflow,
+            model_id=call.entry.id if call.entry else None,
+            environment=req.environment,
+            estimated_cost_nanos=cost,
+            reasons=list(out.reasons),
+            requested_by_key=req.api_key,
+            created_at=now,
+            expires_at=now + timezone.timedelta(seconds=settings.APPROVAL_TTL_SECONDS),
+        )
+    out.approval_id, out.approval_status = str(pending.pk), pending.status
+    out.reasons.append(f"Ask an approver to approve request {pending.pk}, then preflight again with its approval_id.")
+    return _finish(out, call, NEEDS_APPROVAL, cost)
+
+
+def _finish(out: PreflightDecision, call: _Call, decision: str, cost: int | None = None) -> PreflightDecision:
+    out.decision = decision
+    out.model = call.model_name
+    out.max_output_tokens = call.max_output_tokens
+    out.compress_context = call.target_input_tokens is not None and call.target_input_tokens < call.input_tokens
+    out.target_input_tokens = call.target_input_tokens if out.compress_context else None
+    out.estimated_cost_nanos = cost
+    return out
+
+
+def _fmt(budget: BudgetEntry, amount: int) -> str:
+    return f"{amount:,} tokens" if budget.metric == Metric.TOKENS else f"${nanos_to_usd(amount)}"
+
+
+def _budget_view(budget: BudgetEntry, window: BudgetWindow, held: int) -> dict:
+    """A consulted budget as the client sees it; money as USD strings, tokens as integers."""
+    money = budget.metric == Metric.COST
+
+    def amount(value):
+        if value is None:
+            return None
+        return nanos_to_usd(value) if money else value
+
+    spent, reserved = window.spent, window.reserved + held
+    return {
+        "id": budget.id,
+        "name": budget.name,
+        "metric": budget.metric,
+        "period": budget.period,
+        "window_start": window.starts_at,
+        "window_end": window.ends_at,
+        "spent": amount(spent),
+        "reserved": amount(reserved),
+        "soft_limit": amount(window.soft_limit),
+        "hard_limit": amount(window.hard_limit),
+        "remaining": amount(max(window.hard_limit - spent - reserved, 0)) if window.hard_limit is not None else None,
+        "hard_action": budget.hard_action,
+    }

@@ -1,0 +1,214 @@
+"""Budget windows: which budgets a call counts against, their current windows, and charging them.
+
+Hot paths (ingest, preflight) read budgets from an in-process snapshot rebuilt when a one-row
+fingerprint query changes, like the catalog, so a request costs one small query, not a scan.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import defaultdict
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from django.db import connection
+from django.db.models import F
+
+from budgets.models import Budget, BudgetWindow, Metric, Reservation, ReservationHold
+from budgets.periods import period_bounds
+
+
+@dataclass(frozen=True, slots=True)
+class BudgetEntry:
+    id: int
+    name: str
+    tenant_id: int | None
+    workflow_id: int | None
+    environment: str
+    tier_id: int | None
+    metric: str
+    period: str
+    time_zone: str
+    soft_limit: int | None
+    hard_limit: int | None
+    hard_action: str
+
+    def matches(self, tenant_id: int, workflow_id: int | None, environment: str, tier_id: int | None) -> bool:
+        return (
+            (self.tenant_id is None or self.tenant_id == tenant_id)
+            and (self.workflow_id is None or self.workflow_id == workflow_id)
+            and (not self.environment or self.environment == environment)
+            and (self.tier_id is None or self.tier_id == tier_id)
+        )
+
+    def amount(self, cost_nanos: int | None, tokens: int) -> int:
+        """What a call counts in this budget's unit (an unpriced call costs nothing until priced)."""
+        return tokens if self.metric == Metric.TOKENS else (cost_nanos or 0)
+
+    def bounds(self, at: datetime) -> tuple[datetime, datetime]:
+        return period_bounds(self.period, self.time_zone, at)
+
+
+@dataclass
+class BudgetSnapshot:
+    fingerprint: tuple = ()
+    entries: list[BudgetEntry] = field(default_factory=list)
+
+    def matching(
+        self, tenant_id: int, workflow_id: int | None, environment: str, tier_id: int | None
+    ) -> list[BudgetEntry]:
+        return [b for b in self.entries if b.matches(tenant_id, workflow_id, environment, tier_id)]
+
+
+_FINGERPRINT_SQL = f"SELECT COUNT(*), MAX(updated_at) FROM {Budget._meta.db_table}"
+_lock = threading.Lock()
+_snapshot = BudgetSnapshot()
+
+
+def get_budgets() -> BudgetSnapshot:
+    """Active budgets; costs one fingerprint query and rebuilds only after a budget changed."""
+    global _snapshot
+    with connection.cursor() as cursor:
+        cursor.execute(_FINGERPRINT_SQL)
+        fingerprint = tuple(cursor.fetchone())
+    snap = _snapshot
+    if snap.fingerprint != fingerprint:
+        with _lock:
+            if _snapshot.fingerprint != fingerprint:
+                _snapshot = BudgetSnapshot(
+                    fingerprint=fingerprint,
+                    entries=[
+                        BudgetEntry(
+                            id=b.pk,
+                            name=b.name,
+                            tenant_id=b.tenant_id,
+                            workflow_id=b.workflow_id,
+                            environment=b.environment,
+                            tier_id=b.tier_id,
+                            metric=b.metric,
+                            period=b.period,
+                            time_zone=b.time_zone,
+                            soft_limit=b.soft_limit,
+                            hard_limit=b.hard_limit,
+                            hard_action=b.hard_action,
+                        )
+                        for b in Budget.objects.filter(is_active=True).order_by("id")
+                    ],
+                )
+            snap = _snapshot
+    return snap
+
+
+def windows_open(keys: Iterable[tuple[BudgetEntry, datetime, datetime]]) -> dict[tuple[int, datetime], BudgetWindow]:
+    """The windows for (budget, start, end) keys, creating missing ones; keyed by (budget id, start).
+
+    Windows open lazily, on the first call or evaluation inside the period, with the budget's limits;
+    concurrent openers race harmlessly on the unique (budget, starts_at) constraint.
+    """
+    wanted = {(b.id, start): (b, start, end) for b, start, end in keys}
+    if not wanted:
+        return {}
+    found = _windows_select(wanted)
+    missing = [v for k, v in wanted.items() if k not in found]
+    if missing:
+        BudgetWindow.objects.bulk_create(
+            [
+                BudgetWindow(
+                    budget_id=b.id, starts_at=start, ends_at=end, soft_limit=b.soft_limit, hard_limit=b.hard_limit
+                )
+                for b, start, end in missing
+            ],
+            ignore_conflicts=True,
+        )
+        found = _windows_select(wanted)
+    return found
+
+
+def _windows_select(wanted: dict) -> dict[tuple[int, datetime], BudgetWindow]:
+    budget_ids = {k[0] for k in wanted}
+    starts = {k[1] for k in wanted}
+    rows = BudgetWindow.objects.filter(budget_id__in=budget_ids, starts_at__in=starts)
+    return {(w.budget_id, w.starts_at): w for w in rows if (w.budget_id, w.starts_at) in wanted}
+
+
+@dataclass(slots=True)
+class Charge:
+    """One stored usage record as the budgets see it."""
+
+    tenant_id: int
+    workflow_id: int | None
+    environment: str
+    tier_id: int | None
+    occurred_at: datetime
+    cost_nanos: int | None
+    tokens: int
+    reservation_id: str | None = None
+    usage_id: int | None = None
+
+
+def budgets_charge(charges: list[Charge], *, now: datetime) -> None:
+    """Count new usage against every matching budget's window and settle the reservations it carries.
+
+    Runs inside the ingest transaction: one UPDATE per touched window for the whole batch (spent up
+    by the batch's amounts, reserved down by the holds it settles), in window-id order so it never
+    deadlocks with preflights, which lock windows in the same order. A reservation settles once: only
+    the statement that moves it from `held` releases its holds, so a second record naming it (or a
+    record arriving after it expired) adds its cost and releases nothing.
+    """
+    budgets = get_budgets()
+    spent: dict[tuple[int, datetime], int] = defaultdict(int)
+    keys: dict[tuple[int, datetime], tuple[BudgetEntry, datetime, datetime]] = {}
+    if budgets.entries:
+        bounds_cache: dict[int, tuple[datetime, datetime]] = {}
+        for c in charges:
+            for b in budgets.matching(c.tenant_id, c.workflow_id, c.environment, c.tier_id):
+                start, end = bounds_cache.get(b.id) or (None, None)
+                if start is None or not (start <= c.occurred_at < end):
+                    start, end = bounds_cache[b.id] = b.bounds(c.occurred_at)
+                keys[(b.id, start)] = (b, start, end)
+                spent[(b.id, start)] += b.amount(c.cost_nanos, c.tokens)
+
+    released = _reservations_settle([c for c in charges if c.reservation_id], now=now)
+    if not keys and not released:
+        return
+    windows = windows_open(keys.values())
+    deltas: dict[int, list[int]] = defaultdict(lambda: [0, 0])
+    for key, amount in spent.items():
+        deltas[windows[key].pk][0] += amount
+    for window_id, amount in released.items():
+        deltas[window_id][1] += amount
+    for window_id in sorted(deltas):
+        add_spent, release = deltas[window_id]
+        if add_spent or release:
+            BudgetWindow.objects.filter(pk=window_id).update(
+                spent=F("spent") + add_spent, reserved=F("reserved") - release
+            )
+
+
+def _reservations_settle(charges: list[Charge], *, now: datetime) -> dict[int, int]:
+    """Move the batch's held reservations to settled; returns the amounts to release per window."""
+    if not charges:
+        return {}
+    first: dict[str, Charge] = {}
+    for c in charges:
+        first.setdefault(str(c.reservation_id), c)
+    settled: list[str] = []
+    for reservation_id, c in first.items():
+        # One conditional UPDATE per reservation: it is the "once" (a replay or a second record
+        # finds the reservation no longer held and changes nothing).
+        if Reservation.objects.filter(pk=reservation_id, tenant_id=c.tenant_id, status=Reservation.Status.HELD).update(
+            status=Reservation.Status.SETTLED, closed_at=now, usage_record_id=c.usage_id
+        ):
+            settled.append(reservation_id)
+    return holds_by_window(settled)
+
+
+def holds_by_window(reservation_ids: list) -> dict[int, int]:
+    released: dict[int, int] = defaultdict(int)
+    if reservation_ids:
+        for window_id, amount in ReservationHold.objects.filter(reservation_id__in=reservation_ids).values_list(
+            "window_id", "amount"
+        ):
+            released[window_id] += amount
+    return released
