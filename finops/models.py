@@ -255,6 +255,54 @@ class UsageRollup(RollupMeasures):
         return f"{self.grain} {self.bucket_start:%Y-%m-%d %H:%M} tenant {self.tenant_id}"
 
 
+class TenantWorkflowRollup(RollupMeasures):
+    """Daily usage per (tenant, workflow): the daily `UsageRollup` rows summed over model and environment.
+
+    A quarter of the daily rows. Totals and breakdowns by tenant or workflow read it instead of the
+    daily rows; it is rewritten with them for each recomputed tenant-day (services/rollups.py).
+    """
+
+    bucket_start = models.DateTimeField()
+    tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, related_name="+", db_index=False)
+    workflow = models.ForeignKey(
+        Workflow, null=True, on_delete=models.DO_NOTHING, related_name="+", db_index=False, db_constraint=False
+    )
+
+    class Meta:
+        indexes = [
+            models.Index(fields=["tenant", "bucket_start"], name="tw_rollup_tenant_time"),
+            models.Index(fields=["bucket_start"], name="tw_rollup_time"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.bucket_start:%Y-%m-%d} tenant {self.tenant_id} workflow {self.workflow_id}"
+
+
+class AllTenantsRollup(RollupMeasures):
+    """Daily usage of every tenant together per (workflow, model, environment).
+
+    What the all-tenant views read (operators' overview, explorer and spend API without a tenant):
+    a fifth of the daily rows. A day is recomputed from that day's daily `UsageRollup` rows of all
+    tenants whenever one tenant-day of it is, under a lock per day (services/rollups.py).
+    """
+
+    bucket_start = models.DateTimeField()
+    workflow = models.ForeignKey(
+        Workflow, null=True, on_delete=models.DO_NOTHING, related_name="+", db_index=False, db_constraint=False
+    )
+    model = models.ForeignKey(
+        LlmModel, null=True, on_delete=models.DO_NOTHING, related_name="+", db_index=False, db_constraint=False
+    )
+    unknown_model_name = models.CharField(max_length=200, blank=True, help_text="Raw name when model is unknown.")
+    environment = models.CharField(max_length=8, choices=Environment.choices)
+
+    class Meta:
+        indexes = [models.Index(fields=["bucket_start"], name="alltenants_rollup_time")]
+
+    def __str__(self) -> str:
+        return f"{self.bucket_start:%Y-%m-%d} workflow {self.workflow_id} model {self.model_id}"
+
+
 class UsageTagRollup(RollupMeasures):
     """Daily usage per tag key and value, with the dimensions tags are usually crossed with."""
 

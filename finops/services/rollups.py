@@ -4,6 +4,11 @@ Ingest and re-pricing mark the (tenant, UTC day) they touch in `RollupDirtyDay`,
 transaction as the records. `rollups_refresh` recomputes each marked day from the raw records
 and replaces its rows, so a job that runs twice, or dies half-way and runs again, ends with the
 same totals. A mark is cleared only if nobody re-marked the day while it was being recomputed.
+
+Two coarser daily tables are derived from the daily rows, never from raw records, so they are
+equal to them by construction: `TenantWorkflowRollup` per tenant-day, with it; `AllTenantsRollup`
+per day across tenants, under a lock per day so that two tenant-days of one day recomputed at once
+cannot each write a total that misses the other.
 """
 
 from __future__ import annotations
@@ -14,12 +19,19 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 
 from django.conf import settings
-from django.db import transaction
+from django.db import connection, transaction
 from django.db.models import Case, CharField, Count, F, Q, Sum, Value, When
 from django.db.models.functions import Coalesce, TruncDate, TruncHour
 from django.utils import timezone
 
-from finops.models import RollupDirtyDay, UsageRecord, UsageRollup, UsageTagRollup
+from finops.models import (
+    AllTenantsRollup,
+    RollupDirtyDay,
+    TenantWorkflowRollup,
+    UsageRecord,
+    UsageRollup,
+    UsageTagRollup,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -69,8 +81,10 @@ def hourly_retention_start(now: datetime | None = None) -> datetime:
 
 
 @transaction.atomic
-def rollup_recompute_day(*, tenant_id: int, day: date) -> int:
-    """Replace one tenant-day's daily, hourly and tag rollups with sums over its raw records."""
+def rollup_recompute_day(*, tenant_id: int, day: date, all_tenants: bool = True) -> int:
+    """Replace one tenant-day's daily, hourly and tag rollups with sums over its raw records, and the
+    coarser daily tables derived from them. `all_tenants=False` leaves the day's `AllTenantsRollup`
+    rows to the caller, who recomputes them once after the day's last tenant (`rollups_refresh`)."""
     start, end = day_bounds(day)
     raw = UsageRecord.objects.filter(tenant_id=tenant_id, occurred_at__gte=start, occurred_at__lt=end)
     dims = {"unknown_model_name": _unknown_model_name()}
@@ -98,7 +112,50 @@ def rollup_recompute_day(*, tenant_id: int, day: date) -> int:
     tags = _tag_rows(raw, tenant_id, start)
     UsageRollup.objects.bulk_create(daily + hourly, batch_size=2000)
     UsageTagRollup.objects.bulk_create(tags, batch_size=2000)
-    return len(daily) + len(hourly) + len(tags)
+    rows = len(daily) + len(hourly) + len(tags)
+    TenantWorkflowRollup.objects.filter(tenant_id=tenant_id, bucket_start=start).delete()
+    rows += _derive_from_daily(TenantWorkflowRollup, ("tenant_id", "workflow_id"), start, tenant_id=tenant_id)
+    if all_tenants:
+        rows += rollup_recompute_all_tenants_day(day=day)
+    return rows
+
+
+# Any constant: the first half of the advisory lock key on an AllTenantsRollup day.
+_ALL_TENANTS_LOCK = 0x726F6C6C
+
+
+@transaction.atomic
+def rollup_recompute_all_tenants_day(*, day: date) -> int:
+    """Replace one day's `AllTenantsRollup` rows with the sums of that day's daily rows of all tenants."""
+    start, _ = day_bounds(day)
+    if connection.vendor == "postgresql":
+        # Held until commit: a second recompute of this day waits, then reads the first one's rows.
+        # (SQLite lets one transaction write at a time and refuses a write based on a stale read.)
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_advisory_xact_lock(%s, %s)", [_ALL_TENANTS_LOCK, day.toordinal()])
+    AllTenantsRollup.objects.filter(bucket_start=start).delete()
+    return _derive_from_daily(AllTenantsRollup, ("workflow_id", "model_id", "unknown_model_name", "environment"), start)
+
+
+def _derive_from_daily(model, keys: tuple[str, ...], start: datetime, tenant_id: int | None = None) -> int:
+    """INSERT ... SELECT the day's daily rows summed by `keys` into `model`'s table: one statement,
+    no rows through Python, plain SQL that PostgreSQL and SQLite both run."""
+    quote = connection.ops.quote_name
+    columns = ", ".join(quote(c) for c in keys)
+    where = f"{quote('grain')} = %s AND {quote('bucket_start')} = %s"
+    params: list = [UsageRollup.Grain.DAY, connection.ops.adapt_datetimefield_value(start)]
+    if tenant_id is not None:
+        where += f" AND {quote('tenant_id')} = %s"
+        params.append(tenant_id)
+    sql = (
+        f"INSERT INTO {quote(model._meta.db_table)} ({quote('bucket_start')}, {columns}, "
+        f"{', '.join(quote(m) for m in MEASURES)}) "
+        f"SELECT %s, {columns}, {', '.join(f'SUM({quote(m)})' for m in MEASURES)} "
+        f"FROM {quote(UsageRollup._meta.db_table)} WHERE {where} GROUP BY {columns}"
+    )
+    with connection.cursor() as cursor:
+        cursor.execute(sql, [connection.ops.adapt_datetimefield_value(start), *params])
+        return max(cursor.rowcount, 0)
 
 
 def _tag_rows(raw, tenant_id: int, start: datetime) -> list[UsageTagRollup]:
@@ -141,9 +198,12 @@ def rollups_refresh(*, limit: int = 500) -> RefreshResult:
     marks = list(
         RollupDirtyDay.objects.order_by("day", "tenant_id").values_list("id", "tenant_id", "day", "marked_at")[:limit]
     )
-    for mark_id, tenant_id, day, marked_at in marks:
+    for i, (mark_id, tenant_id, day, marked_at) in enumerate(marks):
+        # The day's AllTenantsRollup rows are recomputed once, with its last tenant-day of this batch:
+        # if the run stops before that, the last mark is still set and the next run does it.
+        last_of_day = i + 1 == len(marks) or marks[i + 1][2] != day
         with transaction.atomic():
-            result.rows += rollup_recompute_day(tenant_id=tenant_id, day=day)
+            result.rows += rollup_recompute_day(tenant_id=tenant_id, day=day, all_tenants=last_of_day)
             # Cleared only if unchanged: a day re-marked meanwhile stays marked for the next run.
             RollupDirtyDay.objects.filter(id=mark_id, marked_at=marked_at).delete()
         result.days += 1
