@@ -49,6 +49,7 @@ class ApiKey(models.Model):
         INGEST = "ingest"
         PREFLIGHT = "preflight"
         READ = "read"
+        MANAGE = "manage"  # budgets and controls (a tenant key: its own tenant's budgets only)
 
     tenant = models.ForeignKey(Tenant, null=True, blank=True, on_delete=models.CASCADE, related_name="api_keys")
     name = models.CharField(max_length=200)

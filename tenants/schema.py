@@ -12,5 +12,5 @@ class ApiKeyAuthenticationScheme(OpenApiAuthenticationExtension):
             "type": "http",
             "scheme": "bearer",
             "bearerFormat": "tsk_<prefix>_<secret>",
-            "description": "An API key from `manage.py create_api_key`; scopes ingest, preflight, read.",
+            "description": "An API key from `manage.py create_api_key`; scopes ingest, preflight, read, manage.",
         }

@@ -21,7 +21,7 @@ from .factories import (
     UserFactory,
 )
 
-ALL_SCOPES = "ingest,preflight,read"
+ALL_SCOPES = "ingest,preflight,read,manage"
 
 
 @dataclass

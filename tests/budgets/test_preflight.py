@@ -48,3 +48,176 @@ def test_hard_limit_reserves_and_denies_when_full(api_a, catalog, tenant_a):
     assert third["reservation_id"] is None
     assert "Hard limit" in " ".join(third["reasons"])
     assert first["budgets"][0]["remaining"] == "0.012500000"
+
+
+def _usage(api, reservation_id, request_id="call-1", **extra):
+    record = {
+        "request_id": request_id,
+        "model": "gpt-4o",
+        "workflow": "summary",
+        "input_tokens": 1000,
+        "output_tokens": 200,
+        "reservation_id": reservation_id,
+        **extra,
+    }
+    response = api.client.post("/api/v1/usage", record, format="json")
+    assert response.status_code in (200, 207), response.content
+    return response.json()
+
+
+def test_usage_with_the_reservation_settles_it_once_even_when_replayed(api_a, catalog, tenant_a):
+    budget = BudgetFactory(tenant=tenant_a, hard_limit=USD)
+    out = _ask(api_a, workflow="summary")
+    window = BudgetWindow.objects.get(budget=budget)
+    assert window.reserved == 7_500_000
+
+    _usage(api_a, out["reservation_id"])
+    _usage(api_a, out["reservation_id"])  # a replay: duplicate, nothing moves
+    _usage(api_a, out["reservation_id"], request_id="call-2")  # another record naming it: cost only
+
+    window.refresh_from_db()
+    reservation = Reservation.objects.get(pk=out["reservation_id"])
+    assert reservation.status == Reservation.Status.SETTLED
+    assert reservation.usage_record_id is not None
+    # 1000 input * $2.50/M + 200 output * $10/M = $0.0045 per record, two records stored
+    assert window.spent == 2 * 4_500_000
+    assert window.reserved == 0
+
+
+def test_unsettled_reservations_expire_and_release_their_hold(api_a, catalog, tenant_a):
+    budget = BudgetFactory(tenant=tenant_a, hard_limit=int(0.01 * USD))
+    out = _ask(api_a)
+    assert _ask(api_a)["decision"] == "deny"
+
+    assert reservations_expire(now=timezone.now() + timedelta(minutes=11)) == 1
+
+    window = BudgetWindow.objects.get(budget=budget)
+    assert window.reserved == 0
+    assert Reservation.objects.get(pk=out["reservation_id"]).status == Reservation.Status.EXPIRED
+    assert _ask(api_a)["decision"] == "allow"
+    # Usage arriving after expiry counts its cost and releases nothing a second time.
+    _usage(api_a, out["reservation_id"])
+    window.refresh_from_db()
+    assert window.spent == 4_500_000
+    assert window.reserved == 7_500_000
+
+
+def test_token_budgets_reserve_input_plus_output_tokens(api_a, catalog, tenant_a):
+    budget = BudgetFactory(tenant=tenant_a, metric="tokens", hard_limit=3000)
+
+    assert _ask(api_a)["decision"] == "allow"
+    assert _ask(api_a)["decision"] == "allow"
+    denied = _ask(api_a)
+
+    assert denied["decision"] == "deny"
+    assert BudgetWindow.objects.get(budget=budget).reserved == 3000
+    assert denied["budgets"][0]["remaining"] == 0
+
+
+def test_budget_scope_decides_which_calls_it_holds(api_a, api_b, catalog, tenant_a):
+    BudgetFactory(tenant=tenant_a, environment="prod", hard_limit=1)  # room for nothing
+
+    assert _ask(api_a, environment="dev")["decision"] == "allow"
+    assert _ask(api_b)["decision"] == "allow"
+    assert _ask(api_a)["decision"] == "deny"
+
+
+def test_hard_action_downgrade_moves_to_the_catalog_substitute(api_a, catalog, tenant_a):
+    tier = catalog["o3"].tier
+    BudgetFactory(tenant=tenant_a, tier=tier, hard_limit=1, hard_action="downgrade")
+
+    out = _ask(api_a, model="o3")
+
+    assert out["decision"] == "allow"
+    assert out["model"] == "gpt-4o"
+    assert any("Downgraded o3 to gpt-4o" in r for r in out["reasons"])
+
+
+def test_hard_action_downgrade_without_a_substitute_denies_and_says_why(api_a, catalog, tenant_a):
+    BudgetFactory(tenant=tenant_a, hard_limit=1, hard_action="downgrade")
+
+    out = _ask(api_a, model="claude-sonnet-4-5")
+
+    assert out["decision"] == "deny"
+    assert any("no cheaper substitute" in r for r in out["reasons"])
+
+
+def test_hard_action_require_approval_then_approved_run_is_allowed_once(api_a, catalog, tenant_a, operator):
+    BudgetFactory(tenant=tenant_a, hard_limit=1, hard_action="require_approval")
+
+    first = _ask(api_a)
+    assert first["decision"] == "needs_approval"
+    approval_id = first["approval_id"]
+    assert _ask(api_a, approval_id=approval_id)["decision"] == "needs_approval"  # still pending
+
+    from rest_framework.test import APIClient
+
+    person = APIClient()
+    person.force_login(operator)
+    decided = person.post(f"/api/v1/approvals/{approval_id}/approve", {"comment": "quarter close"}, format="json")
+    assert decided.status_code == 200, decided.content
+
+    allowed = _ask(api_a, approval_id=approval_id)
+    again = _ask(api_a, approval_id=approval_id)
+    assert allowed["decision"] == "allow" and allowed["approval_status"] == "consumed"
+    assert again["decision"] == "needs_approval"
+
+
+def test_unknown_model_is_denied_only_where_a_cost_limit_needs_a_price(api_a, catalog, tenant_a):
+    assert _ask(api_a, model="brand-new-model")["decision"] == "allow"
+
+    BudgetFactory(tenant=tenant_a, hard_limit=USD)
+    out = _ask(api_a, model="brand-new-model")
+
+    assert out["decision"] == "deny"
+    assert out["estimated_cost_usd"] is None
+    assert any("not in the catalog" in r for r in out["reasons"])
+
+
+def test_messages_are_counted_with_tiktoken_and_output_defaults_to_the_model_limit(api_a, catalog):
+    response = api_a.client.post(
+        URL, {"model": "gpt-4o", "messages": [{"role": "user", "content": "hello world"}]}, format="json"
+    )
+
+    out = response.json()
+    assert out["input_tokens"] == 3 + 2 + 1 + 3  # per-message overhead + "user" + "hello world" + priming
+    assert out["max_output_tokens"] == 16384
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ({"model": "gpt-4o"}, "non_field_errors"),
+        ({"model": "gpt-4o", "input_tokens": 5, "prompt": "x"}, "non_field_errors"),
+        ({"model": "gpt-4o", "input_tokens": -1}, "input_tokens"),
+        ({"model": "gpt-4o", "input_tokens": 5, "environment": "moon"}, "environment"),
+        ({"model": "gpt-4o", "input_tokens": 5, "max_output_tokens": 0}, "max_output_tokens"),
+        ({"model": "gpt-4o", "messages": [{"content": "no role"}]}, "messages"),
+        ({"model": 5, "input_tokens": 5}, "model"),
+    ],
+)
+def test_bad_input_is_a_400_naming_the_field(api_a, catalog, body, field):
+    response = api_a.client.post(URL, body, format="json")
+
+    assert response.status_code == 400
+    assert field in response.json()["error"]["details"]
+
+
+def test_platform_key_names_the_tenant_and_tenant_keys_cannot_name_another(api_a, api_platform, catalog, tenant_a):
+    BudgetFactory(tenant=tenant_a, hard_limit=1)
+
+    missing = api_platform.client.post(URL, {"model": "gpt-4o", "input_tokens": 5}, format="json")
+    as_platform = api_platform.client.post(URL, {"tenant": "acme", "model": "gpt-4o", "input_tokens": 5}, format="json")
+    other = api_a.client.post(URL, {"tenant": "globex", "model": "gpt-4o", "input_tokens": 5}, format="json")
+
+    assert missing.status_code == 400 and missing.json()["error"]["code"] == "tenant_required"
+    assert as_platform.json()["decision"] == "deny"
+    assert other.status_code == 404
+
+
+def test_a_key_without_the_preflight_scope_is_refused(make_key, tenant_a, catalog):
+    reader = make_key(tenant_a, scopes="read")
+
+    response = reader.client.post(URL, {"model": "gpt-4o", "input_tokens": 5}, format="json")
+
+    assert response.status_code == 403

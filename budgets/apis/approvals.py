@@ -1,0 +1,96 @@
+from __future__ import annotations
+
+from drf_spectacular.utils import OpenApiParameter, extend_schema
+from rest_framework import serializers
+from rest_framework.request import Request
+from rest_framework.response import Response
+
+from budgets.models import ApprovalRequest
+from budgets.services.approvals import approval_decide
+from finops.errors import ApplicationError
+from finops.pricing import nanos_to_usd
+from tenants.models import Membership
+
+from .base import BudgetsScopedApi
+
+
+class ApprovalDecisionSerializer(serializers.Serializer):
+    comment = serializers.CharField(required=False, allow_blank=True, max_length=2000)
+
+
+def approval_out(a: ApprovalRequest) -> dict:
+    return {
+        "id": a.pk,
+        "kind": a.kind,
+        "tenant": a.tenant.slug,
+        "workflow": a.workflow.slug if a.workflow_id else None,
+        "model": a.model.name if a.model_id else None,
+        "environment": a.environment,
+        "estimated_cost_usd": nanos_to_usd(a.estimated_cost_nanos),
+        "reasons": a.reasons,
+        "status": a.status,
+        "created_at": a.created_at,
+        "expires_at": a.expires_at,
+        "decided_by": a.decided_by.get_username() if a.decided_by_id else None,
+        "decided_at": a.decided_at,
+        "comment": a.comment,
+    }
+
+
+class _ApprovalsBase(BudgetsScopedApi):
+    write_role = Membership.Role.APPROVER
+
+    def queryset(self):
+        return self.scoped(ApprovalRequest.objects.select_related("tenant", "workflow", "model", "decided_by"))
+
+
+class ApprovalCollectionApi(_ApprovalsBase):
+    """Approval requests opened by preflight (pending first)."""
+
+    @extend_schema(
+        operation_id="approvals_list",
+        parameters=[
+            OpenApiParameter("tenant", str, description="Platform callers: one tenant's requests."),
+            OpenApiParameter("status", str, description="pending, approved, rejected, expired or consumed."),
+        ],
+    )
+    def get(self, request: Request) -> Response:
+        approvals = self.queryset()
+        wanted = request.query_params.get("status")
+        if wanted:
+            if wanted not in ApprovalRequest.Status.values:
+                raise ApplicationError("invalid", f"Unknown status '{wanted}'.")
+            approvals = approvals.filter(status=wanted)
+        return Response({"results": [approval_out(a) for a in approvals[:500]]})
+
+
+class ApprovalDetailApi(_ApprovalsBase):
+    @extend_schema(operation_id="approvals_retrieve")
+    def get(self, request: Request, approval_id) -> Response:
+        return Response(approval_out(self.approval(approval_id)))
+
+    def approval(self, approval_id) -> ApprovalRequest:
+        approval = self.queryset().filter(pk=approval_id).first()
+        if approval is None:
+            raise ApplicationError("not_found", "Not found.", status_code=404)
+        return approval
+
+
+class ApprovalDecideApi(ApprovalDetailApi):
+    """Approve or reject a pending request. Only people decide: a service cannot approve its own run."""
+
+    approve = True
+
+    @extend_schema(operation_id="approvals_decide", request=ApprovalDecisionSerializer)
+    def post(self, request: Request, approval_id) -> Response:
+        approval = self.approval(approval_id)
+        self.require_person("approve or reject runs")
+        serializer = ApprovalDecisionSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        approval = approval_decide(
+            approval=approval,
+            approve=self.approve,
+            user=request.user,
+            comment=serializer.validated_data.get("comment", ""),
+        )
+        return Response(approval_out(approval))

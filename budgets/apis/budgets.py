@@ -1,0 +1,218 @@
+from __future__ import annotations
+
+from django.utils import timezone
+from drf_spectacular.utils import OpenApiExample, OpenApiParameter, extend_schema
+from rest_framework import serializers, status
+from rest_framework.request import Request
+from rest_framework.response import Response
+
+from budgets.models import Budget, BudgetWindow, HardAction, Metric, Period
+from budgets.periods import period_bounds
+from budgets.services.budgets import budget_create, budget_deactivate, budget_update, limit_format, limit_parse
+from finops.errors import ApplicationError
+from finops.models import Environment, ModelTier, Workflow
+
+from .base import BudgetsScopedApi, by_slug
+
+
+class BudgetInputSerializer(serializers.Serializer):
+    name = serializers.CharField(max_length=200)
+    tenant = serializers.CharField(required=False, help_text="Platform callers only; tenant callers get their own.")
+    workflow = serializers.SlugField(required=False, allow_null=True, help_text="Workflow slug; empty = all.")
+    environment = serializers.ChoiceField(choices=Environment.choices, required=False, allow_blank=True)
+    tier = serializers.SlugField(required=False, allow_null=True, help_text="Model tier slug; empty = all.")
+    metric = serializers.ChoiceField(choices=Metric.choices, default=Metric.COST)
+    period = serializers.ChoiceField(choices=Period.choices, default=Period.MONTH)
+    time_zone = serializers.CharField(required=False, max_length=64, help_text="IANA name; default BUDGET_TIME_ZONE.")
+    soft_limit = serializers.JSONField(required=False, allow_null=True, help_text='USD string ("250.00") or tokens.')
+    hard_limit = serializers.JSONField(required=False, allow_null=True, help_text='USD string ("500.00") or tokens.')
+    hard_action = serializers.ChoiceField(choices=HardAction.choices, default=HardAction.DENY)
+    policy = serializers.JSONField(required=False, help_text="Ladder rungs; empty = the default policy.")
+    is_active = serializers.BooleanField(required=False)
+
+
+class BudgetOutputSerializer(serializers.Serializer):
+    id = serializers.IntegerField()
+    name = serializers.CharField()
+    tenant = serializers.CharField(allow_null=True)
+    workflow = serializers.CharField(allow_null=True)
+    environment = serializers.CharField()
+    tier = serializers.CharField(allow_null=True)
+    scope = serializers.CharField()
+    metric = serializers.CharField()
+    period = serializers.CharField()
+    time_zone = serializers.CharField()
+    soft_limit = serializers.CharField(allow_null=True)
+    hard_limit = serializers.CharField(allow_null=True)
+    hard_action = serializers.CharField()
+    policy = serializers.JSONField()
+    is_active = serializers.BooleanField()
+    window = serializers.DictField(help_text="The current period: starts_at, ends_at, spent, reserved, remaining.")
+
+
+def budget_out(budget: Budget, window: BudgetWindow | None) -> dict:
+    now = timezone.now()
+    if window is None:
+        starts_at, ends_at = period_bounds(budget.period, budget.time_zone, now)
+        spent = reserved = 0
+    else:
+        starts_at, ends_at, spent, reserved = window.starts_at, window.ends_at, window.spent, window.reserved
+    remaining = max(budget.hard_limit - spent - reserved, 0) if budget.hard_limit is not None else None
+    return {
+        "id": budget.pk,
+        "name": budget.name,
+        "tenant": budget.tenant.slug if budget.tenant_id else None,
+        "workflow": budget.workflow.slug if budget.workflow_id else None,
+        "environment": budget.environment,
+        "tier": budget.tier.slug if budget.tier_id else None,
+        "scope": budget.scope_label(),
+        "metric": budget.metric,
+        "period": budget.period,
+        "time_zone": budget.time_zone,
+        "soft_limit": limit_format(budget.soft_limit, budget.metric),
+        "hard_limit": limit_format(budget.hard_limit, budget.metric),
+        "hard_action": budget.hard_action,
+        "policy": budget.policy,
+        "is_active": budget.is_active,
+        "window": {
+            "starts_at": starts_at,
+            "ends_at": ends_at,
+            "spent": limit_format(spent, budget.metric),
+            "reserved": limit_format(reserved, budget.metric),
+            "remaining": limit_format(remaining, budget.metric),
+        },
+    }
+
+
+def _current_windows(budgets: list[Budget]) -> dict[int, BudgetWindow]:
+    now = timezone.now()
+    windows = BudgetWindow.objects.filter(budget__in=budgets, starts_at__lte=now, ends_at__gt=now)
+    return {w.budget_id: w for w in windows}
+
+
+class _BudgetApiBase(BudgetsScopedApi):
+    def requested_tenant_slug(self, request):
+        slug = request.query_params.get("tenant")
+        if not slug and request.method not in ("GET", "HEAD") and isinstance(request.data, dict):
+            slug = request.data.get("tenant")
+        return slug if isinstance(slug, str) and slug else None
+
+    def queryset(self):
+        return self.scoped(Budget.objects.select_related("tenant", "workflow", "tier"))
+
+    def resolve_fields(self, data: dict, *, partial: bool, metric: str) -> dict:
+        fields: dict = {}
+        for name in ("name", "environment", "period", "time_zone", "hard_action", "policy", "is_active"):
+            if name in data:
+                fields[name] = data[name] if data[name] is not None else ""
+        if not partial:
+            fields["metric"] = data["metric"]
+            fields.setdefault("time_zone", _default_tz())
+        if "workflow" in data:
+            fields["workflow"] = by_slug(Workflow, data["workflow"], "workflow")
+        if "tier" in data:
+            fields["tier"] = by_slug(ModelTier, data["tier"], "tier")
+        for name in ("soft_limit", "hard_limit"):
+            if name in data:
+                fields[name] = limit_parse(data[name], metric, name)
+        return fields
+
+
+def _default_tz() -> str:
+    from django.conf import settings
+
+    return settings.BUDGET_TIME_ZONE
+
+
+class BudgetCollectionApi(_BudgetApiBase):
+    """Budgets the caller may see, with their current window; create a budget."""
+
+    @extend_schema(
+        operation_id="budgets_list",
+        parameters=[
+            OpenApiParameter("tenant", str, description="Platform callers: one tenant's budgets."),
+            OpenApiParameter("active", bool, description="Only active (true) or retired (false) budgets."),
+        ],
+        responses={200: BudgetOutputSerializer(many=True)},
+    )
+    def get(self, request: Request) -> Response:
+        budgets = self.queryset()
+        active = request.query_params.get("active")
+        if active in ("true", "false"):
+            budgets = budgets.filter(is_active=active == "true")
+        budgets = list(budgets[:1000])
+        windows = _current_windows(budgets)
+        return Response({"results": [budget_out(b, windows.get(b.pk)) for b in budgets]})
+
+    @extend_schema(
+        operation_id="budgets_create",
+        request=BudgetInputSerializer,
+        responses={201: BudgetOutputSerializer},
+        examples=[
+            OpenApiExample(
+                "Monthly cost budget",
+                value={"name": "Acme monthly", "soft_limit": "400.00", "hard_limit": "500.00", "hard_action": "deny"},
+                request_only=True,
+            )
+        ],
+    )
+    def post(self, request: Request) -> Response:
+        serializer = BudgetInputSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        data = serializer.validated_data
+        if self.tenant is None:
+            # Only a platform caller gets here without a tenant: a budget across all tenants.
+            self.require_platform("create budgets across all tenants")
+        fields = self.resolve_fields(data, partial=False, metric=data["metric"])
+        budget = budget_create(
+            tenant=self.tenant,
+            actor_user=request.user if self.api_key is None else None,
+            actor_key=self.api_key,
+            **fields,
+        )
+        return Response(budget_out(budget, None), status=status.HTTP_201_CREATED)
+
+
+class BudgetDetailApi(_BudgetApiBase):
+    """One budget: read, change (PATCH), retire (DELETE keeps its history)."""
+
+    def budget(self, budget_id: int) -> Budget:
+        budget = self.queryset().filter(pk=budget_id).first()
+        if budget is None:
+            raise ApplicationError("not_found", "Not found.", status_code=404)
+        return budget
+
+    @extend_schema(operation_id="budgets_retrieve", responses={200: BudgetOutputSerializer})
+    def get(self, request: Request, budget_id: int) -> Response:
+        budget = self.budget(budget_id)
+        return Response(budget_out(budget, _current_windows([budget]).get(budget.pk)))
+
+    @extend_schema(
+        operation_id="budgets_update", request=BudgetInputSerializer, responses={200: BudgetOutputSerializer}
+    )
+    def patch(self, request: Request, budget_id: int) -> Response:
+        budget = self.budget(budget_id)
+        if budget.tenant_id is None:
+            self.require_platform("change budgets across all tenants")
+        serializer = BudgetInputSerializer(data=request.data, partial=True)
+        serializer.is_valid(raise_exception=True)
+        data = dict(serializer.validated_data)
+        data.pop("tenant", None)  # a budget never moves between tenants
+        metric = data.get("metric", budget.metric)
+        fields = self.resolve_fields(data, partial=True, metric=metric)
+        if "metric" in data:
+            fields["metric"] = metric
+        budget = budget_update(
+            budget=budget, actor_user=request.user if self.api_key is None else None, actor_key=self.api_key, **fields
+        )
+        return Response(budget_out(budget, _current_windows([budget]).get(budget.pk)))
+
+    @extend_schema(operation_id="budgets_destroy", responses={204: None})
+    def delete(self, request: Request, budget_id: int) -> Response:
+        budget = self.budget(budget_id)
+        if budget.tenant_id is None:
+            self.require_platform("retire budgets across all tenants")
+        budget_deactivate(
+            budget=budget, actor_user=request.user if self.api_key is None else None, actor_key=self.api_key
+        )
+        return Response(status=status.HTTP_204_NO_CONTENT)

@@ -1,0 +1,156 @@
+from __future__ import annotations
+
+from django.utils import timezone
+from drf_spectacular.utils import OpenApiExample, OpenApiParameter, extend_schema
+from rest_framework import serializers, status
+from rest_framework.request import Request
+from rest_framework.response import Response
+
+from budgets.models import Control, ControlKind
+from budgets.policy import PRIORITIES
+from budgets.services.controls import active_controls_q, control_end, control_start
+from finops.errors import ApplicationError
+from finops.models import Environment, ModelTier, Workflow
+from tenants.models import Tenant
+
+from .base import BudgetsScopedApi, by_slug
+
+
+class ControlInputSerializer(serializers.Serializer):
+    kind = serializers.ChoiceField(choices=ControlKind.choices)
+    tenant = serializers.SlugField(required=False, allow_null=True, help_text="Empty = every tenant.")
+    workflow = serializers.SlugField(required=False, allow_null=True)
+    environment = serializers.ChoiceField(choices=Environment.choices, required=False, allow_blank=True)
+    tier = serializers.SlugField(required=False, allow_null=True)
+    priorities = serializers.ListField(child=serializers.ChoiceField(choices=PRIORITIES), required=False)
+    params = serializers.DictField(required=False)
+    reason = serializers.CharField(max_length=2000)
+    ends_at = serializers.DateTimeField(required=False, allow_null=True, help_text="Empty = until ended.")
+
+    def validate_params(self, params):
+        for key in ("max_output_tokens", "target_input_tokens", "steps"):
+            if key in params and (type(params[key]) is not int or params[key] < 1):
+                raise serializers.ValidationError(f"{key} must be a whole number of at least 1.")
+        for key in ("ratio",):
+            if key in params:
+                try:
+                    ratio = float(params[key])
+                except (TypeError, ValueError):
+                    raise serializers.ValidationError("ratio must be a number between 0 and 1.") from None
+                if not 0 < ratio <= 1:
+                    raise serializers.ValidationError("ratio must be a number between 0 and 1.")
+        return params
+
+
+class ControlEndSerializer(serializers.Serializer):
+    reason = serializers.CharField(max_length=2000)
+
+
+def control_out(control: Control, now) -> dict:
+    return {
+        "id": control.pk,
+        "kind": control.kind,
+        "tenant": control.tenant.slug if control.tenant_id else None,
+        "workflow": control.workflow.slug if control.workflow_id else None,
+        "environment": control.environment,
+        "tier": control.tier.slug if control.tier_id else None,
+        "scope": control.scope_label(),
+        "priorities": control.priorities,
+        "params": control.params,
+        "source": control.source,
+        "budget_id": control.budget_id,
+        "rung": control.rung,
+        "reason": control.reason,
+        "starts_at": control.starts_at,
+        "ends_at": control.ends_at,
+        "ended_reason": control.ended_reason,
+        "active": control.starts_at <= now and (control.ends_at is None or control.ends_at > now),
+    }
+
+
+class _ControlsBase(BudgetsScopedApi):
+    def queryset(self):
+        return self.scoped(Control.objects.select_related("tenant", "workflow", "tier"))
+
+
+class ControlCollectionApi(_ControlsBase):
+    """Controls in force (and past ones); operators add manual controls."""
+
+    @extend_schema(
+        operation_id="controls_list",
+        parameters=[
+            OpenApiParameter("tenant", str, description="Platform callers: one tenant's controls."),
+            OpenApiParameter("active", bool, description="true: only controls in force now."),
+        ],
+    )
+    def get(self, request: Request) -> Response:
+        now = timezone.now()
+        controls = self.queryset()
+        if request.query_params.get("active") == "true":
+            controls = controls.filter(active_controls_q(now))
+        return Response({"results": [control_out(c, now) for c in controls[:500]]})
+
+    @extend_schema(
+        operation_id="controls_create",
+        request=ControlInputSerializer,
+        examples=[
+            OpenApiExample(
+                "Cap output for one tenant",
+                value={
+                    "kind": "cap_output_tokens",
+                    "tenant": "acme",
+                    "params": {"max_output_tokens": 512},
+                    "reason": "Runaway summaries, INC-1234",
+                },
+                request_only=True,
+            )
+        ],
+    )
+    def post(self, request: Request) -> Response:
+        self.require_platform("add manual controls")
+        serializer = ControlInputSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        data = serializer.validated_data
+        now = timezone.now()
+        if data.get("ends_at") and data["ends_at"] <= now:
+            raise ApplicationError("invalid", "ends_at must be in the future.", details={"ends_at": ["In the past."]})
+        control = control_start(
+            kind=data["kind"],
+            tenant=by_slug(Tenant, data.get("tenant"), "tenant"),
+            workflow=by_slug(Workflow, data.get("workflow"), "workflow"),
+            environment=data.get("environment") or "",
+            tier=by_slug(ModelTier, data.get("tier"), "tier"),
+            priorities=data.get("priorities", []),
+            params=data.get("params", {}),
+            source=Control.Source.MANUAL,
+            reason=data["reason"],
+            starts_at=now,
+            ends_at=data.get("ends_at"),
+            actor_user=request.user if self.api_key is None else None,
+            actor_key=self.api_key,
+        )
+        return Response(control_out(control, now), status=status.HTTP_201_CREATED)
+
+
+class ControlEndApi(_ControlsBase):
+    """End a control now, with a reason (audited)."""
+
+    @extend_schema(operation_id="controls_end", request=ControlEndSerializer)
+    def post(self, request: Request, control_id: int) -> Response:
+        control = self.queryset().filter(pk=control_id).first()
+        if control is None:
+            raise ApplicationError("not_found", "Not found.", status_code=404)
+        self.require_platform("end controls")
+        serializer = ControlEndSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        now = timezone.now()
+        if control.ends_at is not None and control.ends_at <= now:
+            raise ApplicationError("control_ended", "This control has already ended.", status_code=409)
+        control = control_end(
+            control=control,
+            reason=serializer.validated_data["reason"],
+            actor_user=request.user if self.api_key is None else None,
+            actor_key=self.api_key,
+            now=now,
+        )
+        return Response(control_out(control, now))
