@@ -138,12 +138,16 @@ REST_FRAMEWORK = {
 }
 SPECTACULAR_SETTINGS = {
     "TITLE": "Token spend control plane API",
-    "DESCRIPTION": "Ingest LLM usage, price it exactly, and read spend by tenant, workflow, model and environment.",
+    "DESCRIPTION": (
+        "Ingest LLM usage, price it exactly, read spend by tenant, workflow, model and environment, and govern "
+        "spend before it happens: budgets, preflight decisions with reservations, controls and approvals."
+    ),
     "VERSION": "1.0.0",
     "SERVE_INCLUDE_SCHEMA": False,
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "COMPONENT_SPLIT_REQUEST": True,
+    "ENUM_NAME_OVERRIDES": {"EnvironmentEnum": "finops.models.Environment"},
 }
 
 # --- Ingest limits -----------------------------------------------------------------------------------

@@ -18,6 +18,23 @@ class ApprovalDecisionSerializer(serializers.Serializer):
     comment = serializers.CharField(required=False, allow_blank=True, max_length=2000)
 
 
+class ApprovalOutputSerializer(serializers.Serializer):
+    id = serializers.UUIDField()
+    kind = serializers.CharField()
+    tenant = serializers.CharField()
+    workflow = serializers.CharField(allow_null=True)
+    model = serializers.CharField(allow_null=True)
+    environment = serializers.CharField()
+    estimated_cost_usd = serializers.CharField(allow_null=True)
+    reasons = serializers.ListField(child=serializers.CharField())
+    status = serializers.CharField()
+    created_at = serializers.DateTimeField()
+    expires_at = serializers.DateTimeField()
+    decided_by = serializers.CharField(allow_null=True)
+    decided_at = serializers.DateTimeField(allow_null=True)
+    comment = serializers.CharField()
+
+
 def approval_out(a: ApprovalRequest) -> dict:
     return {
         "id": a.pk,
@@ -53,6 +70,7 @@ class ApprovalCollectionApi(_ApprovalsBase):
             OpenApiParameter("tenant", str, description="Platform callers: one tenant's requests."),
             OpenApiParameter("status", str, description="pending, approved, rejected, expired or consumed."),
         ],
+        responses={200: ApprovalOutputSerializer(many=True)},
     )
     def get(self, request: Request) -> Response:
         approvals = self.queryset()
@@ -64,11 +82,7 @@ class ApprovalCollectionApi(_ApprovalsBase):
         return Response({"results": [approval_out(a) for a in approvals[:500]]})
 
 
-class ApprovalDetailApi(_ApprovalsBase):
-    @extend_schema(operation_id="approvals_retrieve")
-    def get(self, request: Request, approval_id) -> Response:
-        return Response(approval_out(self.approval(approval_id)))
-
+class _OneApproval(_ApprovalsBase):
     def approval(self, approval_id) -> ApprovalRequest:
         approval = self.queryset().filter(pk=approval_id).first()
         if approval is None:
@@ -76,12 +90,18 @@ class ApprovalDetailApi(_ApprovalsBase):
         return approval
 
 
-class ApprovalDecideApi(ApprovalDetailApi):
+class ApprovalDetailApi(_OneApproval):
+    @extend_schema(operation_id="approvals_retrieve", responses={200: ApprovalOutputSerializer})
+    def get(self, request: Request, approval_id) -> Response:
+        return Response(approval_out(self.approval(approval_id)))
+
+
+class ApprovalDecideApi(_OneApproval):
     """Approve or reject a pending request. Only people decide: a service cannot approve its own run."""
 
     approve = True
 
-    @extend_schema(operation_id="approvals_decide", request=ApprovalDecisionSerializer)
+    @extend_schema(request=ApprovalDecisionSerializer, responses={200: ApprovalOutputSerializer})
     def post(self, request: Request, approval_id) -> Response:
         approval = self.approval(approval_id)
         self.require_person("approve or reject runs")

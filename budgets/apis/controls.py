@@ -46,6 +46,26 @@ class ControlEndSerializer(serializers.Serializer):
     reason = serializers.CharField(max_length=2000)
 
 
+class ControlOutputSerializer(serializers.Serializer):
+    id = serializers.IntegerField()
+    kind = serializers.CharField()
+    tenant = serializers.CharField(allow_null=True)
+    workflow = serializers.CharField(allow_null=True)
+    environment = serializers.CharField()
+    tier = serializers.CharField(allow_null=True)
+    scope = serializers.CharField()
+    priorities = serializers.ListField(child=serializers.CharField())
+    params = serializers.DictField()
+    source = serializers.CharField()
+    budget_id = serializers.IntegerField(allow_null=True)
+    rung = serializers.CharField()
+    reason = serializers.CharField()
+    starts_at = serializers.DateTimeField()
+    ends_at = serializers.DateTimeField(allow_null=True)
+    ended_reason = serializers.CharField()
+    active = serializers.BooleanField()
+
+
 def control_out(control: Control, now) -> dict:
     return {
         "id": control.pk,
@@ -82,6 +102,7 @@ class ControlCollectionApi(_ControlsBase):
             OpenApiParameter("tenant", str, description="Platform callers: one tenant's controls."),
             OpenApiParameter("active", bool, description="true: only controls in force now."),
         ],
+        responses={200: ControlOutputSerializer(many=True)},
     )
     def get(self, request: Request) -> Response:
         now = timezone.now()
@@ -93,6 +114,7 @@ class ControlCollectionApi(_ControlsBase):
     @extend_schema(
         operation_id="controls_create",
         request=ControlInputSerializer,
+        responses={201: ControlOutputSerializer},
         examples=[
             OpenApiExample(
                 "Cap output for one tenant",
@@ -135,7 +157,7 @@ class ControlCollectionApi(_ControlsBase):
 class ControlEndApi(_ControlsBase):
     """End a control now, with a reason (audited)."""
 
-    @extend_schema(operation_id="controls_end", request=ControlEndSerializer)
+    @extend_schema(operation_id="controls_end", request=ControlEndSerializer, responses={200: ControlOutputSerializer})
     def post(self, request: Request, control_id: int) -> Response:
         control = self.queryset().filter(pk=control_id).first()
         if control is None:
