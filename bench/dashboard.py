@@ -56,6 +56,12 @@ from bench.ingest import (  # noqa: E402 - after the sys.path line above
 )
 
 TABLE = "finops_usagerecord"
+ROLLUP_TABLES = (
+    "finops_usagerollup",
+    "finops_tenantworkflowrollup",
+    "finops_alltenantsrollup",
+    "finops_usagetagrollup",
+)
 TARGET_PAGE_P95 = 0.300  # seconds, at 10M records
 TARGET_TIMES_RAW = 50.0
 DAYS = 90
@@ -607,7 +613,7 @@ def delete_new_hour(db: str, lo: datetime) -> int:
 
 def table_sizes(db: str) -> list[tuple[str, int, int, int]]:
     """(table, rows, table bytes, index bytes); rows counted exactly."""
-    tables = [TABLE, "finops_usagerollup", "finops_usagetagrollup"]
+    tables = [TABLE, *ROLLUP_TABLES]
     out = []
     with psycopg.connect(db, autocommit=True) as conn:
         for t in tables:
@@ -1030,7 +1036,7 @@ def main(argv=None) -> int:  # noqa: C901 - one linear script
     rollup_facts: dict = {}
     if "rollups" in phases and not args.skip_rebuild:
         with psycopg.connect(db, autocommit=True) as conn:
-            conn.execute("TRUNCATE finops_usagerollup, finops_usagetagrollup, finops_rollupdirtyday")
+            conn.execute(f"TRUNCATE {', '.join(ROLLUP_TABLES)}, finops_rollupdirtyday")
         meter.wait_quiet(args.wait_quiet)
         log("rollups_rebuild(): every tenant-day")
         before = meter.snapshot()
@@ -1038,7 +1044,7 @@ def main(argv=None) -> int:  # noqa: C901 - one linear script
         rollup_facts["rebuild"] = (seconds, result, meter.background(before))
         log(f"  rebuilt {result.days:,} tenant-days ({result.rows:,} rows) in {seconds:.0f} s "
             f"(other load {rollup_facts['rebuild'][2]:.0%})")  # fmt: skip
-        log(f"  VACUUM ANALYZE rollup tables: {vacuum(db, ['finops_usagerollup', 'finops_usagetagrollup']):.0f} s")
+        log(f"  VACUUM ANALYZE rollup tables: {vacuum(db, list(ROLLUP_TABLES)):.0f} s")
 
     tenants = list(Tenant.objects.order_by("pk"))
     with psycopg.connect(db, autocommit=True) as conn:

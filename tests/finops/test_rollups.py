@@ -14,8 +14,17 @@ import orjson
 import pytest
 from django.db import connection
 from django.db.models import Count, Q, Sum
+from django.db.models.functions import TruncDate
 
-from finops.models import ModelPrice, RollupDirtyDay, UsageRecord, UsageRollup, UsageTagRollup
+from finops.models import (
+    AllTenantsRollup,
+    ModelPrice,
+    RollupDirtyDay,
+    TenantWorkflowRollup,
+    UsageRecord,
+    UsageRollup,
+    UsageTagRollup,
+)
 from finops.selectors.spend import SpendQuery, spend_query
 from finops.services.repricing import model_price_save
 from finops.services.rollups import hourly_retention_start, rollups_refresh
@@ -75,9 +84,49 @@ def rollup_by(dims: list[str], **filters) -> dict:
     return {tuple(r[d] for d in dims): (r["calls"], r["cost"], r["tokens_in"], r["unpriced"]) for r in qs}
 
 
+def by_day(rows, dims: list[str]) -> dict:
+    """{(day, *dims): (calls, cost, input tokens, unpriced)} from rows carrying those sums."""
+    return {
+        (r["day"], *(r[d] for d in dims)): (r["calls"], r["cost"] or 0, r["tokens_in"], r["unpriced"]) for r in rows
+    }
+
+
+def coarse_by_day(model, dims: list[str]) -> dict:
+    rows = (
+        model.objects.annotate(day=TruncDate("bucket_start", tzinfo=UTC))
+        .values("day", *dims)
+        .annotate(
+            calls=Sum("calls"), cost=Sum("cost_nanos"), tokens_in=Sum("input_tokens"), unpriced=Sum("unpriced_calls")
+        )
+    )
+    return by_day(rows, dims)
+
+
+def raw_by_day(dims: list[str]) -> dict:
+    rows = (
+        UsageRecord.objects.annotate(day=TruncDate("occurred_at", tzinfo=UTC))
+        .values("day", *dims)
+        .annotate(
+            calls=Count("id"),
+            cost=Sum("cost_nanos"),
+            tokens_in=Sum("input_tokens"),
+            unpriced=Count("id", Q(priced=False)),
+        )
+    )
+    return by_day(rows, dims)
+
+
 def assert_rollups_match_raw():
     for dims in (["tenant_id"], ["tenant_id", "workflow_id", "model_id", "environment"]):
         assert rollup_by(dims) == raw_by(dims)
+    # The coarser daily tables: every day and key equal to the raw records (one row per key and day).
+    tenant_workflow = ["tenant_id", "workflow_id"]
+    assert coarse_by_day(TenantWorkflowRollup, tenant_workflow) == raw_by_day(tenant_workflow)
+    assert TenantWorkflowRollup.objects.count() == len(raw_by_day(tenant_workflow))
+    everyone = ["workflow_id", "model_id", "environment"]
+    assert coarse_by_day(AllTenantsRollup, everyone) == raw_by_day(everyone)
+    keys = ("bucket_start", *everyone, "unknown_model_name")
+    assert AllTenantsRollup.objects.count() == UsageRollup.objects.filter(grain="day").values(*keys).distinct().count()
     hourly = UsageRollup.objects.filter(grain="hour").aggregate(c=Sum("calls"), cost=Sum("cost_nanos"))
     # Hourly rows cover the retention window only; daily rows all time.
     recent = UsageRecord.objects.filter(occurred_at__gte=hourly_retention_start())
@@ -329,3 +378,57 @@ def test_rebuild_rollups_command(api_a, catalog):
     out = StringIO()
     call_command("rebuild_rollups", "--all", "--tenant", "acme", stdout=out)
     assert_rollups_match_raw()
+
+
+@pytest.mark.parametrize("group_by", [(), ("workflow",), ("model",), ("tier", "environment"), ("tenant", "workflow")])
+@pytest.mark.parametrize("scope", ["all", "one"])
+def test_spend_query_equals_raw_whichever_table_answers(api_a, api_b, catalog, group_by, scope):
+    post(api_a.client, sample("a", 30))
+    post(api_b.client, sample("b", 17))
+    rollups_refresh()
+    tenant_ids = [api_a.key.tenant_id] if scope == "one" else None
+    query = SpendQuery(start=NOW - timedelta(days=5), end=NOW + timedelta(days=1), group_by=group_by)
+    result = spend_query(tenant_ids=tenant_ids, query=query)
+    raw = UsageRecord.objects.filter(**({"tenant_id__in": tenant_ids} if tenant_ids else {}))
+    fields = {
+        "tenant": "tenant__slug",
+        "workflow": "workflow__slug",
+        "model": "model__name",
+        "tier": "model__tier__slug",
+        "environment": "environment",
+    }
+    expected: Counter = Counter()
+    calls: Counter = Counter()
+    for row in raw.values(*(fields[d] for d in group_by), "model_name", "cost_nanos"):
+        key = tuple(row[fields[d]] or (row["model_name"] if d == "model" else None) or "(none)" for d in group_by)
+        expected[key] += row["cost_nanos"] or 0
+        calls[key] += 1
+    if group_by:
+        assert {g.key: (g.cost_nanos, g.calls) for g in result.groups} == {k: (expected[k], calls[k]) for k in calls}
+    assert (result.totals.cost_nanos, result.totals.calls) == (sum(expected.values()), sum(calls.values()))
+    per_key: Counter = Counter()
+    for p in result.series:
+        per_key[p.key] += p.cost_nanos
+    assert per_key == Counter({k: v for k, v in expected.items() if v} if group_by else {(): sum(expected.values())})
+
+
+@pytest.mark.parametrize(
+    ("tenant_ids", "group_by", "table"),
+    [
+        (None, ("workflow",), "finops_alltenantsrollup"),
+        (None, ("tier", "environment"), "finops_alltenantsrollup"),
+        (None, ("tenant",), "finops_tenantworkflowrollup"),
+        ([1], ("workflow",), "finops_tenantworkflowrollup"),
+        ([1], (), "finops_tenantworkflowrollup"),
+        ([1], ("model",), "finops_usagerollup"),
+        (None, ("tenant", "model"), "finops_usagerollup"),
+    ],
+)
+def test_spend_query_reads_the_smallest_table_that_keeps_its_dimensions(tenant_ids, group_by, table):
+    from django.test.utils import CaptureQueriesContext
+
+    query = SpendQuery(start=NOW - timedelta(days=5), end=NOW, group_by=group_by)
+    with CaptureQueriesContext(connection) as ctx:
+        spend_query(tenant_ids=tenant_ids, query=query)
+    rollup_reads = [q["sql"] for q in ctx.captured_queries if "rollup" in q["sql"]]
+    assert len(rollup_reads) == 1 and f'FROM "{table}"' in rollup_reads[0]
