@@ -140,6 +140,7 @@ def preflight_decide(req: PreflightInput, *, now: datetime | None = None) -> Pre
         return _finish(out, call, DENY)
 
     approval = _approval(req, out, now)
+    use_approval = False  # an approval is consumed only by a run that needed it
     downgrades_left = 3
     while True:
         cost = _estimate(call, catalog)
@@ -148,6 +149,7 @@ def preflight_decide(req: PreflightInput, *, now: datetime | None = None) -> Pre
         if needs_approval and approval is None:
             out.reasons.extend(call.approval_reasons)
             return _needs_approval(out, call, cost, req, workflow, now)
+        use_approval = use_approval or needs_approval
         scope = CallScope(req.tenant.pk, workflow.pk if workflow else None, req.environment, _tier(call), "")
         budgets = get_budgets().matching(scope.tenant_id, scope.workflow_id, scope.environment, scope.tier_id)
         windows = windows_open((b, *b.bounds(now)) for b in budgets)
@@ -159,11 +161,13 @@ def preflight_decide(req: PreflightInput, *, now: datetime | None = None) -> Pre
             )
             out.budgets = [_budget_view(b, w, 0) for b, w in pairs]
             return _finish(out, call, DENY, cost)
-        approved_over = frozenset(w.pk for b, w in pairs if approval and b.hard_action == HardAction.REQUIRE_APPROVAL)
+        approved_over = frozenset(
+            w.pk for b, w in pairs if use_approval and b.hard_action == HardAction.REQUIRE_APPROVAL
+        )
         try:
             with transaction.atomic():
                 windows_hold(amounts, unchecked=approved_over)
-                if approval is not None and not _approval_consume(approval, now):
+                if use_approval and not _approval_consume(approval, now):
                     approval = None
                     raise WindowFull(0)
                 reservation = reservation_create(
@@ -197,12 +201,15 @@ def preflight_decide(req: PreflightInput, *, now: datetime | None = None) -> Pre
                 downgrades_left -= 1
                 continue
             if budget.hard_action == HardAction.REQUIRE_APPROVAL:
+                if approval is not None and not use_approval:
+                    use_approval = True  # over the limit, but a person approved this run: try again
+                    continue
                 return _needs_approval(out, call, cost, req, workflow, now)
             return _finish(out, call, DENY, cost)
         out.reservation_id = str(reservation.pk)
         out.reservation_expires_at = reservation.expires_at
         out.budgets = [_budget_view(b, w, amounts.get(w.pk, 0)) for b, w in pairs]
-        if approval is not None:
+        if use_approval:
             out.approval_id, out.approval_status = str(approval.pk), ApprovalRequest.Status.CONSUMED
             out.reasons.append("Approved run: the approval is now used.")
         return _finish(out, call, ALLOW, cost)
@@ -352,6 +359,17 @@ def _needs_approval(out, call: _Call, cost, req: PreflightInput, workflow, now) 
     pending = None
     if out.approval_id and out.approval_status == ApprovalRequest.Status.PENDING:
         pending = ApprovalRequest.objects.filter(pk=out.approval_id).first()
+    if pending is None:
+        # A service retrying the same call must not flood approvers: reuse the open request for the
+        # same tenant, workflow, model and environment.
+        pending = ApprovalRequest.objects.filter(
+            tenant=req.tenant,
+            workflow=workflow,
+            model_id=call.entry.id if call.entry else None,
+            environment=req.environment,
+            status=ApprovalRequest.Status.PENDING,
+            expires_at__gt=now,
+        ).first()
     if pending is None:
         pending = ApprovalRequest.objects.create(
             kind=ApprovalRequest.Kind.WORKFLOW_RUN,

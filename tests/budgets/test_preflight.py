@@ -221,3 +221,29 @@ def test_a_key_without_the_preflight_scope_is_refused(make_key, tenant_a, catalo
     response = reader.client.post(URL, {"model": "gpt-4o", "input_tokens": 5}, format="json")
 
     assert response.status_code == 403
+
+
+def test_repeated_calls_needing_approval_share_one_open_request(api_a, catalog, tenant_a):
+    BudgetFactory(tenant=tenant_a, hard_limit=1, hard_action="require_approval")
+
+    first, second = _ask(api_a), _ask(api_a)
+    other_model = _ask(api_a, model="claude-sonnet-4-5")
+
+    assert first["approval_id"] == second["approval_id"] != other_model["approval_id"]
+
+
+def test_an_approval_is_not_used_up_by_a_call_that_did_not_need_it(api_a, catalog, tenant_a, operator):
+    from rest_framework.test import APIClient
+
+    budget = BudgetFactory(tenant=tenant_a, hard_limit=1, hard_action="require_approval")
+    approval_id = _ask(api_a)["approval_id"]
+    person = APIClient()
+    person.force_login(operator)
+    person.post(f"/api/v1/approvals/{approval_id}/approve", {}, format="json")
+    budget.hard_limit = USD
+    budget.save()
+    BudgetWindow.objects.filter(budget=budget).update(hard_limit=USD)
+
+    roomy = _ask(api_a, approval_id=approval_id)
+
+    assert roomy["decision"] == "allow" and roomy["approval_status"] == "approved"
