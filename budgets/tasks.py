@@ -1,0 +1,52 @@
+"""Thin Celery tasks for budgets: ids in, a service call; each is safe to run twice or to overlap.
+
+- expiring reservations and delivering notifications are guarded by the row's current status;
+- evaluation starts a control only where none is active for its (window, rung) and raises an alert
+  only once per (window, kind, level), enforced by a unique constraint;
+- reconciliation recomputes a window and overwrites it, under the window's row lock.
+"""
+
+from celery import shared_task
+
+from budgets.models import Notification
+from budgets.services.ladder import budgets_evaluate
+from budgets.services.notifications import notification_deliver, notifications_due
+from budgets.services.reconcile import windows_reconcile
+from budgets.services.reservations import reservations_expire
+
+_RETRY = {"acks_late": True, "autoretry_for": (ConnectionError,), "retry_backoff": True, "max_retries": 5}
+
+
+@shared_task(**_RETRY)
+def expire_reservations() -> int:
+    return reservations_expire()
+
+
+@shared_task(**_RETRY)
+def evaluate_budgets() -> dict:
+    return budgets_evaluate()
+
+
+@shared_task(**_RETRY)
+def reconcile_windows() -> dict:
+    return windows_reconcile()
+
+
+@shared_task(acks_late=True)
+def deliver_due_notifications() -> int:
+    """Queue one delivery task per due notification; each claims its row before sending, so a
+    notification queued twice (here and on commit of its alert) is still attempted once."""
+    ids = notifications_due()
+    for notification_id in ids:
+        deliver_notification.delay(notification_id)
+    return len(ids)
+
+
+# No autoretry: a failed attempt is recorded and rescheduled with backoff by the service itself, and the
+# sweeper above picks it up when due. acks_late is safe because the claim is a conditional UPDATE.
+@shared_task(acks_late=True)
+def deliver_notification(notification_id: int) -> bool:
+    notification = Notification.objects.filter(pk=notification_id).first()
+    if notification is None:
+        return False
+    return notification_deliver(notification) is not None
