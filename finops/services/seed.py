@@ -32,6 +32,7 @@ from django.db.models import Max, Min
 from django.utils import timezone
 from django.utils.dateparse import parse_date, parse_datetime
 
+from budgets.services.demo import budgets_demo_seed
 from finops.catalog import CatalogSnapshot, ModelEntry, get_catalog
 from finops.errors import ApplicationError
 from finops.models import Environment, LlmModel, ModelPrice, ModelTier, UsageRecord, Workflow
@@ -547,7 +548,7 @@ def _demo_key(raw_key: str, tenant: Tenant | None, name: str, operator) -> ApiKe
     key = ApiKey.objects.filter(prefix=raw_key.split("_", 2)[1]).first()
     if key is None:
         key, _ = api_key_create(
-            tenant=tenant, name=name, scopes="ingest,preflight,read", created_by=operator, raw_key=raw_key
+            tenant=tenant, name=name, scopes="ingest,preflight,read,manage", created_by=operator, raw_key=raw_key
         )
     return key
 
@@ -671,6 +672,7 @@ def demo_seed(*, days: int = 75, now: datetime | None = None, stdout: IO[str] | 
     if planned:
         _progress(stdout, planned, planned)
     _refresh_rollups(touched, stdout)
+    budgets_demo_seed(now=now)
 
     span = demo_records.aggregate(first=Min("occurred_at"), last=Max("occurred_at"))
     total = demo_records.count()

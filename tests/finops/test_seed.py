@@ -322,7 +322,7 @@ def test_demo_people_and_keys(seeded_catalog):
         key = ApiKey.objects.get(prefix=raw.split("_")[1])
         assert key.secret_hash == hash_secret(raw)
         assert (key.tenant.slug if key.tenant else None) == tenant_slug
-        assert key.scopes == ["ingest", "preflight", "read"]
+        assert key.scopes == ["ingest", "manage", "preflight", "read"]
         request = RequestFactory().get("/", HTTP_AUTHORIZATION=f"Bearer {raw}")
         assert ApiKeyAuthentication().authenticate(request)[1].pk == key.pk
     northwind_keys = set(UsageRecord.objects.filter(tenant__slug=seed.DEMO_TENANT_SLUG).values_list("api_key__prefix"))

@@ -42,5 +42,7 @@ class Command(BaseCommand):
         members = ", ".join(username for username, _, _ in seed.DEMO_MEMBERS)
         self.stdout.write(f"Sign in: {seed.DEMO_USERNAME} / {seed.DEMO_PASSWORD} (operator)")
         self.stdout.write(f"Tenant members, same password: {members}")
-        self.stdout.write(f"Demo API key ({seed.DEMO_TENANT_SLUG}; ingest, preflight, read): {seed.DEMO_API_KEY}")
+        self.stdout.write(
+            f"Demo API key ({seed.DEMO_TENANT_SLUG}; ingest, preflight, read, manage): {seed.DEMO_API_KEY}"
+        )
         self.stdout.write(f"Demo platform key: {seed.DEMO_PLATFORM_KEY}")
