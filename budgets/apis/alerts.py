@@ -1,0 +1,195 @@
+"""Alerts (list, acknowledge) and the notification channels they are delivered to."""
+
+from __future__ import annotations
+
+from drf_spectacular.utils import OpenApiExample, OpenApiParameter, extend_schema
+from rest_framework import serializers, status
+from rest_framework.pagination import CursorPagination
+from rest_framework.request import Request
+from rest_framework.response import Response
+
+from budgets.models import Alert, NotificationChannel
+from budgets.services.alerts import alert_acknowledge
+from budgets.services.notifications import channel_create, channel_delete
+from finops.errors import ApplicationError
+from tenants.models import Membership
+
+from .base import BudgetsScopedApi
+
+
+class AlertCursorPagination(CursorPagination):
+    ordering = ("-created_at", "-id")
+    page_size = 100
+    page_size_query_param = "page_size"
+    max_page_size = 500
+
+
+def alert_out(alert: Alert) -> dict:
+    return {
+        "id": alert.pk,
+        "kind": alert.kind,
+        "level": alert.level,
+        "tenant": alert.tenant.slug if alert.tenant_id else None,
+        "budget": {"id": alert.budget_id, "name": alert.budget.name} if alert.budget_id else None,
+        "window": {"start": alert.window.starts_at, "end": alert.window.ends_at} if alert.window_id else None,
+        "subject": alert.subject,
+        "message": alert.message,
+        "created_at": alert.created_at,
+        "acknowledged": alert.acknowledged_at is not None,
+        "acknowledged_at": alert.acknowledged_at,
+        "acknowledged_by": alert.acknowledged_by.get_username() if alert.acknowledged_by_id else None,
+    }
+
+
+class _AlertsBase(BudgetsScopedApi):
+    # Acknowledging is an approver's job for people; keys need the manage scope (BudgetsScopedApi).
+    write_role = Membership.Role.APPROVER
+
+    def queryset(self):
+        return self.scoped(Alert.objects.select_related("tenant", "budget", "window", "acknowledged_by"))
+
+
+class AlertCollectionApi(_AlertsBase):
+    """Budget alerts, newest first: the caller's tenant's, or every tenant's for platform callers."""
+
+    @extend_schema(
+        operation_id="alerts_list",
+        parameters=[
+            OpenApiParameter("tenant", str, description="Platform callers: one tenant's alerts."),
+            OpenApiParameter("acknowledged", bool, description="true or false."),
+            OpenApiParameter("kind", str, enum=Alert.Kind.values),
+            OpenApiParameter("page_size", int, description="Up to 500; default 100."),
+        ],
+    )
+    def get(self, request: Request) -> Response:
+        alerts = self.queryset()
+        acknowledged = request.query_params.get("acknowledged")
+        if acknowledged is not None:
+            if acknowledged not in ("true", "false"):
+                raise ApplicationError(
+                    "invalid", "acknowledged must be true or false.", details={"acknowledged": ["true or false."]}
+                )
+            alerts = alerts.filter(acknowledged_at__isnull=acknowledged == "false")
+        kind = request.query_params.get("kind")
+        if kind is not None:
+            if kind not in Alert.Kind.values:
+                raise ApplicationError(
+                    "invalid",
+                    f"kind must be one of {', '.join(Alert.Kind.values)}.",
+                    details={"kind": ["Unknown kind."]},
+                )
+            alerts = alerts.filter(kind=kind)
+        paginator = AlertCursorPagination()
+        page = paginator.paginate_queryset(alerts, request, view=self)
+        return paginator.get_paginated_response([alert_out(a) for a in page])
+
+
+class AlertAcknowledgeApi(_AlertsBase):
+    """Mark an alert as seen (who and when are recorded and audited); acknowledging twice changes nothing."""
+
+    @extend_schema(operation_id="alerts_acknowledge", request=None)
+    def post(self, request: Request, alert_id: int) -> Response:
+        alert = self.queryset().filter(pk=alert_id).first()
+        if alert is None:
+            raise ApplicationError("not_found", "Not found.", status_code=404)
+        alert = alert_acknowledge(
+            alert=alert, actor_user=request.user if self.api_key is None else None, actor_key=self.api_key
+        )
+        return Response(alert_out(alert))
+
+
+class ChannelInputSerializer(serializers.Serializer):
+    kind = serializers.ChoiceField(choices=NotificationChannel.Kind.choices)
+    target = serializers.CharField(max_length=500, help_text="Email address, or the webhook's https:// URL.")
+    secret = serializers.CharField(
+        max_length=200, required=False, allow_blank=True, help_text="Webhook signing secret; generated when empty."
+    )
+
+
+def channel_out(channel: NotificationChannel, *, with_secret: bool = False) -> dict:
+    out = {
+        "id": channel.pk,
+        "tenant": channel.tenant.slug if channel.tenant_id else None,
+        "kind": channel.kind,
+        "target": channel.target,
+        "is_active": channel.is_active,
+        "created_at": channel.created_at,
+    }
+    if with_secret and channel.kind == NotificationChannel.Kind.WEBHOOK:
+        # Shown once, when the channel is created; receivers verify signatures with it.
+        out["secret"] = channel.secret
+    return out
+
+
+class _ChannelsBase(BudgetsScopedApi):
+    """Operators and platform keys manage every channel (`?tenant=` narrows to one tenant, and a channel
+    created without it receives every tenant's alerts); tenant admins manage their tenant's. Tenant
+    API keys cannot: a service's key should not be able to redirect its tenant's alerts."""
+
+    @property
+    def required_role(self) -> str:  # type: ignore[override]
+        return Membership.Role.ADMIN
+
+    def initial(self, request, *args, **kwargs):
+        super().initial(request, *args, **kwargs)
+        if self.api_key is not None and self.api_key.tenant_id is not None:
+            raise ApplicationError(
+                "permission_denied",
+                "Notification channels are managed by operators, platform keys and tenant admins.",
+                status_code=403,
+            )
+
+    def queryset(self):
+        return self.scoped(NotificationChannel.objects.select_related("tenant")).order_by("id")
+
+
+class NotificationChannelCollectionApi(_ChannelsBase):
+    @extend_schema(
+        operation_id="notification_channels_list",
+        parameters=[OpenApiParameter("tenant", str, description="Platform callers: one tenant's channels.")],
+    )
+    def get(self, request: Request) -> Response:
+        return Response({"results": [channel_out(c) for c in self.queryset()[:500]]})
+
+    @extend_schema(
+        operation_id="notification_channels_create",
+        request=ChannelInputSerializer,
+        parameters=[
+            OpenApiParameter(
+                "tenant", str, description="The tenant whose alerts it receives; platform callers may leave it out."
+            )
+        ],
+        examples=[
+            OpenApiExample(
+                "Signed webhook", value={"kind": "webhook", "target": "https://hooks.example.com/t"}, request_only=True
+            ),
+            OpenApiExample("Email", value={"kind": "email", "target": "finops@example.com"}, request_only=True),
+        ],
+    )
+    def post(self, request: Request) -> Response:
+        serializer = ChannelInputSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        data = serializer.validated_data
+        channel = channel_create(
+            # Never from the body: the tenant a caller acts for is resolved from its key or ?tenant=.
+            tenant=self.tenant,
+            kind=data["kind"],
+            target=data["target"],
+            secret=data.get("secret", ""),
+            require_https=not self.platform_caller,
+            actor_user=request.user if self.api_key is None else None,
+            actor_key=self.api_key,
+        )
+        return Response(channel_out(channel, with_secret=True), status=status.HTTP_201_CREATED)
+
+
+class NotificationChannelDetailApi(_ChannelsBase):
+    @extend_schema(operation_id="notification_channels_delete", responses={204: None})
+    def delete(self, request: Request, channel_id: int) -> Response:
+        channel = self.queryset().filter(pk=channel_id).first()
+        if channel is None:
+            raise ApplicationError("not_found", "Not found.", status_code=404)
+        channel_delete(
+            channel=channel, actor_user=request.user if self.api_key is None else None, actor_key=self.api_key
+        )
+        return Response(status=status.HTTP_204_NO_CONTENT)
