@@ -1,0 +1,243 @@
+"""Forms for the budget and control pages. Validation and conversion only: saving goes through the
+services (`budget_create`/`budget_update`, `control_start`/`control_end`), which audit."""
+
+from __future__ import annotations
+
+import json
+from decimal import Decimal
+from zoneinfo import available_timezones
+
+from django import forms
+from django.conf import settings
+from django.db.models import QuerySet
+from django.utils import timezone
+
+from budgets.models import Budget, ControlKind, HardAction, Metric, Period
+from budgets.policy import PRIORITIES
+from budgets.services.budgets import limit_parse
+from finops.errors import ApplicationError
+from finops.models import Environment, ModelTier, Workflow
+from finops.pricing import nanos_to_decimal
+from tenants.models import Tenant
+
+TIME_ZONES = sorted(available_timezones() - {"localtime", "Factory"})
+
+
+def _plain(value: Decimal) -> str:
+    """250.000000000 -> "250.00", 0.125 -> "0.125": what a person typed, not nine places of padding."""
+    if value == value.quantize(Decimal("0.01")):
+        return f"{value.quantize(Decimal('0.01')):f}"
+    return f"{value.normalize():f}"
+
+
+class BudgetForm(forms.Form):
+    """A budget's scope, period and limits. Limits are typed in USD (cost) or whole tokens and become
+    integers in the budget's unit (nano-USD or tokens) exactly, through the service's `limit_parse`.
+
+    `tenants` are the tenants the person may put a budget on; `platform` lets operators leave the
+    tenant empty (a budget over all tenants). A tenant admin's only tenant is fixed.
+    """
+
+    name = forms.CharField(max_length=200)
+    tenant = forms.ModelChoiceField(queryset=Tenant.objects.none(), required=False, to_field_name="slug")
+    workflow = forms.ModelChoiceField(
+        queryset=Workflow.objects.order_by("name"), required=False, to_field_name="slug", empty_label="All workflows"
+    )
+    environment = forms.ChoiceField(choices=[("", "All environments"), *Environment.choices], required=False)
+    tier = forms.ModelChoiceField(
+        queryset=ModelTier.objects.order_by("rank"), required=False, to_field_name="slug", empty_label="All tiers"
+    )
+    metric = forms.ChoiceField(choices=Metric.choices, initial=Metric.COST, widget=forms.RadioSelect)
+    period = forms.ChoiceField(choices=Period.choices, initial=Period.MONTH)
+    time_zone = forms.ChoiceField(choices=[(z, z) for z in TIME_ZONES], help_text="Periods start at midnight here.")
+    soft_limit = forms.CharField(
+        required=False, help_text="Alerts and the first controls of the ladder start here (85% and 100%)."
+    )
+    hard_limit = forms.CharField(required=False, help_text="Never exceeded: preflights are held against it.")
+    hard_action = forms.ChoiceField(
+        choices=HardAction.choices, initial=HardAction.DENY, help_text="What happens to calls at the hard limit."
+    )
+    is_active = forms.BooleanField(required=False, initial=True, label="Active")
+
+    def __init__(self, *args, tenants: QuerySet[Tenant], platform: bool, budget: Budget | None = None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.budget = budget
+        field = self.fields["tenant"]
+        field.queryset = tenants.order_by("name")
+        field.empty_label = "All tenants (platform-wide)" if platform else None
+        field.required = not platform
+        if not platform and len(field.queryset) == 1:
+            field.initial = field.queryset[0].slug
+            field.disabled = True
+        self.fields["time_zone"].initial = settings.BUDGET_TIME_ZONE
+        for name in ("soft_limit", "hard_limit"):
+            self.fields[name].widget.attrs.update({"inputmode": "decimal", "class": "num", "autocomplete": "off"})
+        if budget is not None:
+            if not platform:
+                field.disabled = True  # a tenant admin never moves a budget to another tenant
+            self.initial.update(
+                name=budget.name,
+                tenant=budget.tenant.slug if budget.tenant_id else None,
+                workflow=budget.workflow.slug if budget.workflow_id else None,
+                environment=budget.environment,
+                tier=budget.tier.slug if budget.tier_id else None,
+                metric=budget.metric,
+                period=budget.period,
+                time_zone=budget.time_zone,
+                soft_limit=self._limit_text(budget.soft_limit, budget.metric),
+                hard_limit=self._limit_text(budget.hard_limit, budget.metric),
+                hard_action=budget.hard_action,
+                is_active=budget.is_active,
+            )
+        else:
+            del self.fields["is_active"]
+
+    @staticmethod
+    def _limit_text(amount: int | None, metric: str) -> str:
+        if amount is None:
+            return ""
+        return str(amount) if metric == Metric.TOKENS else _plain(nanos_to_decimal(amount))
+
+    def clean(self):
+        cleaned = super().clean()
+        metric = cleaned.get("metric")
+        if metric is None:
+            return cleaned
+        for name in ("soft_limit", "hard_limit"):
+            raw = (cleaned.get(name) or "").strip().replace(",", "")
+            if metric == Metric.COST:
+                raw = raw.removeprefix("$")
+            try:
+                cleaned[name] = limit_parse(raw, metric, name)
+            except ApplicationError as error:
+                self.add_error(name, error.message)
+        soft, hard = cleaned.get("soft_limit"), cleaned.get("hard_limit")
+        if not self.has_error("soft_limit") and not self.has_error("hard_limit"):
+            if soft is None and hard is None:
+                self.add_error("hard_limit", "Set a soft limit, a hard limit, or both.")
+            elif soft is not None and hard is not None and soft > hard:
+                self.add_error("soft_limit", "The soft limit must not be above the hard limit.")
+        return cleaned
+
+    def service_fields(self) -> dict:
+        """The cleaned values as `budget_create`/`budget_update` take them."""
+        data = self.cleaned_data
+        fields = {
+            "name": data["name"].strip(),
+            "tenant": data.get("tenant"),
+            "workflow": data.get("workflow"),
+            "environment": data.get("environment") or "",
+            "tier": data.get("tier"),
+            "metric": data["metric"],
+            "period": data["period"],
+            "time_zone": data["time_zone"],
+            "soft_limit": data.get("soft_limit"),
+            "hard_limit": data.get("hard_limit"),
+            "hard_action": data["hard_action"],
+        }
+        if "is_active" in self.fields:
+            fields["is_active"] = data.get("is_active", False)
+        return fields
+
+    def add_service_error(self, error: ApplicationError) -> None:
+        """Show a service's refusal next to the field it names (or above the form)."""
+        details = error.details if isinstance(error.details, dict) else {}
+        placed = False
+        for name, messages in details.items():
+            if name in self.fields:
+                for message in messages if isinstance(messages, list) else [messages]:
+                    self.add_error(name, str(message))
+                placed = True
+        if not placed:
+            self.add_error(None, error.message)
+
+
+class ControlForm(forms.Form):
+    """A manual control: an operator's rung of the ladder, for a scope, until ended (or a given end)."""
+
+    kind = forms.ChoiceField(choices=ControlKind.choices)
+    tenant = forms.ModelChoiceField(
+        queryset=Tenant.objects.order_by("name"),
+        required=False,
+        to_field_name="slug",
+        empty_label="All tenants",
+    )
+    workflow = forms.ModelChoiceField(
+        queryset=Workflow.objects.order_by("name"), required=False, to_field_name="slug", empty_label="All workflows"
+    )
+    environment = forms.ChoiceField(choices=[("", "All environments"), *Environment.choices], required=False)
+    tier = forms.ModelChoiceField(
+        queryset=ModelTier.objects.order_by("rank"), required=False, to_field_name="slug", empty_label="All tiers"
+    )
+    priorities = forms.MultipleChoiceField(
+        choices=[(p, p) for p in PRIORITIES],
+        required=False,
+        widget=forms.CheckboxSelectMultiple,
+        help_text="Workflows of these priorities only; none ticked = all.",
+    )
+    params = forms.CharField(
+        required=False,
+        widget=forms.Textarea(attrs={"rows": 2, "class": "mono", "placeholder": '{"max_output_tokens": 1024}'}),
+        help_text='JSON object, e.g. {"max_output_tokens": 1024} or {"steps": 1}. Empty = none.',
+    )
+    reason = forms.CharField(
+        widget=forms.Textarea(attrs={"rows": 2}), help_text="Shown to everyone the control affects."
+    )
+    ends_at = forms.DateTimeField(
+        required=False,
+        label="Ends at",
+        widget=forms.DateTimeInput(attrs={"type": "datetime-local"}, format="%Y-%m-%dT%H:%M"),
+    )
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        zone = timezone.get_current_timezone_name()
+        self.fields["ends_at"].help_text = f"Date and time in {zone}. Empty = until someone ends it."
+
+    def clean_params(self) -> dict:
+        raw = (self.cleaned_data.get("params") or "").strip()
+        if not raw:
+            return {}
+        try:
+            value = json.loads(raw)
+        except json.JSONDecodeError:
+            raise forms.ValidationError("Not valid JSON.", code="json") from None
+        if not isinstance(value, dict):
+            raise forms.ValidationError("Give a JSON object, e.g. {}.", code="not_object")
+        return value
+
+    def clean_reason(self) -> str:
+        reason = (self.cleaned_data.get("reason") or "").strip()
+        if not reason:
+            raise forms.ValidationError("Say why: the reason is shown with the control.", code="required")
+        return reason
+
+    def clean_ends_at(self):
+        ends_at = self.cleaned_data.get("ends_at")
+        if ends_at is not None and ends_at <= timezone.now():
+            raise forms.ValidationError("The end must be in the future.", code="past")
+        return ends_at
+
+    def service_fields(self) -> dict:
+        data = self.cleaned_data
+        return {
+            "kind": data["kind"],
+            "tenant": data.get("tenant"),
+            "workflow": data.get("workflow"),
+            "environment": data.get("environment") or "",
+            "tier": data.get("tier"),
+            "priorities": list(data.get("priorities") or []),
+            "params": data["params"],
+            "reason": data["reason"],
+            "ends_at": data.get("ends_at"),
+        }
+
+
+class ControlEndForm(forms.Form):
+    reason = forms.CharField(max_length=1000)
+
+    def clean_reason(self) -> str:
+        reason = (self.cleaned_data.get("reason") or "").strip()
+        if not reason:
+            raise forms.ValidationError("Say why the control ends.", code="required")
+        return reason

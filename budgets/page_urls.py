@@ -1,0 +1,15 @@
+from django.urls import path
+
+from . import views
+
+urlpatterns = [
+    path("budgets/", views.budgets_list, name="budgets_list"),
+    path("budgets/add/", views.budget_add, name="budget_add"),
+    path("budgets/<int:budget_id>/", views.budget_detail, name="budget_detail"),
+    path("budgets/<int:budget_id>/edit/", views.budget_edit, name="budget_edit"),
+    path("controls/", views.controls_list, name="controls_list"),
+    path("controls/add/", views.control_add, name="control_add"),
+    path("controls/<int:control_id>/end/", views.control_end, name="control_end"),
+    path("alerts/", views.alerts_list, name="alerts_list"),
+    path("alerts/<int:alert_id>/acknowledge/", views.alert_acknowledge, name="alert_acknowledge"),
+]

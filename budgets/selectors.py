@@ -1,0 +1,340 @@
+"""Reads for the budget, control and alert pages: what a person may see, burn and forecast per budget.
+
+Every selector takes the tenant scope the page resolved (`tenant_ids`: one tenant, a member's
+tenants, or None for all; `is_operator`). Platform-wide rows (tenant empty) belong to the operators:
+they are shown to operators only, whatever tenant they picked, because they apply to every tenant.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from django.db.models import Case, F, IntegerField, Prefetch, Q, QuerySet, Sum, Value, When
+from django.utils import timezone
+
+from budgets.models import Alert, Budget, BudgetWindow, Control, Metric, Notification
+from budgets.periods import period_bounds
+from budgets.services.controls import active_controls_q
+from budgets.services.ladder import budget_levels
+from finops.models import UsageRollup
+from finops.services.rollups import hourly_retention_start
+
+WINDOW_HISTORY = 12
+BUDGET_HISTORY = 50
+
+
+class BurnStatus:
+    OK = "ok"
+    OVER_SOFT = "over_soft"
+    FORECAST_OVER_HARD = "forecast_over_hard"
+    AT_HARD = "at_hard"
+
+    LABELS = {
+        OK: "ok",
+        OVER_SOFT: "over soft",
+        FORECAST_OVER_HARD: "forecast over hard",
+        AT_HARD: "at hard",
+    }
+
+
+def _scoped(qs: QuerySet, *, tenant_ids: list[int] | None, is_operator: bool) -> QuerySet:
+    if tenant_ids is None:
+        return qs if is_operator else qs.none()
+    if is_operator:
+        return qs.filter(Q(tenant_id__in=tenant_ids) | Q(tenant__isnull=True))
+    return qs.filter(tenant_id__in=tenant_ids)
+
+
+# --- Budgets and their burn --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Burn:
+    """A budget's current period: what is spent and held, its limits, and where the run-rate ends."""
+
+    budget: Budget
+    starts_at: datetime
+    ends_at: datetime
+    spent: int
+    reserved: int
+    soft_limit: int | None
+    hard_limit: int | None
+    forecast: int
+    status: str
+
+    @property
+    def is_cost(self) -> bool:
+        return self.budget.metric == Metric.COST
+
+    @property
+    def used(self) -> int:
+        return self.spent + self.reserved
+
+    @property
+    def scale(self) -> int:
+        """What the burn bar's full width stands for: the hard limit, or the soft one when there is no hard."""
+        return max(self.hard_limit or self.soft_limit or 0, self.used, 1)
+
+    def _share(self, amount: int | None) -> float | None:
+        if amount is None:
+            return None
+        return round(min(amount, self.scale) * 100 / self.scale, 1)
+
+    @property
+    def spent_pct(self) -> float:
+        return self._share(self.spent) or 0.0
+
+    @property
+    def reserved_pct(self) -> float:
+        return round(min(self._share(self.used) or 0.0, 100.0) - self.spent_pct, 1)
+
+    @property
+    def soft_pct(self) -> float | None:
+        return self._share(self.soft_limit)
+
+    @property
+    def forecast_pct(self) -> float:
+        return self._share(self.forecast) or 0.0
+
+    @property
+    def hard_used(self) -> float | None:
+        """Spent and reserved as a fraction of the hard limit (for "87% of hard")."""
+        return self.used / self.hard_limit if self.hard_limit else None
+
+    @property
+    def status_label(self) -> str:
+        return BurnStatus.LABELS[self.status]
+
+
+def window_forecast(window: BudgetWindow, now: datetime) -> int:
+    """The period-end forecast the ladder acts on (linear run-rate, see services/ladder.py), so the page
+    and the controls never disagree about whether a budget is forecast over its hard limit."""
+    return budget_levels(window.budget, window, now=now).forecast
+
+
+def burn_status(*, spent: int, forecast: int, soft: int | None, hard: int | None) -> str:
+    """Judged on what was spent, like the ladder: reservations are estimates that mostly settle for less."""
+    if hard is not None and spent >= hard:
+        return BurnStatus.AT_HARD
+    if hard is not None and forecast > hard:
+        return BurnStatus.FORECAST_OVER_HARD
+    if soft is not None and spent >= soft:
+        return BurnStatus.OVER_SOFT
+    return BurnStatus.OK
+
+
+def _burn(budget: Budget, window: BudgetWindow | None, now: datetime) -> Burn:
+    if window is None:
+        # No call counted yet this period (windows open lazily): an empty window with the budget's limits.
+        starts_at, ends_at = period_bounds(budget.period, budget.time_zone, now)
+        window = BudgetWindow(
+            budget=budget,
+            starts_at=starts_at,
+            ends_at=ends_at,
+            soft_limit=budget.soft_limit,
+            hard_limit=budget.hard_limit,
+        )
+    window.budget = budget
+    forecast = window_forecast(window, now)
+    return Burn(
+        budget=budget,
+        starts_at=window.starts_at,
+        ends_at=window.ends_at,
+        spent=window.spent,
+        reserved=window.reserved,
+        soft_limit=window.soft_limit,
+        hard_limit=window.hard_limit,
+        forecast=forecast,
+        status=burn_status(spent=window.spent, forecast=forecast, soft=window.soft_limit, hard=window.hard_limit),
+    )
+
+
+def budgets_visible(*, tenant_ids: list[int] | None, is_operator: bool) -> QuerySet[Budget]:
+    qs = Budget.objects.select_related("tenant", "workflow", "tier")
+    return _scoped(qs, tenant_ids=tenant_ids, is_operator=is_operator)
+
+
+def budget_get(*, budget_id: int, tenant_ids: list[int] | None, is_operator: bool) -> Budget | None:
+    """The budget if the person may see it; another tenant's budget is None, exactly like a missing one."""
+    return budgets_visible(tenant_ids=tenant_ids, is_operator=is_operator).filter(pk=budget_id).first()
+
+
+def budget_burns(*, tenant_ids: list[int] | None, is_operator: bool, now: datetime | None = None) -> list[Burn]:
+    """Every visible budget with its current period's burn, active ones first (two queries)."""
+    now = now or timezone.now()
+    budgets = list(budgets_visible(tenant_ids=tenant_ids, is_operator=is_operator).order_by("-is_active", "name", "id"))
+    current = {
+        w.budget_id: w
+        for w in BudgetWindow.objects.filter(budget_id__in=[b.pk for b in budgets], starts_at__lte=now, ends_at__gt=now)
+    }
+    return [_burn(b, current.get(b.pk), now) for b in budgets]
+
+
+def budget_burn(*, budget: Budget, now: datetime | None = None) -> Burn:
+    now = now or timezone.now()
+    window = BudgetWindow.objects.filter(budget=budget, starts_at__lte=now, ends_at__gt=now).first()
+    return _burn(budget, window, now)
+
+
+@dataclass(frozen=True, slots=True)
+class WindowRow:
+    window: BudgetWindow
+    status: str
+
+    @property
+    def status_label(self) -> str:
+        return BurnStatus.LABELS[self.status]
+
+
+def budget_windows(*, budget: Budget, now: datetime | None = None) -> list[WindowRow]:
+    """The budget's periods, newest first, each judged by where it ended (or stands now)."""
+    now = now or timezone.now()
+    rows = []
+    for w in BudgetWindow.objects.filter(budget=budget).order_by("-starts_at")[:WINDOW_HISTORY]:
+        w.budget = budget
+        status = burn_status(
+            spent=w.spent,
+            forecast=window_forecast(w, now),
+            soft=w.soft_limit,
+            hard=w.hard_limit,
+        )
+        rows.append(WindowRow(window=w, status=status))
+    return rows
+
+
+@dataclass(frozen=True, slots=True)
+class BurnPoint:
+    at: datetime  # the end of the bucket: spend is cumulative up to here
+    cumulative: int
+
+
+def burn_series(*, budget: Budget, starts_at: datetime, now: datetime) -> list[BurnPoint]:
+    """Cumulative spend of the budget's scope since `starts_at`, from rollups.
+
+    Hourly rollups cover the recent days; the part of the window before they start is read from
+    daily rollups (UTC days), so a window that starts mid-day in its own time zone counts the whole
+    first UTC day there. Tier scope goes through each model's tier; calls of unknown models have no
+    tier and match only budgets without one. Unpriced calls cost nothing until they are priced.
+    """
+    hourly_from = max(starts_at, hourly_retention_start(now))
+    rows = UsageRollup.objects.filter(tenant_id=budget.tenant_id) if budget.tenant_id else UsageRollup.objects.all()
+    if budget.workflow_id:
+        rows = rows.filter(workflow_id=budget.workflow_id)
+    if budget.environment:
+        rows = rows.filter(environment=budget.environment)
+    if budget.tier_id:
+        rows = rows.filter(model__tier_id=budget.tier_id)
+    amount = (
+        Sum(
+            F("input_tokens")
+            + F("cached_input_tokens")
+            + F("cache_write_tokens")
+            + F("output_tokens")
+            + F("reasoning_tokens")
+        )
+        if budget.metric == Metric.TOKENS
+        else Sum("cost_nanos")
+    )
+    buckets: list[tuple[datetime, timedelta, int]] = []
+    if starts_at < hourly_from:
+        first_day = starts_at.replace(hour=0, minute=0, second=0, microsecond=0)
+        daily = (
+            rows.filter(grain=UsageRollup.Grain.DAY, bucket_start__gte=first_day, bucket_start__lt=hourly_from)
+            .values("bucket_start")
+            .annotate(amount=amount)
+        )
+        buckets += [(r["bucket_start"], timedelta(days=1), r["amount"] or 0) for r in daily]
+    hourly = (
+        rows.filter(grain=UsageRollup.Grain.HOUR, bucket_start__gte=hourly_from, bucket_start__lt=now)
+        .values("bucket_start")
+        .annotate(amount=amount)
+    )
+    buckets += [(r["bucket_start"], timedelta(hours=1), r["amount"] or 0) for r in hourly]
+    buckets.sort(key=lambda b: b[0])
+    points = [BurnPoint(at=starts_at, cumulative=0)]
+    total = 0
+    for start, length, value in buckets:
+        total += value
+        points.append(BurnPoint(at=min(max(start + length, starts_at), now), cumulative=total))
+    return points
+
+
+# --- Controls -----------------------------------------------------------------------------------------
+
+
+def controls_visible(*, tenant_ids: list[int] | None, is_operator: bool) -> QuerySet[Control]:
+    qs = Control.objects.select_related("tenant", "workflow", "tier", "budget", "created_by")
+    return _scoped(qs, tenant_ids=tenant_ids, is_operator=is_operator)
+
+
+@dataclass(frozen=True)
+class ControlLists:
+    active: list[Control]
+    ended: list[Control]
+    scheduled: list[Control]
+
+
+def control_lists(
+    *, tenant_ids: list[int] | None, is_operator: bool, now: datetime | None = None, ended_limit: int = BUDGET_HISTORY
+) -> ControlLists:
+    now = now or timezone.now()
+    qs = controls_visible(tenant_ids=tenant_ids, is_operator=is_operator)
+    return ControlLists(
+        active=list(qs.filter(active_controls_q(now)).order_by("-starts_at", "-id")),
+        ended=list(qs.filter(ends_at__lte=now).order_by("-ends_at", "-id")[:ended_limit]),
+        scheduled=list(qs.filter(starts_at__gt=now).order_by("starts_at", "id")),
+    )
+
+
+def control_get(*, control_id: int, tenant_ids: list[int] | None, is_operator: bool) -> Control | None:
+    return controls_visible(tenant_ids=tenant_ids, is_operator=is_operator).filter(pk=control_id).first()
+
+
+def budget_controls(*, budget: Budget) -> list[Control]:
+    rows = Control.objects.filter(budget=budget).select_related("tenant", "workflow", "tier")
+    return list(rows.order_by("-starts_at", "-id")[:BUDGET_HISTORY])
+
+
+# --- Alerts -------------------------------------------------------------------------------------------
+
+
+def alerts_visible(*, tenant_ids: list[int] | None, is_operator: bool) -> QuerySet[Alert]:
+    """Unacknowledged first, newest first within each group; deliveries prefetched."""
+    qs = (
+        Alert.objects.select_related("tenant", "budget", "acknowledged_by")
+        .prefetch_related(
+            Prefetch("notifications", queryset=Notification.objects.select_related("channel").order_by("id"))
+        )
+        .annotate(
+            unacknowledged=Case(
+                When(acknowledged_at__isnull=True, then=Value(0)), default=Value(1), output_field=IntegerField()
+            )
+        )
+        .order_by("unacknowledged", "-created_at", "-id")
+    )
+    return _scoped(qs, tenant_ids=tenant_ids, is_operator=is_operator)
+
+
+def alert_get(*, alert_id: int, tenant_ids: list[int] | None, is_operator: bool) -> Alert | None:
+    return (
+        _scoped(Alert.objects.select_related("tenant"), tenant_ids=tenant_ids, is_operator=is_operator)
+        .filter(pk=alert_id)
+        .first()
+    )
+
+
+def alerts_unacknowledged_count(*, tenant_ids: list[int] | None, is_operator: bool) -> int:
+    qs = _scoped(Alert.objects.filter(acknowledged_at__isnull=True), tenant_ids=tenant_ids, is_operator=is_operator)
+    return qs.count()
+
+
+def budget_alerts(*, budget: Budget) -> list[Alert]:
+    return list(
+        Alert.objects.filter(budget=budget)
+        .select_related("acknowledged_by")
+        .prefetch_related(
+            Prefetch("notifications", queryset=Notification.objects.select_related("channel").order_by("id"))
+        )
+        .order_by("-created_at", "-id")[:BUDGET_HISTORY]
+    )

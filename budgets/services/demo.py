@@ -1,0 +1,149 @@
+"""Demo budgets on top of the demo data set (finops/services/seed.py): something to see on the budget,
+control and alert pages right after `seed_demo`.
+
+- a platform-wide monthly budget and a monthly budget for each main tenant, with room to spare;
+- a weekly token budget on one workflow (budgets in tokens look different);
+- a daily budget for the spiking tenant (Northwind, whose chat assistant tripled after a release),
+  over its soft limit and at 96% of its hard limit, so the evaluation that follows starts the ladder's
+  controls for it and raises its alerts;
+- one email channel that receives every alert.
+
+Limits are sized from the demo's own spend when a budget is created, so the picture is the same
+whatever range of days was seeded. Idempotent: budgets and the channel are created only when
+missing (an operator's later edits are kept); the demo budgets' current windows are recomputed from
+the rollups (the demo's records are bulk-loaded, not ingested, so nothing charged them), and the
+evaluation, which starts each rung at most once per window, runs again.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal
+
+from django.contrib.auth import get_user_model
+from django.utils import timezone
+
+from budgets.models import Budget, BudgetWindow, HardAction, Metric, NotificationChannel, Period
+from budgets.periods import period_bounds
+from finops.models import Workflow
+from finops.pricing import NANOS_PER_USD
+from tenants.models import Tenant
+
+from .budgets import budget_create
+from .ladder import budget_levels, budgets_evaluate
+from .notifications import channel_create
+from .reconcile import window_reconcile, window_spent
+from .windows import windows_open
+
+DEMO_CHANNEL_EMAIL = "finops-alerts@demo.example"
+SPIKE_HARD_SHARE = Decimal("0.96")  # spent / hard of the spiking tenant's daily budget when created
+SPIKE_SOFT_SHARE = Decimal("0.75")  # soft / hard
+HEALTHY_HARD = Decimal("1.6")  # hard / forecast of the other budgets
+HEALTHY_SOFT = Decimal("1.25")  # soft / forecast
+CENT = NANOS_PER_USD // 100
+
+
+@dataclass(frozen=True)
+class _DemoBudget:
+    name: str
+    tenant: str | None
+    period: str
+    time_zone: str
+    workflow: str | None = None
+    metric: str = Metric.COST
+    hard_action: str = HardAction.DENY
+    spiking: bool = False
+
+
+# fmt: off
+_BUDGETS = (
+    _DemoBudget("Platform monthly", None, Period.MONTH, "UTC", hard_action=HardAction.REQUIRE_APPROVAL),
+    _DemoBudget("Northwind Traders monthly", "northwind", Period.MONTH, "America/New_York"),
+    _DemoBudget("Initech monthly", "initech", Period.MONTH, "America/Los_Angeles"),
+    _DemoBudget("Stark Logistics monthly", "stark-logistics", Period.MONTH, "America/Chicago",
+                hard_action=HardAction.DOWNGRADE),
+    _DemoBudget("Umbrella Health monthly", "umbrella-health", Period.MONTH, "Europe/Berlin",
+                hard_action=HardAction.REQUIRE_APPROVAL),
+    _DemoBudget("Initech SQL copilot tokens", "initech", Period.WEEK, "America/Los_Angeles",
+                workflow="sql-copilot", metric=Metric.TOKENS),
+    _DemoBudget("Northwind Traders daily", "northwind", Period.DAY, "America/New_York", spiking=True),
+)
+# fmt: on
+
+
+def budgets_demo_seed(*, now: datetime | None = None) -> dict:
+    """Create the demo budgets and channel when missing, bring their windows in step, evaluate them."""
+    now = now or timezone.now()
+    tenants = {t.slug: t for t in Tenant.objects.filter(slug__in={b.tenant for b in _BUDGETS if b.tenant})}
+    if len(tenants) < len({b.tenant for b in _BUDGETS if b.tenant}):
+        return {"budgets_created": 0, "skipped": "the demo tenants are not seeded"}
+    workflows = {w.slug: w for w in Workflow.objects.filter(slug__in={b.workflow for b in _BUDGETS if b.workflow})}
+    operator = get_user_model().objects.filter(username="demo", is_staff=True).first()
+
+    if not NotificationChannel.objects.filter(kind=NotificationChannel.Kind.EMAIL, target=DEMO_CHANNEL_EMAIL).exists():
+        channel_create(tenant=None, kind=NotificationChannel.Kind.EMAIL, target=DEMO_CHANNEL_EMAIL, actor_user=operator)
+
+    created = 0
+    budgets = []
+    for spec in _BUDGETS:
+        tenant = tenants.get(spec.tenant) if spec.tenant else None
+        workflow = workflows.get(spec.workflow) if spec.workflow else None
+        budget = Budget.objects.filter(name=spec.name, tenant=tenant).first()
+        if budget is None:
+            draft = Budget(
+                name=spec.name,
+                tenant=tenant,
+                workflow=workflow,
+                metric=spec.metric,
+                period=spec.period,
+                time_zone=spec.time_zone,
+                hard_action=spec.hard_action,
+            )
+            soft, hard = _limits(draft, spiking=spec.spiking, now=now)
+            budget = budget_create(
+                actor_user=operator,
+                name=spec.name,
+                tenant=tenant,
+                workflow=workflow,
+                metric=spec.metric,
+                period=spec.period,
+                time_zone=spec.time_zone,
+                hard_action=spec.hard_action,
+                soft_limit=soft,
+                hard_limit=hard,
+            )
+            created += 1
+        budgets.append(budget)
+
+    keys = [(b, *period_bounds(b.period, b.time_zone, now)) for b in budgets if b.is_active]
+    for window in windows_open(keys).values():
+        window_reconcile(window_id=window.pk, now=now)
+    evaluated = budgets_evaluate(now=now)
+    return {"budgets_created": created, **evaluated}
+
+
+def _limits(draft: Budget, *, spiking: bool, now: datetime) -> tuple[int, int]:
+    """(soft, hard) for a new demo budget, in its unit, from what its scope spent this period so far."""
+    start, end = period_bounds(draft.period, draft.time_zone, now)
+    spent = window_spent(draft, start, end, now=now)
+    unit = CENT if draft.metric == Metric.COST else 1
+    if spiking and spent > 0:
+        hard = max(_round(Decimal(spent) / SPIKE_HARD_SHARE, unit, ROUND_FLOOR), spent + unit)
+        return _round(hard * SPIKE_SOFT_SHARE, unit, ROUND_FLOOR), hard
+    window = BudgetWindow(budget=draft, starts_at=start, ends_at=end, spent=spent)
+    forecast = budget_levels(draft, window, now=now).forecast
+    if forecast <= 0:
+        forecast = 100 * NANOS_PER_USD if draft.metric == Metric.COST else 10_000_000
+    return _nice(forecast * HEALTHY_SOFT), _nice(forecast * HEALTHY_HARD)
+
+
+def _round(amount: Decimal | int, unit: int, rounding: str) -> int:
+    return int((Decimal(amount) / unit).to_integral_value(rounding=rounding)) * unit
+
+
+def _nice(amount: Decimal) -> int:
+    """Up to two significant digits, the way people set limits: 1,234.56 -> 1,300."""
+    exponent = max(Decimal(amount).adjusted() - 1, 0)
+    step = 10**exponent
+    return _round(amount, step, ROUND_CEILING)
