@@ -1,0 +1,373 @@
+"""A small client for Tokenspend's preflight and usage APIs, on the Python standard library only.
+
+Copy this one file into a service that calls LLMs, or import it from the package:
+
+    from budgets.client import ApprovalRequired, PreflightDenied, Tokenspend
+
+    spend = Tokenspend("https://tokenspend.internal", api_key=os.environ["TOKENSPEND_KEY"])
+
+    def call(*, model, max_output_tokens, compress_to):
+        msgs = shorten(messages, compress_to) if compress_to else messages
+        return openai.chat.completions.create(model=model, messages=msgs, max_completion_tokens=max_output_tokens)
+
+    try:
+        response = spend.guarded_call(call, workflow="ticket-summary", model="gpt-4o", messages=messages,
+                                      max_output_tokens=800)
+    except PreflightDenied as denied:
+        ...  # denied.reasons says why (a hard limit, a deny control)
+    except ApprovalRequired as pending:
+        ...  # ask an approver for pending.approval_id, then call again with approval_id=...
+
+`guarded_call` asks preflight first, runs the call on the terms it got (model, output limit, input
+target), then reports the call's usage with the reservation id, which settles the reservation once.
+Reporting is retried on connection errors, 429 and 5xx (ingest is idempotent by request_id) and never
+loses the call's result: if it still fails, a warning is logged and the result is returned. There is
+no endpoint to release a reservation: when the call raises, the reservation is left to expire by
+itself (RESERVATION_TTL_SECONDS on the server, 10 minutes by default). docs/budgets.md has the details.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+import time
+import urllib.error
+import urllib.request
+import uuid
+from collections.abc import Callable, Mapping
+from typing import Any
+
+logger = logging.getLogger("tokenspend")
+
+ALLOW, NEEDS_APPROVAL, DENY = "allow", "needs_approval", "deny"
+
+# The usage fields the ingest API reads, per SDK shape (finops/services/usage_validation.py): OpenAI
+# Chat Completions and Responses, Anthropic Messages. Nested *_details hold cached and reasoning tokens.
+_USAGE_FIELDS = (
+    "prompt_tokens",
+    "completion_tokens",
+    "total_tokens",
+    "input_tokens",
+    "output_tokens",
+    "cache_read_input_tokens",
+    "cache_creation_input_tokens",
+)
+_USAGE_DETAILS = {
+    "prompt_tokens_details": "cached_tokens",
+    "input_tokens_details": "cached_tokens",
+    "completion_tokens_details": "reasoning_tokens",
+    "output_tokens_details": "reasoning_tokens",
+}
+
+
+class TokenspendError(Exception):
+    """Tokenspend answered with an error (bad input, key, scope): `status`, `code` and `message` from its body."""
+
+    def __init__(self, message: str, *, status: int | None = None, code: str | None = None, body: Any = None):
+        super().__init__(message)
+        self.message = message
+        self.status = status
+        self.code = code
+        self.body = body
+
+
+class TokenspendUnavailable(TokenspendError):
+    """Tokenspend could not be reached, timed out, or answered 429 or 5xx."""
+
+
+class PreflightDenied(Exception):
+    """Preflight said deny: `reasons` explains why; `preflight` is the whole answer."""
+
+    def __init__(self, preflight: dict):
+        self.preflight = preflight
+        self.reasons: list[str] = list(preflight.get("reasons") or [])
+        super().__init__("Preflight denied the call: " + (" ".join(self.reasons) or "no reason given."))
+
+
+class ApprovalRequired(Exception):
+    """Preflight wants a person's approval first: have `approval_id` approved, then call again with it."""
+
+    def __init__(self, preflight: dict):
+        self.preflight = preflight
+        self.approval_id: str | None = preflight.get("approval_id")
+        self.approval_status: str | None = preflight.get("approval_status")
+        self.reasons: list[str] = list(preflight.get("reasons") or [])
+        super().__init__(
+            f"Approval {self.approval_id} ({self.approval_status}) is needed: " + (" ".join(self.reasons) or "-")
+        )
+
+
+def usage_from_response(response: Any) -> dict | None:
+    """The `usage` of an LLM SDK response as a plain dict the ingest API accepts, or None if it has none.
+
+    Takes an object with a `.usage` attribute (OpenAI and Anthropic SDK responses) or a dict with a
+    "usage" key (their JSON); the usage itself may be an object or a dict. Only token fields are kept.
+    """
+    usage = response.get("usage") if isinstance(response, Mapping) else getattr(response, "usage", None)
+    if usage is None:
+        return None
+    out: dict[str, Any] = {}
+    for name in _USAGE_FIELDS:
+        value = _field(usage, name)
+        if isinstance(value, int) and not isinstance(value, bool):
+            out[name] = value
+    for name, inner in _USAGE_DETAILS.items():
+        details = _field(usage, name)
+        value = _field(details, inner) if details is not None else None
+        if isinstance(value, int) and not isinstance(value, bool):
+            out[name] = {inner: value}
+    return out or None
+
+
+def _field(container: Any, name: str) -> Any:
+    if isinstance(container, Mapping):
+        return container.get(name)
+    return getattr(container, name, None)
+
+
+def _response_model(response: Any) -> str | None:
+    model = _field(response, "model")
+    return model if isinstance(model, str) and model else None
+
+
+class Tokenspend:
+    """Talks to one Tokenspend server with one API key (scopes `preflight` and `ingest`).
+
+    `timeout` bounds each HTTP request in seconds. Usage reports are tried `report_attempts` times,
+    waiting `report_backoff` seconds after the first failure and twice as long after each next one.
+    With `fail_open=True`, a Tokenspend that cannot be reached does not stop the call: it runs on the
+    caller's own model and limits (a warning is logged); by default the call is not run and
+    TokenspendUnavailable is raised.
+    """
+
+    def __init__(
+        self,
+        base_url: str,
+        api_key: str,
+        *,
+        timeout: float = 5.0,
+        report_attempts: int = 4,
+        report_backoff: float = 0.25,
+        fail_open: bool = False,
+    ):
+        self.base_url = base_url.rstrip("/")
+        self.api_key = api_key
+        self.timeout = timeout
+        self.report_attempts = max(1, report_attempts)
+        self.report_backoff = report_backoff
+        self.fail_open = fail_open
+
+    # --- the two endpoints ------------------------------------------------------------------------
+
+    def preflight(
+        self,
+        *,
+        model: str,
+        workflow: str | None = None,
+        environment: str = "prod",
+        input_tokens: int | None = None,
+        prompt: str | None = None,
+        messages: list[dict] | None = None,
+        max_output_tokens: int | None = None,
+        approval_id: str | None = None,
+        tenant: str | None = None,
+    ) -> dict:
+        """POST /api/v1/preflight once (never retried: each answer may hold a new reservation).
+
+        Returns the decision as Tokenspend sent it; a deny or needs_approval is an answer, not an error.
+        """
+        inputs = {"input_tokens": input_tokens, "prompt": prompt, "messages": messages}
+        given = {k: v for k, v in inputs.items() if v is not None}
+        if len(given) != 1:
+            raise ValueError("Pass exactly one of input_tokens, prompt or messages.")
+        body: dict[str, Any] = {"model": model, "environment": environment, **given}
+        optional = {
+            "workflow": workflow,
+            "max_output_tokens": max_output_tokens,
+            "approval_id": approval_id,
+            "tenant": tenant,
+        }
+        body.update({k: v for k, v in optional.items() if v is not None})
+        return self._post("/api/v1/preflight", body)[1]
+
+    def report_usage(
+        self,
+        *,
+        model: str,
+        request_id: str | None = None,
+        usage: Mapping | None = None,
+        workflow: str | None = None,
+        environment: str = "prod",
+        reservation_id: str | None = None,
+        tenant: str | None = None,
+        tags: Mapping[str, str] | None = None,
+        **token_fields: int,
+    ) -> dict:
+        """POST one record to /api/v1/usage, retried on connection errors, 429 and 5xx; returns its item.
+
+        Tokens go either as `usage` (an SDK's usage dict; see usage_from_response) or as canonical
+        keyword fields (input_tokens, cached_input_tokens, cache_write_tokens, output_tokens,
+        reasoning_tokens). Raises TokenspendError if the record is rejected or conflicts with a stored
+        one, TokenspendUnavailable when every attempt failed.
+        """
+        record: dict[str, Any] = {
+            "request_id": request_id or str(uuid.uuid4()),
+            "model": model,
+            "environment": environment,
+            **token_fields,
+        }
+        optional = {
+            "usage": dict(usage) if usage is not None else None,
+            "workflow": workflow,
+            "reservation_id": reservation_id,
+            "tenant": tenant,
+            "tags": dict(tags) if tags else None,
+        }
+        record.update({k: v for k, v in optional.items() if v is not None})
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                _, body = self._post("/api/v1/usage", record)
+                break
+            except TokenspendUnavailable as exc:
+                if attempt >= self.report_attempts:
+                    raise
+                wait = self.report_backoff * 2 ** (attempt - 1) * random.uniform(0.8, 1.2)
+                logger.info("Usage report %s failed (%s); retry %d in %.2f s", record["request_id"], exc, attempt, wait)
+                time.sleep(wait)
+        item = (body.get("items") or [{}])[0]
+        if item.get("status") not in ("accepted", "duplicate"):
+            raise TokenspendError(
+                f"Usage record {record['request_id']} was {item.get('status')}: {item.get('errors')}",
+                status=200,
+                code=item.get("status"),
+                body=body,
+            )
+        return item
+
+    # --- the guarded call -------------------------------------------------------------------------
+
+    def guarded_call(
+        self,
+        call: Callable[..., Any],
+        *,
+        workflow: str,
+        model: str,
+        messages: list[dict] | None = None,
+        prompt: str | None = None,
+        input_tokens: int | None = None,
+        max_output_tokens: int | None = None,
+        environment: str = "prod",
+        tenant: str | None = None,
+        request_id: str | None = None,
+        approval_id: str | None = None,
+        extract_usage: Callable[[Any], Mapping | None] = usage_from_response,
+    ) -> Any:
+        """Preflight, run `call` on the terms preflight gave, report its usage; return what `call` returned.
+
+        `call` is invoked with three keyword arguments and must make the LLM request with them:
+
+        - `model`: the model to call (preflight may have swapped in a cheaper one);
+        - `max_output_tokens`: the output limit to send (preflight may have capped it);
+        - `compress_to`: None, or the number of input tokens to shrink the context to first
+          (drop old turns, summarise, trim retrieved documents).
+
+        It returns the SDK's response: an object with `.usage` (OpenAI Chat Completions or Responses,
+        Anthropic Messages) or a dict with "usage"; pass `extract_usage` for anything else.
+
+        Raises PreflightDenied (with reasons) or ApprovalRequired (with approval_id and reasons) and
+        then does not run `call`. If `call` raises, the exception propagates, nothing is reported and
+        the reservation expires by itself.
+        """
+        request_id = request_id or str(uuid.uuid4())
+        try:
+            decision = self.preflight(
+                model=model,
+                workflow=workflow,
+                environment=environment,
+                input_tokens=input_tokens,
+                prompt=prompt,
+                messages=messages,
+                max_output_tokens=max_output_tokens,
+                approval_id=approval_id,
+                tenant=tenant,
+            )
+        except TokenspendUnavailable as exc:
+            if not self.fail_open:
+                raise
+            logger.warning("Preflight unavailable (%s); fail_open: running %s unguarded", exc, model)
+            decision = {"decision": ALLOW, "model": model, "max_output_tokens": max_output_tokens}
+        if decision["decision"] == DENY:
+            raise PreflightDenied(decision)
+        if decision["decision"] == NEEDS_APPROVAL:
+            raise ApprovalRequired(decision)
+
+        effective_model = decision.get("model") or model
+        result = call(
+            model=effective_model,
+            max_output_tokens=decision.get("max_output_tokens"),
+            compress_to=decision.get("target_input_tokens") if decision.get("compress_context") else None,
+        )
+
+        usage = extract_usage(result)
+        if not usage:
+            logger.warning(
+                "Call %s returned no usage to report; reservation %s will expire unsettled",
+                request_id,
+                decision.get("reservation_id"),
+            )
+            return result
+        try:
+            self.report_usage(
+                request_id=request_id,
+                # The response names the exact snapshot that ran (priced by the catalog's patterns).
+                model=_response_model(result) or effective_model,
+                usage=usage,
+                workflow=workflow,
+                environment=environment,
+                reservation_id=decision.get("reservation_id"),
+                tenant=tenant,
+            )
+        except TokenspendError as exc:
+            # The call happened and its result is the caller's; the record can be replayed from the log.
+            logger.warning(
+                "Usage report %s failed, the result is returned anyway: %s; usage %s",
+                request_id,
+                exc,
+                json.dumps(usage),
+            )
+        return result
+
+    # --- HTTP ---------------------------------------------------------------------------------------
+
+    def _post(self, path: str, body: dict) -> tuple[int, dict]:
+        request = urllib.request.Request(
+            self.base_url + path,
+            data=json.dumps(body).encode(),
+            method="POST",
+            headers={
+                "Authorization": f"Bearer {self.api_key}",
+                "Content-Type": "application/json",
+                "Accept": "application/json",
+                "User-Agent": "tokenspend-python/1",
+            },
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=self.timeout) as response:
+                return response.status, json.loads(response.read() or b"{}")
+        except urllib.error.HTTPError as exc:
+            status, payload = exc.code, exc.read()
+        except (urllib.error.URLError, OSError, ValueError) as exc:
+            # Connection refused or reset, DNS, timeout; a half-read body (ValueError from json).
+            raise TokenspendUnavailable(f"{path}: {exc}") from exc
+        try:
+            parsed = json.loads(payload)
+        except ValueError:
+            parsed = {}
+        error = parsed.get("error") if isinstance(parsed, dict) else None
+        error = error if isinstance(error, dict) else {}
+        message = f"{path}: HTTP {status} {error.get('code', '')}: {error.get('message') or payload[:200]!r}"
+        cls = TokenspendUnavailable if status == 429 or status >= 500 else TokenspendError
+        raise cls(message, status=status, code=error.get("code"), body=parsed)
