@@ -14,6 +14,7 @@ urlpatterns = [
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="api-docs"),
     path("api/v1/", include("finops.api_urls")),
     path("api/v1/", include("budgets.api_urls")),
+    path("api/v1/", include("budgets.api_urls_alerts")),
     path("", include("budgets.page_urls")),
     path("", include("finops.page_urls")),
 ]
