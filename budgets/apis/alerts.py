@@ -24,6 +24,33 @@ class AlertCursorPagination(CursorPagination):
     max_page_size = 500
 
 
+class _AlertBudgetSerializer(serializers.Serializer):
+    id = serializers.IntegerField()
+    name = serializers.CharField()
+
+
+class _AlertWindowSerializer(serializers.Serializer):
+    start = serializers.DateTimeField()
+    end = serializers.DateTimeField()
+
+
+class AlertOutputSerializer(serializers.Serializer):
+    """Documents the shape `alert_out` returns."""
+
+    id = serializers.IntegerField()
+    kind = serializers.CharField(help_text="soft_limit, hard_limit, forecast or anomaly.")
+    level = serializers.IntegerField(help_text="Percent of the limit crossed.")
+    tenant = serializers.CharField(allow_null=True)
+    budget = _AlertBudgetSerializer(allow_null=True)
+    window = _AlertWindowSerializer(allow_null=True)
+    subject = serializers.CharField()
+    message = serializers.CharField()
+    created_at = serializers.DateTimeField()
+    acknowledged = serializers.BooleanField()
+    acknowledged_at = serializers.DateTimeField(allow_null=True)
+    acknowledged_by = serializers.CharField(allow_null=True)
+
+
 def alert_out(alert: Alert) -> dict:
     return {
         "id": alert.pk,
@@ -60,6 +87,7 @@ class AlertCollectionApi(_AlertsBase):
             OpenApiParameter("kind", str, enum=Alert.Kind.values),
             OpenApiParameter("page_size", int, description="Up to 500; default 100."),
         ],
+        responses=AlertOutputSerializer(many=True),
     )
     def get(self, request: Request) -> Response:
         alerts = self.queryset()
@@ -87,7 +115,7 @@ class AlertCollectionApi(_AlertsBase):
 class AlertAcknowledgeApi(_AlertsBase):
     """Mark an alert as seen (who and when are recorded and audited); acknowledging twice changes nothing."""
 
-    @extend_schema(operation_id="alerts_acknowledge", request=None)
+    @extend_schema(operation_id="alerts_acknowledge", request=None, responses=AlertOutputSerializer)
     def post(self, request: Request, alert_id: int) -> Response:
         alert = self.queryset().filter(pk=alert_id).first()
         if alert is None:
@@ -104,6 +132,20 @@ class ChannelInputSerializer(serializers.Serializer):
     secret = serializers.CharField(
         max_length=200, required=False, allow_blank=True, help_text="Webhook signing secret; generated when empty."
     )
+
+
+class ChannelOutputSerializer(serializers.Serializer):
+    id = serializers.IntegerField()
+    tenant = serializers.CharField(allow_null=True, help_text="Empty: the channel receives every tenant's alerts.")
+    kind = serializers.CharField(help_text="email or webhook.")
+    target = serializers.CharField()
+    is_active = serializers.BooleanField()
+    created_at = serializers.DateTimeField()
+    secret = serializers.CharField(required=False, help_text="Webhooks, in the creation answer only.")
+
+
+class _ChannelListSerializer(serializers.Serializer):
+    results = ChannelOutputSerializer(many=True)
 
 
 def channel_out(channel: NotificationChannel, *, with_secret: bool = False) -> dict:
@@ -147,6 +189,7 @@ class NotificationChannelCollectionApi(_ChannelsBase):
     @extend_schema(
         operation_id="notification_channels_list",
         parameters=[OpenApiParameter("tenant", str, description="Platform callers: one tenant's channels.")],
+        responses=_ChannelListSerializer,
     )
     def get(self, request: Request) -> Response:
         return Response({"results": [channel_out(c) for c in self.queryset()[:500]]})
@@ -154,6 +197,7 @@ class NotificationChannelCollectionApi(_ChannelsBase):
     @extend_schema(
         operation_id="notification_channels_create",
         request=ChannelInputSerializer,
+        responses={201: ChannelOutputSerializer},
         parameters=[
             OpenApiParameter(
                 "tenant", str, description="The tenant whose alerts it receives; platform callers may leave it out."
