@@ -16,7 +16,8 @@ from datetime import date, datetime, time, timedelta
 from typing import Any
 
 from finops.pricing import NANOS_PER_USD, nanos_to_decimal
-from finops.selectors.overview import OTHER, TOKEN_BUCKETS, DayProfile, Series, SpendRow
+from finops.selectors.dashboard import OTHER, Series, SpendRow
+from finops.selectors.details import TOKEN_BUCKETS, DayProfile
 
 PLOTLY_CONFIG = {"displaylogo": False, "responsive": True, "displayModeBar": False}
 FONT_FAMILY = 'system-ui, -apple-system, "Segoe UI", Roboto, "Helvetica Neue", Arial, sans-serif'

@@ -213,13 +213,13 @@ def _labeller(dim: str, rows: list[tuple], columns: list[str]):
     ids = {row[position] for row in rows} - {None}
     if dim in ("model", "tier"):
         field_name = "name" if dim == "model" else "tier__slug"
-        names = dict(LlmModel.objects.filter(id__in=ids).values_list("id", field_name)) if ids else {}
+        names = dict(LlmModel.objects.filter(id__in=ids).order_by().values_list("id", field_name)) if ids else {}
         if dim == "tier":
             return lambda row: names.get(row[position]) or UNKNOWN
         unknown = 1 + columns.index("unknown_model_name")
         return lambda row: names.get(row[position]) or row[unknown] or UNKNOWN
     model = Tenant if dim == "tenant" else Workflow
-    slugs = dict(model.objects.filter(id__in=ids).values_list("id", "slug")) if ids else {}
+    slugs = dict(model.objects.filter(id__in=ids).order_by().values_list("id", "slug")) if ids else {}
     return lambda row: slugs.get(row[position]) or UNKNOWN
 
 

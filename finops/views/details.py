@@ -11,14 +11,8 @@ from django.urls import reverse
 
 from finops import charts
 from finops.models import Workflow
-from finops.selectors.overview import (
-    day_start,
-    days_between,
-    tenant_dashboard,
-    utc_today,
-    workflow_dashboard,
-    workflow_seen_by,
-)
+from finops.selectors.dashboard import day_start, days_between, utc_today
+from finops.selectors.details import tenant_dashboard, workflow_dashboard, workflow_seen_by
 
 from .explore import explorer_url, tenant_url
 from .scope import layout_context, page_scope, tenant_param

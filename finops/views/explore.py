@@ -21,19 +21,10 @@ from finops import charts
 from finops.errors import ApplicationError
 from finops.models import Environment
 from finops.pricing import nanos_to_usd
-from finops.selectors.overview import (
-    ENVIRONMENT_LABELS,
-    EXPLORER_SORTS,
-    UNKNOWN,
-    Exploration,
-    ExplorerRow,
-    Series,
-    day_start,
-    explore,
-    explorer_options,
-    utc_today,
-)
-from finops.selectors.spend import DIMENSIONS, TAG_PREFIX, SpendQuery
+from finops.selectors.dashboard import Series, day_start, utc_today
+from finops.selectors.explore import EXPLORER_SORTS, Exploration, ExplorerRow, explore, explorer_options
+from finops.selectors.overview import ENVIRONMENT_LABELS
+from finops.selectors.spend import DIMENSIONS, TAG_PREFIX, UNKNOWN, SpendQuery
 from finops.templatetags.money import tokens as humanize_tokens
 from finops.templatetags.money import usd
 

@@ -10,7 +10,7 @@ from django.shortcuts import render
 from django.urls import reverse
 
 from finops.models import Environment, UsageRecord
-from finops.selectors.overview import (
+from finops.selectors.records import (
     UsageCursor,
     UsageFilters,
     usage_filter_suggestions,

@@ -20,7 +20,8 @@ import pytest
 from django.test import Client
 
 from finops.models import Workflow
-from finops.selectors.overview import day_start, overview_periods, utc_today
+from finops.selectors.dashboard import day_start, utc_today
+from finops.selectors.overview import overview_periods
 from finops.services.ingest import usage_ingest
 from finops.services.rollups import rollups_refresh
 from tests.factories import MembershipFactory, UserFactory, WorkflowFactory

@@ -13,7 +13,7 @@ from django.test import Client
 from django.utils import timezone
 
 from finops.models import UsageRecord, Workflow
-from finops.selectors.overview import day_start, utc_today
+from finops.selectors.dashboard import day_start, utc_today
 from finops.services.rollups import rollup_mark_dirty, rollups_refresh
 from finops.templatetags.money import percent, signed_percent, tokens, usd, usd_exact
 from tests.factories import MembershipFactory, TenantFactory, UserFactory, WorkflowFactory
