@@ -177,6 +177,16 @@ def notification_deliver(notification: Notification, *, now: datetime | None = N
     return attempt
 
 
+class _NoRedirect(urllib.request.HTTPRedirectHandler):
+    # A redirect is answered as a failed attempt (HTTP 3xx): following it would let an https target
+    # bounce the server to an address a channel could not name itself.
+    def redirect_request(self, req, fp, code, msg, headers, newurl):
+        return None
+
+
+_opener = urllib.request.build_opener(_NoRedirect)
+
+
 def _webhook_post(channel: NotificationChannel, alert: Alert) -> int:
     body = json.dumps(webhook_payload(alert), separators=(",", ":"), sort_keys=True)
     timestamp = str(int(time.time()))
@@ -186,7 +196,7 @@ def _webhook_post(channel: NotificationChannel, alert: Alert) -> int:
     if not channel.target.startswith(("https://", "http://")):
         raise ValueError(f"not an http(s) URL: {channel.target}")
     request = urllib.request.Request(channel.target, data=body.encode(), headers=headers, method="POST")
-    with urllib.request.urlopen(request, timeout=settings.WEBHOOK_TIMEOUT_SECONDS) as response:  # noqa: S310
+    with _opener.open(request, timeout=settings.WEBHOOK_TIMEOUT_SECONDS) as response:
         return response.status
 
 
