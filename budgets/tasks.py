@@ -9,6 +9,7 @@
 from celery import shared_task
 
 from budgets.models import Notification
+from budgets.services.approvals import approvals_expire
 from budgets.services.ladder import budgets_evaluate
 from budgets.services.notifications import notification_deliver, notifications_due
 from budgets.services.reconcile import windows_reconcile
@@ -19,6 +20,8 @@ _RETRY = {"acks_late": True, "autoretry_for": (ConnectionError,), "retry_backoff
 
 @shared_task(**_RETRY)
 def expire_reservations() -> int:
+    # Approval requests expire on the same beat: both are holds that lapse when nobody acts.
+    approvals_expire()
     return reservations_expire()
 
 

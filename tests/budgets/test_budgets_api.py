@@ -260,3 +260,17 @@ def test_an_expired_request_cannot_be_approved(operator, tenant_a):
 
     assert response.status_code == 409
     assert "expired" in response.json()["error"]["message"]
+
+
+def test_the_expiry_job_expires_stale_approvals_and_reservations(tenant_a):
+    from budgets.tasks import expire_reservations
+
+    stale = _approval(tenant_a)
+    ApprovalRequest.objects.filter(pk=stale.pk).update(expires_at=timezone.now() - timedelta(seconds=1))
+    fresh = _approval(tenant_a)
+
+    expire_reservations()
+
+    stale.refresh_from_db()
+    fresh.refresh_from_db()
+    assert (stale.status, fresh.status) == ("expired", "pending")
