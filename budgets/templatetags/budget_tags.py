@@ -21,9 +21,13 @@ def amount(value, metric: str) -> str:
 
 @register.simple_tag(takes_context=True)
 def open_alerts_count(context) -> int:
-    """Unacknowledged alerts the signed-in person may see, for the badge in the main menu (one COUNT)."""
+    """Unacknowledged alerts the signed-in person may see, for the badge in the main menu (one COUNT).
+
+    Counted on the budget, control and alert pages only (their views set `count_open_alerts`): the
+    spend pages keep to their measured query budgets, and the badge is where alerts are handled.
+    """
     scope = context.get("scope")
-    if scope is None or not hasattr(scope, "tenant_ids"):
+    if not context.get("count_open_alerts") or scope is None:
         return 0
     return alerts_unacknowledged_count(tenant_ids=scope.tenant_ids, is_operator=scope.is_operator)
 

@@ -12,9 +12,10 @@ from django.views.decorators.http import require_POST
 
 from budgets.selectors import alert_get, alerts_visible
 from budgets.services.alerts import alert_acknowledge as alert_acknowledge_service
-from finops.views.scope import layout_context, page_scope
+from finops.views.scope import page_scope
 
 from .access import can_acknowledge, roles_of
+from .layout import budget_layout_context
 
 ALERTS_SHOWN = 200
 
@@ -25,7 +26,7 @@ def alerts_list(request):
     alerts = list(alerts_visible(tenant_ids=scope.tenant_ids, is_operator=scope.is_operator)[: ALERTS_SHOWN + 1])
     roles = roles_of(request.user)
     open_alerts = [a for a in alerts[:ALERTS_SHOWN] if a.acknowledged_at is None]
-    context = layout_context(request, scope)
+    context = budget_layout_context(request, scope)
     context.update(
         open_alerts=open_alerts,
         acknowledged=[a for a in alerts[:ALERTS_SHOWN] if a.acknowledged_at is not None],

@@ -27,9 +27,10 @@ from budgets.selectors import (
 from budgets.services.budgets import budget_create, budget_update
 from finops.charts import figure_payload
 from finops.errors import ApplicationError
-from finops.views.scope import layout_context, page_scope
+from finops.views.scope import page_scope
 
 from .access import budget_tenants, can_manage_budget, roles_of
+from .layout import budget_layout_context
 
 
 @login_required
@@ -37,7 +38,7 @@ def budgets_list(request):
     scope = page_scope(request)
     burns = budget_burns(tenant_ids=scope.tenant_ids, is_operator=scope.is_operator)
     roles = roles_of(request.user)
-    context = layout_context(request, scope)
+    context = budget_layout_context(request, scope)
     context.update(
         burns=burns,
         editable={b.budget.pk for b in burns if can_manage_budget(request.user, b.budget.tenant_id, roles)},
@@ -61,7 +62,7 @@ def budget_detail(request, budget_id: int):
     now = timezone.now()
     burn = budget_burn(budget=budget, now=now)
     points = burn_series(budget=budget, starts_at=burn.starts_at, now=min(now, burn.ends_at))
-    context = layout_context(request, scope, switcher_action=reverse("budgets_list"))
+    context = budget_layout_context(request, scope, switcher_action=reverse("budgets_list"))
     context.update(
         budget=budget,
         burn=burn,
@@ -119,6 +120,6 @@ def _budget_form(request, *, budget: Budget | None) -> HttpResponse:
         form = BudgetForm(tenants=tenants, platform=platform, budget=budget)
         if budget is None and scope.tenant is not None and tenants.filter(pk=scope.tenant.pk).exists():
             form.initial.setdefault("tenant", scope.tenant.slug)
-    context = layout_context(request, scope, switcher_action=reverse("budgets_list"))
+    context = budget_layout_context(request, scope, switcher_action=reverse("budgets_list"))
     context.update(form=form, budget=budget)
     return render(request, "budgets/budget_form.html", context)

@@ -15,9 +15,10 @@ from budgets.models import Control
 from budgets.selectors import control_get, control_lists
 from budgets.services.controls import control_end as control_end_service
 from budgets.services.controls import control_start
-from finops.views.scope import layout_context, page_scope
+from finops.views.scope import page_scope
 
 from .access import operator_only
+from .layout import budget_layout_context
 
 
 @login_required
@@ -25,7 +26,7 @@ def controls_list(request):
     scope = page_scope(request)
     now = timezone.now()
     lists = control_lists(tenant_ids=scope.tenant_ids, is_operator=scope.is_operator, now=now)
-    context = layout_context(request, scope)
+    context = budget_layout_context(request, scope)
     context.update(lists=lists, now=now, can_manage=request.user.is_staff)
     return render(request, "budgets/controls_list.html", context)
 
@@ -43,7 +44,7 @@ def control_add(request):
             return redirect(reverse("controls_list") + scope.query)
     else:
         form = ControlForm(initial={"tenant": scope.tenant.slug} if scope.tenant else None)
-    context = layout_context(request, scope, switcher_action=reverse("controls_list"))
+    context = budget_layout_context(request, scope, switcher_action=reverse("controls_list"))
     context.update(form=form)
     return render(request, "budgets/control_form.html", context)
 
