@@ -10,7 +10,7 @@ from rest_framework.response import Response
 
 from finops.errors import ApplicationError
 from finops.pricing import nanos_to_usd
-from finops.selectors.spend import SpendGroup, SpendQuery, spend_query
+from finops.selectors.spend import SpendGroup, SpendPoint, SpendQuery, spend_query
 from tenants.scoping import TenantScopedAPIView
 
 _FILTERS = ("workflow", "model", "tier", "environment")
@@ -109,18 +109,30 @@ class SpendApi(TenantScopedAPIView):
                 "source": result.source,
                 "totals": _group_json(result.totals, ()),
                 "groups": [{**_group_json(g, dims), "share": f"{g.share:.4f}"} for g in result.groups],
-                "series": [
-                    {
-                        "bucket": p.bucket,
-                        "key": dict(zip(dims, p.key, strict=True)),
-                        "calls": p.calls,
-                        "tokens": p.tokens,
-                        "cost_usd": nanos_to_usd(p.cost_nanos),
-                    }
-                    for p in result.series
-                ],
+                "series": _series_json(result.series, dims),
             }
         )
+
+
+def _series_json(series: list[SpendPoint], dims: tuple[str, ...]) -> list[dict]:
+    # Up to ~20,000 points (90 days x 200 workflows): each bucket is formatted once, as DRF's encoder
+    # would format it, instead of once per point through the encoder's Python fallback.
+    text = {b: _iso(b) for b in {p.bucket for p in series}}
+    return [
+        {
+            "bucket": text[p.bucket],
+            "key": dict(zip(dims, p.key, strict=True)),
+            "calls": p.calls,
+            "tokens": p.tokens,
+            "cost_usd": nanos_to_usd(p.cost_nanos),
+        }
+        for p in series
+    ]
+
+
+def _iso(when: datetime) -> str:
+    text = when.isoformat()
+    return text[:-6] + "Z" if text.endswith("+00:00") else text
 
 
 def _csv(result, dims: tuple[str, ...], scope: str) -> HttpResponse:
