@@ -92,8 +92,10 @@ def django_setup(database_url: str, redis_url: str | None) -> None:
         DJANGO_DEBUG="false",
         DJANGO_SECRET_KEY="bench-only-secret-key-not-for-production",
         LOG_LEVEL="WARNING",
-        # High enough that no bench request is throttled; the throttle itself still runs on each one.
-        API_KEY_RATE="100000000/min",
+        # High enough that no bench request is throttled; the throttle itself still runs on each one. Per
+        # second, not per minute: DRF's throttle keeps every timestamp of its window in one cached list,
+        # so a minute at bench rates would make the ceiling measure that list (see time_throttle).
+        API_KEY_RATE="1000000/s",
     )
     if redis_url:
         os.environ["REDIS_URL"] = redis_url  # the throttle's counters in Redis, as in production
@@ -165,6 +167,12 @@ def make_bodies(rng: random.Random, n: int) -> list[bytes]:
 
 
 # --- the clients ----------------------------------------------------------------------------------------
+
+
+@dataclass
+class HoldRun:
+    seconds: dict[str, float]
+    background: float | None = None
 
 
 @dataclass
@@ -318,6 +326,71 @@ def time_authentication(raw_key: str, calls: int) -> dict[str, float]:
     }
 
 
+def time_throttle(calls: int) -> dict[int, float]:
+    """Seconds per ApiKeyRateThrottle.allow_request when the key's window already holds n requests.
+
+    DRF's SimpleRateThrottle reads, prepends to and writes back a list of every request time in the
+    window (the cache pickles it; Redis ships it both ways), so its cost grows with the key's rate.
+    """
+    from django.core.cache import cache
+
+    from tenants.authentication import ApiKeyRateThrottle
+    from tenants.models import ApiKey
+
+    key = ApiKey.objects.first()
+    request = type("Request", (), {"auth": key, "user": None, "META": {}})()
+    out = {}
+    for n in (0, 1_000, 6_000, 30_000):
+        throttle = ApiKeyRateThrottle()
+        throttle.num_requests, throttle.duration = 10**9, 60  # a minute's window that never refuses
+        cache_key = throttle.get_cache_key(request, None)
+        best = math.inf
+        for _ in range(3):
+            now = time.time()
+            cache.set(cache_key, [now - i * 0.001 for i in range(n)], 60)
+            started = time.perf_counter()
+            for _ in range(calls):
+                assert throttle.allow_request(request, None)
+            best = min(best, (time.perf_counter() - started) / calls)
+        out[n] = best
+        cache.delete(cache_key)
+    return out
+
+
+def time_hold_transaction(calls: int) -> dict[str, float]:
+    """Seconds per preflight write transaction, in process, one at a time: what each preflight holds the
+    hot window rows' locks for (4 conditional UPDATEs, the reservation and its holds, the commit)."""
+    from django.db import connection, transaction
+    from django.utils import timezone
+
+    from budgets.models import BudgetWindow
+    from budgets.services.reservations import reservation_create, windows_hold
+    from tenants.models import Tenant
+
+    tenant = Tenant.objects.get(slug=TENANT[0])
+    amounts = {w.pk: 1_000 for w in BudgetWindow.objects.exclude(hard_limit=None)}
+
+    def hold() -> None:
+        with transaction.atomic():
+            windows_hold(amounts)
+            reservation_create(
+                amounts=amounts, ttl_seconds=600, now=timezone.now(), tenant=tenant, environment="prod",
+                estimated_cost_nanos=1_000, estimated_tokens=1_000,
+            )  # fmt: skip
+
+    def commit_only() -> None:
+        with transaction.atomic(), connection.cursor() as cursor:
+            cursor.execute("UPDATE budgets_budgetwindow SET reserved = reserved WHERE id = %s", [min(amounts)])
+
+    out = {}
+    for name, fn in (("hold transaction (4 windows)", hold), ("one-row UPDATE + commit", commit_only)):
+        started = time.perf_counter()
+        for _ in range(calls):
+            fn()
+        out[name] = (time.perf_counter() - started) / calls
+    return out
+
+
 def _select_one() -> None:
     from django.db import connection
 
@@ -452,7 +525,9 @@ def best(runs: list[Run]) -> Run:
     return max(runs, key=lambda r: r.per_second)
 
 
-def print_results(args, facts, results: dict[tuple[str, int], list[Run]], auth: dict[str, float], totals, counts):
+def print_results(
+    args, facts, results: dict[tuple[str, int], list[Run]], auth: dict[str, float], throttle, holds, totals, counts
+):
     print()
     print(
         f"## Preflight benchmark: {args.seconds:g} s per phase, best of {args.rounds}; "
@@ -504,6 +579,14 @@ def print_results(args, facts, results: dict[tuple[str, int], list[Run]], auth: 
     print(f"API-key authentication in process, best of 3 x {args.auth_calls:,} calls:")
     for name, seconds in auth.items():
         print(f"  {name:<36} {seconds * 1e6:>8.1f} µs")
+    print()
+    print(f"Preflight's write transaction in process, one at a time, 500 each (other load {holds.background:.0%}):")
+    for name, seconds in holds.seconds.items():
+        print(f"  {name:<36} {seconds * 1e3:>8.2f} ms  ({1 / seconds:,.0f}/s if serialised)")
+    print()
+    print("DRF throttle (ApiKeyRateThrottle.allow_request) by requests already in the key's window, in process:")
+    for n, seconds in throttle.items():
+        print(f"  {n:>6,} in the window {seconds * 1e6:>8.1f} µs")
     print()
     print("Budget windows at the end (reservations held by the last phase; nothing settles them during the run):")
     for name, metric, spent, reserved, hard in totals:
@@ -592,6 +675,7 @@ def main(argv=None) -> int:
     log(f"API-key authentication in process: {args.auth_calls:,} calls x 3")
     auth = time_authentication(key, args.auth_calls)
     log(f"  {auth['authenticate'] * 1e6:.1f} µs per call")
+    throttle = time_throttle(200)
     connections.close_all()  # the client processes are forked from here
 
     workdir = Path(tempfile.mkdtemp(prefix="bench-preflight-"))
@@ -625,6 +709,9 @@ def main(argv=None) -> int:
                     )
                     results.setdefault((kind, clients), []).append(run)
         totals, counts = budget_totals(db), reservation_counts(db)
+        log("Preflight's write transaction in process, one at a time")
+        holds = meter.measure(args.wait_quiet, lambda: HoldRun(time_hold_transaction(500)))
+        connections.close_all()
         if py_spy:
             truncate_reservations(db)
             profiled = run_profile(
@@ -637,7 +724,7 @@ def main(argv=None) -> int:
     finally:
         server.stop()
 
-    met = print_results(args, facts, results, auth, totals, counts)
+    met = print_results(args, facts, results, auth, throttle, holds, totals, counts)
     if profiled:
         print_profile(*profiled)
     print(f"\ngunicorn log: {server.log_path}")
