@@ -129,6 +129,9 @@ def _limits(draft: Budget, *, spiking: bool, now: datetime) -> tuple[int, int]:
     spent = window_spent(draft, start, end, now=now)
     unit = CENT if draft.metric == Metric.COST else 1
     if spiking and spent > 0:
+        # Just after the tenant's midnight the day holds a few cents at most: round to the nano-dollar
+        # then, so the budget still sits at 96% of its hard limit and the ladder still starts.
+        unit = unit if spent >= 100 * unit else 1
         hard = max(_round(Decimal(spent) / SPIKE_HARD_SHARE, unit, ROUND_FLOOR), spent + unit)
         return _round(hard * SPIKE_SOFT_SHARE, unit, ROUND_FLOOR), hard
     window = BudgetWindow(budget=draft, starts_at=start, ends_at=end, spent=spent)
