@@ -60,6 +60,7 @@ ROLLUP_TABLES = (
     "finops_usagerollup",
     "finops_tenantworkflowrollup",
     "finops_alltenantsrollup",
+    "finops_alltenantsworkflowrollup",
     "finops_usagetagrollup",
 )
 TARGET_PAGE_P95 = 0.300  # seconds, at 10M records
@@ -630,6 +631,35 @@ def table_sizes(db: str) -> list[tuple[str, int, int, int]]:
     return out
 
 
+def coarse_rollup_mismatches(db: str) -> dict[str, int]:
+    """Rows of each coarse rollup table that differ from the daily rows summed by its keys (either way)."""
+    sums = ", ".join(
+        f"sum({m})::bigint"
+        for m in (
+            "calls",
+            "input_tokens",
+            "cached_input_tokens",
+            "cache_write_tokens",
+            "output_tokens",
+            "reasoning_tokens",
+            "cost_nanos",
+            "unpriced_calls",
+        )
+    )
+    out = {}
+    with psycopg.connect(db, autocommit=True) as conn:
+        for table, keys in (
+            ("finops_tenantworkflowrollup", "bucket_start, tenant_id, workflow_id"),
+            ("finops_alltenantsrollup", "bucket_start, workflow_id, model_id, unknown_model_name, environment"),
+            ("finops_alltenantsworkflowrollup", "bucket_start, workflow_id"),
+        ):
+            derived = f"SELECT {keys}, {sums} FROM finops_usagerollup WHERE grain = 'day' GROUP BY {keys}"
+            stored = f"SELECT {keys}, {sums} FROM {table} GROUP BY {keys}"
+            diff = f"(({derived}) EXCEPT ({stored})) UNION ALL (({stored}) EXCEPT ({derived}))"
+            out[table] = conn.execute(f"SELECT count(*) FROM ({diff}) d").fetchone()[0]
+    return {t: n for t, n in out.items() if n}
+
+
 def profile_recompute_day(tenant_id: int, day) -> dict:
     """One tenant-day's recompute, with the share of its time spent in SQL (Django's query log)."""
     from django.db import connection
@@ -1082,6 +1112,12 @@ def main(argv=None) -> int:  # noqa: C901 - one linear script
         d = rollup_facts["day"][3]
         log(f"  rollup_recompute_day({largest.slug}, {busiest[0]}): {busiest[1]:,} records, {d['seconds']:.2f} s, "
             f"SQL {d['sql_seconds']:.2f} s in {len(d['queries'])} queries")  # fmt: skip
+    # The coarser daily tables must equal the daily rows they are derived from, key by key and day by
+    # day (the raw phase then checks spend_query answers read from them against the raw records).
+    mismatches = coarse_rollup_mismatches(db)
+    if mismatches:
+        raise BenchError(f"coarse rollup tables disagree with the daily rollups: {mismatches}")
+    log("  the coarse rollup tables equal the daily rollups, every key and day")
     sizes = table_sizes(db)
     for t, rows, size, idx in sizes:
         log(f"  {t}: {rows:,} rows" + (f", {human_bytes(size)} + {human_bytes(idx)} indexes" if size else ""))

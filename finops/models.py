@@ -303,6 +303,23 @@ class AllTenantsRollup(RollupMeasures):
         return f"{self.bucket_start:%Y-%m-%d} workflow {self.workflow_id} model {self.model_id}"
 
 
+class AllTenantsWorkflowRollup(RollupMeasures):
+    """Daily usage of every tenant together per workflow: `AllTenantsRollup` summed over model and
+    environment, a fifth of its rows. The all-tenant spend by workflow (the explorer's and the spend
+    API's usual query) reads it; it is rewritten with `AllTenantsRollup`, under the same lock."""
+
+    bucket_start = models.DateTimeField()
+    workflow = models.ForeignKey(
+        Workflow, null=True, on_delete=models.DO_NOTHING, related_name="+", db_index=False, db_constraint=False
+    )
+
+    class Meta:
+        indexes = [models.Index(fields=["bucket_start"], name="alltenants_wf_rollup_time")]
+
+    def __str__(self) -> str:
+        return f"{self.bucket_start:%Y-%m-%d} workflow {self.workflow_id}"
+
+
 class UsageTagRollup(RollupMeasures):
     """Daily usage per tag key and value, with the dimensions tags are usually crossed with."""
 

@@ -116,12 +116,13 @@ class SpendApi(TenantScopedAPIView):
 
 def _series_json(series: list[SpendPoint], dims: tuple[str, ...]) -> list[dict]:
     # Up to ~20,000 points (90 days x 200 workflows): each bucket is formatted once, as DRF's encoder
-    # would format it, instead of once per point through the encoder's Python fallback.
+    # would format it, and each key's object is built once and shared by its points.
     text = {b: _iso(b) for b in {p.bucket for p in series}}
+    keys = {k: dict(zip(dims, k, strict=True)) for k in {p.key for p in series}}
     return [
         {
             "bucket": text[p.bucket],
-            "key": dict(zip(dims, p.key, strict=True)),
+            "key": keys[p.key],
             "calls": p.calls,
             "tokens": p.tokens,
             "cost_usd": nanos_to_usd(p.cost_nanos),

@@ -5,10 +5,10 @@ transaction as the records. `rollups_refresh` recomputes each marked day from th
 and replaces its rows, so a job that runs twice, or dies half-way and runs again, ends with the
 same totals. A mark is cleared only if nobody re-marked the day while it was being recomputed.
 
-Two coarser daily tables are derived from the daily rows, never from raw records, so they are
-equal to them by construction: `TenantWorkflowRollup` per tenant-day, with it; `AllTenantsRollup`
-per day across tenants, under a lock per day so that two tenant-days of one day recomputed at once
-cannot each write a total that misses the other.
+Coarser daily tables are derived from the daily rows, never from raw records, so they are equal
+to them by construction: `TenantWorkflowRollup` per tenant-day, with it; `AllTenantsRollup` and
+`AllTenantsWorkflowRollup` per day across tenants, under a lock per day so that two tenant-days of
+one day recomputed at once cannot each write a total that misses the other.
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ from django.utils import timezone
 
 from finops.models import (
     AllTenantsRollup,
+    AllTenantsWorkflowRollup,
     RollupDirtyDay,
     TenantWorkflowRollup,
     UsageRecord,
@@ -126,7 +127,8 @@ _ALL_TENANTS_LOCK = 0x726F6C6C
 
 @transaction.atomic
 def rollup_recompute_all_tenants_day(*, day: date) -> int:
-    """Replace one day's `AllTenantsRollup` rows with the sums of that day's daily rows of all tenants."""
+    """Replace one day's `AllTenantsRollup` and `AllTenantsWorkflowRollup` rows with the sums of that
+    day's daily rows of all tenants."""
     start, _ = day_bounds(day)
     if connection.vendor == "postgresql":
         # Held until commit: a second recompute of this day waits, then reads the first one's rows.
@@ -134,7 +136,10 @@ def rollup_recompute_all_tenants_day(*, day: date) -> int:
         with connection.cursor() as cursor:
             cursor.execute("SELECT pg_advisory_xact_lock(%s, %s)", [_ALL_TENANTS_LOCK, day.toordinal()])
     AllTenantsRollup.objects.filter(bucket_start=start).delete()
-    return _derive_from_daily(AllTenantsRollup, ("workflow_id", "model_id", "unknown_model_name", "environment"), start)
+    AllTenantsWorkflowRollup.objects.filter(bucket_start=start).delete()
+    keys = ("workflow_id", "model_id", "unknown_model_name", "environment")
+    rows = _derive_from_daily(AllTenantsRollup, keys, start)
+    return rows + _derive_from_daily(AllTenantsWorkflowRollup, ("workflow_id",), start)
 
 
 def _derive_from_daily(model, keys: tuple[str, ...], start: datetime, tenant_id: int | None = None) -> int:

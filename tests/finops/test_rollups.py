@@ -18,6 +18,7 @@ from django.db.models.functions import TruncDate
 
 from finops.models import (
     AllTenantsRollup,
+    AllTenantsWorkflowRollup,
     ModelPrice,
     RollupDirtyDay,
     TenantWorkflowRollup,
@@ -125,6 +126,8 @@ def assert_rollups_match_raw():
     assert TenantWorkflowRollup.objects.count() == len(raw_by_day(tenant_workflow))
     everyone = ["workflow_id", "model_id", "environment"]
     assert coarse_by_day(AllTenantsRollup, everyone) == raw_by_day(everyone)
+    assert coarse_by_day(AllTenantsWorkflowRollup, ["workflow_id"]) == raw_by_day(["workflow_id"])
+    assert AllTenantsWorkflowRollup.objects.count() == len(raw_by_day(["workflow_id"]))
     keys = ("bucket_start", *everyone, "unknown_model_name")
     assert AllTenantsRollup.objects.count() == UsageRollup.objects.filter(grain="day").values(*keys).distinct().count()
     hourly = UsageRollup.objects.filter(grain="hour").aggregate(c=Sum("calls"), cost=Sum("cost_nanos"))
@@ -415,7 +418,9 @@ def test_spend_query_equals_raw_whichever_table_answers(api_a, api_b, catalog, g
 @pytest.mark.parametrize(
     ("tenant_ids", "group_by", "table"),
     [
-        (None, ("workflow",), "finops_alltenantsrollup"),
+        (None, ("workflow",), "finops_alltenantsworkflowrollup"),
+        (None, (), "finops_alltenantsworkflowrollup"),
+        (None, ("model",), "finops_alltenantsrollup"),
         (None, ("tier", "environment"), "finops_alltenantsrollup"),
         (None, ("tenant",), "finops_tenantworkflowrollup"),
         ([1], ("workflow",), "finops_tenantworkflowrollup"),
