@@ -1,9 +1,14 @@
 from django.urls import path
 
-from .apis import approvals, budgets, controls, preflight
+from .apis import approvals, budgets, controls, preflight, reservations
 
 urlpatterns = [
     path("preflight", preflight.PreflightApi.as_view(), name="api-preflight"),
+    path(
+        "reservations/<uuid:reservation_id>/release",
+        reservations.ReservationReleaseApi.as_view(),
+        name="api-reservation-release",
+    ),
     path("budgets", budgets.BudgetCollectionApi.as_view(), name="api-budgets"),
     path("budgets/<int:budget_id>", budgets.BudgetDetailApi.as_view(), name="api-budget-detail"),
     path("controls", controls.ControlCollectionApi.as_view(), name="api-controls"),

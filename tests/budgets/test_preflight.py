@@ -247,3 +247,24 @@ def test_an_approval_is_not_used_up_by_a_call_that_did_not_need_it(api_a, catalo
     roomy = _ask(api_a, approval_id=approval_id)
 
     assert roomy["decision"] == "allow" and roomy["approval_status"] == "approved"
+
+
+def test_a_released_reservation_gives_its_hold_back_once(api_a, api_b, catalog, tenant_a):
+    budget = BudgetFactory(tenant=tenant_a, hard_limit=USD)
+    out = _ask(api_a)
+    url = f"/api/v1/reservations/{out['reservation_id']}/release"
+
+    assert api_b.client.post(url).status_code == 404
+    first = api_a.client.post(url)
+    second = api_a.client.post(url)
+
+    assert first.status_code == 200 and first.json() == {
+        "id": out["reservation_id"],
+        "status": "released",
+        "released": True,
+    }
+    assert second.json()["released"] is False
+    assert BudgetWindow.objects.get(budget=budget).reserved == 0
+    # Usage arriving afterwards counts its cost and releases nothing again.
+    _usage(api_a, out["reservation_id"])
+    assert BudgetWindow.objects.get(budget=budget).reserved == 0
