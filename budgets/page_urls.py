@@ -12,4 +12,7 @@ urlpatterns = [
     path("controls/<int:control_id>/end/", views.control_end, name="control_end"),
     path("alerts/", views.alerts_list, name="alerts_list"),
     path("alerts/<int:alert_id>/acknowledge/", views.alert_acknowledge, name="alert_acknowledge"),
+    path("approvals/", views.approvals_list, name="approvals_list"),
+    path("approvals/<uuid:approval_id>/approve/", views.approval_approve, name="approval_approve"),
+    path("approvals/<uuid:approval_id>/reject/", views.approval_reject, name="approval_reject"),
 ]

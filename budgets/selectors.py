@@ -13,7 +13,7 @@ from datetime import datetime, timedelta
 from django.db.models import Case, F, IntegerField, Prefetch, Q, QuerySet, Sum, Value, When
 from django.utils import timezone
 
-from budgets.models import Alert, Budget, BudgetWindow, Control, Metric, Notification
+from budgets.models import Alert, ApprovalRequest, Budget, BudgetWindow, Control, Metric, Notification
 from budgets.periods import period_bounds
 from budgets.services.controls import active_controls_q
 from budgets.services.ladder import budget_levels
@@ -338,3 +338,37 @@ def budget_alerts(*, budget: Budget) -> list[Alert]:
         )
         .order_by("-created_at", "-id")[:BUDGET_HISTORY]
     )
+
+
+# --- Approval requests --------------------------------------------------------------------------------
+
+
+def _open_approval_q(now: datetime) -> Q:
+    """Pending and not yet expired: what a person can still decide (the expiry beat marks the rest)."""
+    return Q(status=ApprovalRequest.Status.PENDING, expires_at__gt=now)
+
+
+def approvals_visible(
+    *, tenant_ids: list[int] | None, is_operator: bool, now: datetime | None = None
+) -> QuerySet[ApprovalRequest]:
+    """Open requests first, newest first within each group (like the alerts)."""
+    now = now or timezone.now()
+    qs = (
+        ApprovalRequest.objects.select_related("tenant", "workflow", "model", "decided_by")
+        .annotate(
+            closed=Case(When(_open_approval_q(now), then=Value(0)), default=Value(1), output_field=IntegerField())
+        )
+        .order_by("closed", "-created_at", "-id")
+    )
+    return _scoped(qs, tenant_ids=tenant_ids, is_operator=is_operator)
+
+
+def approval_get(*, approval_id, tenant_ids: list[int] | None, is_operator: bool) -> ApprovalRequest | None:
+    """The request if the person may see it; another tenant's request is None, exactly like a missing one."""
+    qs = ApprovalRequest.objects.select_related("tenant", "workflow", "model")
+    return _scoped(qs, tenant_ids=tenant_ids, is_operator=is_operator).filter(pk=approval_id).first()
+
+
+def approvals_pending_count(*, tenant_ids: list[int] | None, is_operator: bool, now: datetime | None = None) -> int:
+    qs = ApprovalRequest.objects.filter(_open_approval_q(now or timezone.now()))
+    return _scoped(qs, tenant_ids=tenant_ids, is_operator=is_operator).count()

@@ -6,7 +6,9 @@ control and alert pages right after `seed_demo`.
 - a daily budget for the spiking tenant (Northwind, whose chat assistant tripled after a release),
   over its soft limit and at 96% of its hard limit, so the evaluation that follows starts the ladder's
   controls for it and raises its alerts;
-- one email channel that receives every alert.
+- one email channel that receives every alert;
+- one pending approval request for the spiking tenant: a long chat-assistant run that preflight held
+  because the ladder's require-approval control is on (or, without it, the workflow's threshold).
 
 Limits are sized from the demo's own spend when a budget is created, so the picture is the same
 whatever range of days was seeded. Idempotent: budgets and the channel are created only when
@@ -21,13 +23,26 @@ from dataclasses import dataclass
 from datetime import datetime
 from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal
 
+from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.utils import timezone
 
-from budgets.models import Budget, BudgetWindow, HardAction, Metric, NotificationChannel, Period
+from budgets.models import (
+    ApprovalRequest,
+    Budget,
+    BudgetWindow,
+    Control,
+    ControlKind,
+    HardAction,
+    Metric,
+    NotificationChannel,
+    Period,
+)
 from budgets.periods import period_bounds
-from finops.models import Workflow
-from finops.pricing import NANOS_PER_USD
+from budgets.services.controls import active_controls_q
+from finops.catalog import get_catalog
+from finops.models import Environment, Workflow
+from finops.pricing import NANOS_PER_USD, TokenBuckets, cost_nanos
 from tenants.models import Tenant
 
 from .budgets import budget_create
@@ -42,6 +57,11 @@ SPIKE_SOFT_SHARE = Decimal("0.75")  # soft / hard
 HEALTHY_HARD = Decimal("1.6")  # hard / forecast of the other budgets
 HEALTHY_SOFT = Decimal("1.25")  # soft / forecast
 CENT = NANOS_PER_USD // 100
+# The demo's held run: the spiking tenant's chat assistant with a long conversation in its context.
+APPROVAL_TENANT = "northwind"
+APPROVAL_WORKFLOW = "chat-assistant"
+APPROVAL_MODEL = "claude-sonnet-4-5"
+APPROVAL_TOKENS = TokenBuckets(input=180_000, output=8_000)
 
 
 @dataclass(frozen=True)
@@ -120,7 +140,40 @@ def budgets_demo_seed(*, now: datetime | None = None) -> dict:
     for window in windows_open(keys).values():
         window_reconcile(window_id=window.pk, now=now)
     evaluated = budgets_evaluate(now=now)
-    return {"budgets_created": created, **evaluated}
+    approvals = _approval_demo_seed(tenant=tenants[APPROVAL_TENANT], now=now)
+    return {"budgets_created": created, "approvals_created": approvals, **evaluated}
+
+
+def _approval_demo_seed(*, tenant: Tenant, now: datetime) -> int:
+    """One pending request for the spiking tenant, written the way preflight writes one; only when it has none."""
+    if ApprovalRequest.objects.filter(
+        tenant=tenant, status=ApprovalRequest.Status.PENDING, expires_at__gt=now
+    ).exists():
+        return 0
+    workflow = Workflow.objects.filter(slug=APPROVAL_WORKFLOW).first()
+    catalog = get_catalog()
+    entry = catalog.resolve(APPROVAL_MODEL)
+    price = catalog.price_at(entry.id, now) if entry else None
+    threshold = workflow.approval_threshold_usd if workflow else None
+    above = f" above ${threshold:.2f}" if threshold is not None else ""
+    control = (
+        Control.objects.filter(active_controls_q(now), tenant=tenant, kind=ControlKind.REQUIRE_APPROVAL)
+        .order_by("-starts_at")
+        .first()
+    )
+    why = control.reason if control else f"the {workflow.name if workflow else 'workflow'}'s approval threshold"
+    ApprovalRequest.objects.create(
+        kind=ApprovalRequest.Kind.WORKFLOW_RUN,
+        tenant=tenant,
+        workflow=workflow,
+        model_id=entry.id if entry else None,
+        environment=Environment.PROD,
+        estimated_cost_nanos=cost_nanos(price, APPROVAL_TOKENS) if price else None,
+        reasons=[f"Approval required{above}: {why}"],
+        created_at=now,
+        expires_at=now + timezone.timedelta(seconds=settings.APPROVAL_TTL_SECONDS),
+    )
+    return 1
 
 
 def _limits(draft: Budget, *, spiking: bool, now: datetime) -> tuple[int, int]:

@@ -1,0 +1,115 @@
+"""The approvals page: runs preflight held for a person's go-ahead, open ones first, then the decided ones.
+
+The same people who acknowledge a tenant's alerts decide its approval requests: its approvers and
+admins, and operators (`access.can_acknowledge`). Deciding goes through `approval_decide`, which is
+audited and refuses a request that is no longer pending.
+"""
+
+from __future__ import annotations
+
+from django.contrib import messages
+from django.contrib.auth.decorators import login_required
+from django.core.exceptions import PermissionDenied
+from django.http import Http404
+from django.shortcuts import redirect, render
+from django.urls import reverse
+from django.utils import timezone
+from django.views.decorators.http import require_POST
+
+from budgets.models import ApprovalRequest
+from budgets.selectors import approval_get, approvals_visible
+from budgets.services.approvals import approval_decide
+from finops.errors import ApplicationError
+from finops.views.scope import page_scope
+
+from .access import can_acknowledge, roles_of
+from .layout import budget_layout_context
+
+APPROVALS_SHOWN = 200
+COMMENT_MAX = 2000  # as the API's decision serializer
+
+
+@login_required
+def approvals_list(request):
+    scope = page_scope(request)
+    now = timezone.now()
+    rows = list(
+        approvals_visible(tenant_ids=scope.tenant_ids, is_operator=scope.is_operator, now=now)[: APPROVALS_SHOWN + 1]
+    )
+    roles = roles_of(request.user)
+    pending = [a for a in rows[:APPROVALS_SHOWN] if a.closed == 0]
+    context = budget_layout_context(request, scope)
+    context.update(
+        pending=pending,
+        decided=[a for a in rows[:APPROVALS_SHOWN] if a.closed != 0],
+        more=len(rows) > APPROVALS_SHOWN,
+        can_decide={a.pk for a in pending if can_acknowledge(request.user, a.tenant_id, roles)},
+        comment_max=COMMENT_MAX,
+        now=now,
+    )
+    return render(request, "budgets/approvals_list.html", context)
+
+
+@login_required
+@require_POST
+def approval_approve(request, approval_id):
+    return _decide(request, approval_id, approve=True)
+
+
+@login_required
+@require_POST
+def approval_reject(request, approval_id):
+    return _decide(request, approval_id, approve=False)
+
+
+def _decide(request, approval_id, *, approve: bool):
+    scope = page_scope(request)
+    approval = approval_get(approval_id=approval_id, tenant_ids=scope.tenant_ids, is_operator=scope.is_operator)
+    if approval is None:
+        raise Http404("No such approval request.")
+    if not can_acknowledge(request.user, approval.tenant_id):
+        raise PermissionDenied("Only the tenant's approvers and admins, and operators, decide its approval requests.")
+    back = redirect(reverse("approvals_list") + scope.query)
+    comment = (request.POST.get("comment") or "").strip()
+    if len(comment) > COMMENT_MAX:
+        messages.error(request, f"The comment is longer than {COMMENT_MAX:,} characters; nothing was decided.")
+        return back
+    try:
+        approval = approval_decide(approval=approval, approve=approve, user=request.user, comment=comment)
+    except ApplicationError as error:
+        if error.code != "approval_not_pending":
+            raise
+        messages.warning(
+            request, f"Nothing changed: the request for {_what(approval)} is no longer pending ({_state(approval)})."
+        )
+        return back
+    if approve:
+        messages.success(
+            request,
+            f"Approved {_what(approval)}: the service's next preflight with approval_id {approval.pk} will run "
+            f"(once, until {approval.expires_at:%Y-%m-%d %H:%M} UTC).",
+        )
+    else:
+        messages.success(
+            request,
+            f"Rejected {_what(approval)}: the service's next preflight with approval_id {approval.pk} is refused.",
+        )
+    return back
+
+
+def _what(approval: ApprovalRequest) -> str:
+    """ "the run of chat-assistant on gpt-4.1 for Northwind Traders", as far as the request says."""
+    what = f"the run of {approval.workflow.slug}" if approval.workflow_id else "the run"
+    if approval.model_id:
+        what += f" on {approval.model.name}"
+    return f"{what} for {approval.tenant.name}"
+
+
+def _state(approval: ApprovalRequest) -> str:
+    """Where a request that can no longer be decided stands, after `approval_decide` reloaded it."""
+    if approval.status == ApprovalRequest.Status.PENDING:
+        return "it expired; preflight opens a new one when the run is asked for again"
+    state = f"already {approval.status}"
+    if approval.decided_by_id:
+        state += f" by {approval.decided_by.get_username()}"
+    return state
