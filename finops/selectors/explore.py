@@ -81,10 +81,13 @@ def _sort_key(sort: str):
     return lambda r: getattr(r, attribute)
 
 
-def explore(*, tenant_ids: TenantIds, query: SpendQuery, sort: str = "-cost") -> Exploration:
+def explore(*, tenant_ids: TenantIds, query: SpendQuery, sort: str = "-cost", chart: bool = True) -> Exploration:
     """Spend grouped by the query's dimensions: table rows sorted as asked, and a stacked series by the
-    first dimension. Raises ApplicationError (from `spend_query`) for a query it cannot answer."""
-    result: SpendResult = spend_query(tenant_ids=tenant_ids, query=query)
+    first dimension (empty with `chart=False`, for the CSV). Raises ApplicationError (from
+    `spend_query`) for a query it cannot answer."""
+    # The chart stacks the CHART_SERIES costliest values of the first dimension and sums the rest:
+    # spend_query returns the series that way (a few hundred points, not 90 days x 200 workflows).
+    result: SpendResult = spend_query(tenant_ids=tenant_ids, query=query, series_top=CHART_SERIES if chart else 0)
     rows = [
         ExplorerRow(
             key=g.key,
@@ -119,7 +122,7 @@ def explore(*, tenant_ids: TenantIds, query: SpendQuery, sort: str = "-cost") ->
     first_totals: dict[str, int] = defaultdict(int)
     for g in result.groups:
         first_totals[g.key[0] if g.key else ""] += g.cost_nanos
-    order = sorted(first_totals, key=lambda k: -first_totals[k])
+    order = sorted(first_totals, key=lambda k: (-first_totals[k], k))  # as spend_query picks its top values
     points = [(bucket_of(p.bucket, query.granularity), p.key[0] if p.key else "", p.cost_nanos) for p in result.series]
     names = {}
     if "workflow" in query.group_by:

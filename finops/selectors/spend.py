@@ -15,7 +15,7 @@ from operator import add
 from typing import NamedTuple
 
 from django.db import connection
-from django.db.models import BigIntegerField, F, Q, QuerySet, Sum
+from django.db.models import BigIntegerField, Case, F, IntegerField, Q, QuerySet, Sum, Value, When
 from django.db.models.functions import Cast, Coalesce, TruncMonth
 
 from finops.errors import ApplicationError
@@ -224,25 +224,32 @@ def _base(query: SpendQuery, tenant_ids: list[int] | None, table: _Table) -> Que
     return qs
 
 
-def _labeller(dim: str, rows: list[tuple], columns: list[str]):
+def _dim_columns(dim: str) -> tuple[str, ...]:
+    return ("tag_value",) if dim.startswith(TAG_PREFIX) else _COLUMNS[dim]
+
+
+def _labeller(dim: str, rows: list[tuple], columns: list[str], offset: int = 1, lookups: dict | None = None):
     """A function from a result row to the dimension's label (UNKNOWN for none), with one lookup
-    query for the ids that occur in `rows` (whose first value is the bucket, then `columns`)."""
-    position = 1 + columns.index("tag_value" if dim.startswith(TAG_PREFIX) else _COLUMNS[dim][0])
-    if dim.startswith(TAG_PREFIX):
+    query for the ids that occur in `rows` (whose values are `offset` others, then `columns`).
+    `lookups` keeps each dimension's id -> label map, for a second labeller over fewer ids."""
+    position = offset + columns.index(_dim_columns(dim)[0])
+    if dim.startswith(TAG_PREFIX) or dim == "environment":
         return lambda row: row[position] or UNKNOWN
-    if dim == "environment":
-        return lambda row: row[position] or UNKNOWN
-    ids = {row[position] for row in rows} - {None}
-    if dim in ("model", "tier"):
-        field_name = "name" if dim == "model" else "tier__slug"
-        names = dict(LlmModel.objects.filter(id__in=ids).order_by().values_list("id", field_name)) if ids else {}
-        if dim == "tier":
-            return lambda row: names.get(row[position]) or UNKNOWN
-        unknown = 1 + columns.index("unknown_model_name")
+    lookups = {} if lookups is None else lookups
+    if dim not in lookups:
+        ids = {row[position] for row in rows} - {None}
+        if dim in ("model", "tier"):
+            field_name = "name" if dim == "model" else "tier__slug"
+            found = LlmModel.objects.filter(id__in=ids).order_by().values_list("id", field_name)
+        else:
+            found = (Tenant if dim == "tenant" else Workflow).objects.filter(id__in=ids).order_by()
+            found = found.values_list("id", "slug")
+        lookups[dim] = dict(found) if ids else {}
+    names = lookups[dim]
+    if dim == "model":
+        unknown = offset + columns.index("unknown_model_name")
         return lambda row: names.get(row[position]) or row[unknown] or UNKNOWN
-    model = Tenant if dim == "tenant" else Workflow
-    slugs = dict(model.objects.filter(id__in=ids).order_by().values_list("id", "slug")) if ids else {}
-    return lambda row: slugs.get(row[position]) or UNKNOWN
+    return lambda row: names.get(row[position]) or UNKNOWN
 
 
 def _fetch(qs: QuerySet) -> list[tuple]:
@@ -267,33 +274,64 @@ def _parse_bucket(value: str | datetime) -> datetime:
     return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
 
 
-def spend_query(*, tenant_ids: list[int] | None, query: SpendQuery) -> SpendResult:
+def _sums() -> dict:
+    # Cast: PostgreSQL sums bigints as numeric, which would arrive as Decimal.
+    return {f"sum_{m}": Cast(Coalesce(Sum(m), 0), BigIntegerField()) for m in MEASURES}
+
+
+def _totals_and_groups(query: SpendQuery, group_sums: dict[tuple, list[int]]) -> tuple[SpendGroup, list[SpendGroup]]:
+    totals = [sum(column) for column in zip(*group_sums.values(), strict=True)] or [0] * len(MEASURES)
+    total = SpendGroup(key=(), **dict(zip(MEASURES, totals, strict=True)))
+    groups = []
+    if query.group_by:
+        for key, sums in group_sums.items():
+            group = SpendGroup(key=key, **dict(zip(MEASURES, sums, strict=True)))
+            group.share = Decimal(group.cost_nanos) / total.cost_nanos if total.cost_nanos else Decimal(0)
+            groups.append(group)
+        groups.sort(key=lambda g: (-g.cost_nanos, -g.calls, g.key))
+    return total, groups
+
+
+def _among(columns: tuple[str, ...], values: set[tuple]) -> Q:
+    """Rows whose `columns` (one dimension's) hold one of `values`, NULLs included."""
+    if columns == ("model_id", "unknown_model_name"):
+        ids = [m for m, _ in values if m is not None]
+        return Q(model_id__in=ids) | Q(
+            model_id__isnull=True, unknown_model_name__in=[n for m, n in values if m is None]
+        )
+    (column,) = columns
+    flat = {v for (v,) in values}
+    q = Q(**{f"{column}__in": [v for v in flat if v is not None]})
+    return q | Q(**{f"{column}__isnull": True}) if None in flat else q
+
+
+def spend_query(*, tenant_ids: list[int] | None, query: SpendQuery, series_top: int | None = None) -> SpendResult:
     """Spend over `query` for the given tenants (None: all tenants, operators only).
 
     One query: the sums per (bucket, group) from the smallest rollup table that keeps the query's
     dimensions; groups and totals are summed from those rows here, which is cheaper than two more
     scans of the same rows.
+
+    `series_top` (for a chart): the series holds only the `series_top` costliest values of the first
+    dimension, each summed over the second (key: that value alone), and the rest summed per bucket
+    under the key (). Two queries, groups then series, each returning few rows; 0: no series.
     """
     validate_query(query)
     table = _table(query, tenant_ids)
     qs = _base(query, tenant_ids, table)
     columns: list[str] = []  # once each: model and tier share model_id
     for dim in query.group_by:
-        columns.extend(c for c in (("tag_value",) if dim.startswith(TAG_PREFIX) else _COLUMNS[dim]) if c not in columns)
+        columns.extend(c for c in _dim_columns(dim) if c not in columns)
 
     bucket = TruncMonth("bucket_start", tzinfo=UTC) if query.granularity == "month" else F("bucket_start")
+    if series_top is not None and query.group_by:
+        return _top_series_query(query, table, qs, columns, bucket, series_top)
     if query.granularity == "day" and table.key and table.key == set(columns):
         # The query's groups are the table's rows (all tenants by workflow, daily): read them as they
         # are. Aggregating 16,000 rows into 16,000 groups cost more than the scan.
         rows = _fetch(qs.values_list("bucket_start", *columns, *MEASURES).order_by("bucket_start"))
     else:
-        rows = _fetch(
-            qs.annotate(bucket=bucket)
-            .values_list("bucket", *columns)
-            # Cast: PostgreSQL sums bigints as numeric, which would arrive as Decimal.
-            .annotate(**{f"sum_{m}": Cast(Coalesce(Sum(m), 0), BigIntegerField()) for m in MEASURES})
-            .order_by("bucket")
-        )
+        rows = _fetch(qs.annotate(bucket=bucket).values_list("bucket", *columns).annotate(**_sums()).order_by("bucket"))
     labellers = [_labeller(d, rows, columns) for d in query.group_by]
     first = 1 + len(columns)
 
@@ -309,18 +347,58 @@ def spend_query(*, tenant_ids: list[int] | None, query: SpendQuery) -> SpendResu
         by_point[(row[0], key)] = sums if point is None else tuple(map(add, point, sums))
         by_group[key].append(sums)
     group_sums = {key: [sum(column) for column in zip(*parts, strict=True)] for key, parts in by_group.items()}
-    totals = [sum(column) for column in zip(*group_sums.values(), strict=True)] or [0] * len(MEASURES)
-
-    total = SpendGroup(key=(), **dict(zip(MEASURES, totals, strict=True)))
-    groups = []
-    if query.group_by:
-        for key, sums in group_sums.items():
-            group = SpendGroup(key=key, **dict(zip(MEASURES, sums, strict=True)))
-            group.share = Decimal(group.cost_nanos) / total.cost_nanos if total.cost_nanos else Decimal(0)
-            groups.append(group)
-        groups.sort(key=lambda g: (-g.cost_nanos, -g.calls, g.key))
+    total, groups = _totals_and_groups(query, group_sums)
     when = {text: _parse_bucket(text) for text in {b for b, _ in by_point}}
     series = [  # in bucket order: rows came sorted by bucket, and dicts keep insertion order
+        SpendPoint(when[bucket_text], key, sums[6], sums[0], sums[1] + sums[2] + sums[3] + sums[4] + sums[5])
+        for (bucket_text, key), sums in by_point.items()
+    ]
+    return SpendResult(query=query, totals=total, groups=groups, series=series, source=table.source)
+
+
+def _top_series_query(
+    query: SpendQuery, table: _Table, qs: QuerySet, columns: list[str], bucket, series_top: int
+) -> SpendResult:
+    group_rows = _fetch(qs.values_list(*columns).annotate(**_sums()).order_by())
+    lookups: dict = {}
+    labellers = [_labeller(d, group_rows, columns, offset=0, lookups=lookups) for d in query.group_by]
+    first_columns = _dim_columns(query.group_by[0])
+    first_positions = [columns.index(c) for c in first_columns]
+    n = len(columns)
+    by_group: dict[tuple, list[tuple[int, ...]]] = defaultdict(list)
+    first_cost: dict[str, int] = defaultdict(int)
+    first_values: dict[str, set[tuple]] = defaultdict(set)  # label -> the column values behind it
+    for row in group_rows:
+        key = tuple(label(row) for label in labellers)
+        by_group[key].append(row[n:])
+        first_cost[key[0]] += row[n + MEASURES.index("cost_nanos")]
+        first_values[key[0]].add(tuple(row[i] for i in first_positions))
+    group_sums = {key: [sum(column) for column in zip(*parts, strict=True)] for key, parts in by_group.items()}
+    total, groups = _totals_and_groups(query, group_sums)
+
+    if not series_top:
+        return SpendResult(query=query, totals=total, groups=groups, series=[], source=table.source)
+    top = sorted(first_cost, key=lambda k: (-first_cost[k], k))[:series_top]
+    among = _among(first_columns, set().union(*(first_values[k] for k in top)))
+    # One row per (bucket, top value) and one per bucket for the rest: the columns of the rest read NULL.
+    masked = {f"top_{c}": Case(When(among, then=F(c)), default=Value(None)) for c in first_columns}
+    is_top = Case(When(among, then=Value(1)), default=Value(0), output_field=IntegerField())
+    series_rows = _fetch(
+        qs.annotate(bucket=bucket, is_top=is_top, **masked)
+        .values_list("bucket", "is_top", *masked)
+        .annotate(**_sums())
+        .order_by("bucket")
+    )
+    label = _labeller(query.group_by[0], series_rows, list(first_columns), offset=2, lookups=lookups)
+    first = 2 + len(first_columns)
+    by_point: dict[tuple, tuple[int, ...]] = {}
+    for row in series_rows:
+        point_key = (row[0], (label(row),) if row[1] else ())
+        sums = row[first:]
+        point = by_point.get(point_key)
+        by_point[point_key] = sums if point is None else tuple(map(add, point, sums))
+    when = {text: _parse_bucket(text) for text in {b for b, _ in by_point}}
+    series = [
         SpendPoint(when[bucket_text], key, sums[6], sums[0], sums[1] + sums[2] + sums[3] + sums[4] + sums[5])
         for (bucket_text, key), sums in by_point.items()
     ]

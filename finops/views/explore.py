@@ -316,13 +316,15 @@ def explorer_url(params: dict, **changes) -> str:
     return reverse("explore") + ("?" + urlencode(merged) if merged else "")
 
 
-def _explorer_state(request) -> tuple[PageScope, ExplorerForm, SpendQuery | None, Exploration | None, str]:
+def _explorer_state(
+    request, *, chart: bool = True
+) -> tuple[PageScope, ExplorerForm, SpendQuery | None, Exploration | None, str]:
     scope = page_scope(request)
     form, query = _explorer_form(request.GET, timezone.now())
     exploration, error = None, ""
     if query is not None:
         try:
-            exploration = explore(tenant_ids=scope.tenant_ids, query=query, sort=form.sort)
+            exploration = explore(tenant_ids=scope.tenant_ids, query=query, sort=form.sort, chart=chart)
         except ApplicationError as exc:
             error = exc.message
     return scope, form, query, exploration, error or " ".join(form.errors)
@@ -426,7 +428,7 @@ def _labelled_stacks(exploration: Exploration, scope: PageScope):
 
 @login_required
 def explorer_export(request):
-    scope, form, query, exploration, error = _explorer_state(request)
+    scope, form, query, exploration, error = _explorer_state(request, chart=False)
     if exploration is None:
         return HttpResponse(error + "\n", status=400, content_type="text/plain; charset=utf-8")
     table = ExplorerTable(exploration, scope)

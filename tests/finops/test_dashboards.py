@@ -416,8 +416,9 @@ def test_explorer_offers_tag_keys_of_visible_tenants_only(viewer_a, operator, sp
 
 def test_explorer_query_count(operator, spend, django_assert_max_num_queries):
     client = client_for(operator)
-    # session, user, tenants; spend (3); workflow names; options: workflows, models, tiers, tag keys
-    with django_assert_max_num_queries(11):
+    # session, user, tenants; spend: groups, top-10 series, workflow and tenant slugs (4); workflow
+    # names; options: workflows, models, tiers, tag keys
+    with django_assert_max_num_queries(12):
         page(client, "/explore/?by=workflow&by2=tenant&range=90d")
     with django_assert_max_num_queries(7):
         client.get("/explore/export.csv?by=workflow&by2=tenant&range=90d")

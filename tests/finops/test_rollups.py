@@ -437,3 +437,30 @@ def test_spend_query_reads_the_smallest_table_that_keeps_its_dimensions(tenant_i
         spend_query(tenant_ids=tenant_ids, query=query)
     rollup_reads = [q["sql"] for q in ctx.captured_queries if "rollup" in q["sql"]]
     assert len(rollup_reads) == 1 and f'FROM "{table}"' in rollup_reads[0]
+
+
+@pytest.mark.parametrize("group_by", [("workflow",), ("model", "environment"), ("tier",), ("tenant", "workflow")])
+def test_spend_query_series_top_keeps_the_costliest_first_values_and_sums_the_rest(api_a, api_b, catalog, group_by):
+    post(api_a.client, sample("a", 30))
+    post(api_b.client, sample("b", 17))
+    rollups_refresh()
+    query = SpendQuery(start=NOW - timedelta(days=5), end=NOW + timedelta(days=1), group_by=group_by)
+    full = spend_query(tenant_ids=None, query=query)
+    top = spend_query(tenant_ids=None, query=query, series_top=2)
+    assert (top.totals, top.groups) == (full.totals, full.groups)
+    first: Counter = Counter()
+    for g in full.groups:
+        first[g.key[0]] += g.cost_nanos
+    best = sorted(first, key=lambda k: (-first[k], k))[:2]
+    by_key: Counter = Counter()
+    by_bucket: Counter = Counter()
+    for p in full.series:
+        by_key[(p.key[0],) if p.key[0] in best else ()] += p.cost_nanos
+        by_bucket[p.bucket] += p.calls
+    assert {p.key for p in top.series} <= set(by_key)  # the top two values, and () for the rest
+    top_by_key: Counter = Counter()
+    top_by_bucket: Counter = Counter()
+    for p in top.series:
+        top_by_key[p.key] += p.cost_nanos
+        top_by_bucket[p.bucket] += p.calls
+    assert (top_by_key, top_by_bucket) == (by_key, by_bucket)
