@@ -321,6 +321,7 @@ def time_authentication(raw_key: str, calls: int) -> dict[str, float]:
         "key lookup (SELECT .. JOIN tenant)": per_call(
             lambda: ApiKey.objects.select_related("tenant").filter(prefix=prefix).first()
         ),
+        "the same lookup as SQL through a cursor": per_call(lambda: _key_row(prefix)),
         "SHA-256 of the key": per_call(lambda: hash_secret(raw_key)),
         "SELECT 1 round trip (reference)": per_call(_select_one),
     }
@@ -357,6 +358,36 @@ def time_throttle(calls: int) -> dict[int, float]:
     return out
 
 
+def time_decide(calls: int) -> dict[str, float]:
+    """preflight_decide in process, one call at a time (no HTTP, no concurrency): wall and CPU per decision."""
+    from budgets.services.preflight import PreflightInput, preflight_decide
+    from tenants.models import Tenant
+
+    tenant = Tenant.objects.get(slug=TENANT[0])
+
+    def one():
+        return preflight_decide(
+            PreflightInput(
+                tenant=tenant,
+                model="gpt-4o",
+                environment="prod",
+                workflow=WORKFLOW,
+                input_tokens=2_500,
+                max_output_tokens=2_048,
+            )
+        )
+
+    for _ in range(20):
+        assert one().decision == "allow"
+    cpu, started = time.process_time(), time.perf_counter()
+    for _ in range(calls):
+        one()
+    return {
+        "preflight_decide, wall": (time.perf_counter() - started) / calls,
+        "preflight_decide, CPU of this process": (time.process_time() - cpu) / calls,
+    }
+
+
 def time_hold_transaction(calls: int) -> dict[str, float]:
     """Seconds per preflight write transaction, in process, one at a time: what each preflight holds the
     hot window rows' locks for (4 conditional UPDATEs, the reservation and its holds, the commit)."""
@@ -389,6 +420,22 @@ def time_hold_transaction(calls: int) -> dict[str, float]:
             fn()
         out[name] = (time.perf_counter() - started) / calls
     return out
+
+
+_KEY_SQL = (
+    "SELECT k.id, k.tenant_id, k.name, k.prefix, k.secret_hash, k.scopes, k.revoked_at, k.expires_at,"
+    " k.last_used_at, t.slug, t.status FROM tenants_apikey k LEFT JOIN tenants_tenant t ON t.id = k.tenant_id"
+    " WHERE k.prefix = %s"
+)
+
+
+def _key_row(prefix: str) -> tuple:
+    """What authenticate reads, without the ORM: the reference for its per-query overhead."""
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        cursor.execute(_KEY_SQL, [prefix])
+        return cursor.fetchone()
 
 
 def _select_one() -> None:
@@ -580,7 +627,9 @@ def print_results(
     for name, seconds in auth.items():
         print(f"  {name:<36} {seconds * 1e6:>8.1f} µs")
     print()
-    print(f"Preflight's write transaction in process, one at a time, 500 each (other load {holds.background:.0%}):")
+    print(
+        f"In process, one at a time: a whole decision, and its write transaction (other load {holds.background:.0%}):"
+    )
     for name, seconds in holds.seconds.items():
         print(f"  {name:<36} {seconds * 1e3:>8.2f} ms  ({1 / seconds:,.0f}/s if serialised)")
     print()
@@ -709,8 +758,8 @@ def main(argv=None) -> int:
                     )
                     results.setdefault((kind, clients), []).append(run)
         totals, counts = budget_totals(db), reservation_counts(db)
-        log("Preflight's write transaction in process, one at a time")
-        holds = meter.measure(args.wait_quiet, lambda: HoldRun(time_hold_transaction(500)))
+        log("In process, one at a time: preflight_decide, and its write transaction")
+        holds = meter.measure(args.wait_quiet, lambda: HoldRun({**time_decide(300), **time_hold_transaction(500)}))
         connections.close_all()
         if py_spy:
             truncate_reservations(db)
