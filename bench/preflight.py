@@ -390,7 +390,8 @@ def time_decide(calls: int) -> dict[str, float]:
 
 def time_hold_transaction(calls: int) -> dict[str, float]:
     """Seconds per preflight write transaction, in process, one at a time: what each preflight holds the
-    hot window rows' locks for (4 conditional UPDATEs, the reservation and its holds, the commit)."""
+    hot window rows' locks for (windows_hold on 4 windows, the reservation and its holds, the commit as
+    PREFLIGHT_ASYNC_COMMIT makes it), beside a one-row UPDATE with a synchronous commit."""
     from django.db import connection, transaction
     from django.utils import timezone
 
@@ -414,7 +415,7 @@ def time_hold_transaction(calls: int) -> dict[str, float]:
             cursor.execute("UPDATE budgets_budgetwindow SET reserved = reserved WHERE id = %s", [min(amounts)])
 
     out = {}
-    for name, fn in (("hold transaction (4 windows)", hold), ("one-row UPDATE + commit", commit_only)):
+    for name, fn in (("hold transaction (4 windows)", hold), ("one-row UPDATE + synchronous commit", commit_only)):
         started = time.perf_counter()
         for _ in range(calls):
             fn()
@@ -489,9 +490,9 @@ PROFILE_MARKERS = [
     ("controls for the call (1 query)", {"controls_for_call"}, "budgets/services/controls.py"),
     ("budget fingerprint (1 query)", {"get_budgets"}, "budgets/services/windows.py"),
     ("windows select (1 query)", {"windows_open", "_windows_select"}, "budgets/services/windows.py"),
-    ("hold: conditional UPDATE per window", {"windows_hold"}, "budgets/services/reservations.py"),
+    ("hold: lock the windows, conditional UPDATE", {"windows_hold"}, "budgets/services/reservations.py"),
     ("reservation INSERT + holds bulk INSERT", {"reservation_create"}, "budgets/services/reservations.py"),
-    ("commit (WAL flush)", {"__exit__"}, "django/db/transaction.py"),
+    ("commit", {"__exit__"}, "django/db/transaction.py"),
     ("response: budget views", {"_budget_view"}, "budgets/services/preflight.py"),
     ("response: render JSON", {"render"}, "rest_framework/renderers.py"),
 ]
