@@ -21,9 +21,10 @@ Copy this one file into a service that calls LLMs, or import it from the package
 `guarded_call` asks preflight first, runs the call on the terms it got (model, output limit, input
 target), then reports the call's usage with the reservation id, which settles the reservation once.
 Reporting is retried on connection errors, 429 and 5xx (ingest is idempotent by request_id) and never
-loses the call's result: if it still fails, a warning is logged and the result is returned. There is
-no endpoint to release a reservation: when the call raises, the reservation is left to expire by
-itself (RESERVATION_TTL_SECONDS on the server, 10 minutes by default). docs/budgets.md has the details.
+loses the call's result: if it still fails, a warning is logged and the result is returned. When the
+call raises, the reservation is released (POST /api/v1/reservations/<id>/release, tried once; if that
+fails too it expires by itself after RESERVATION_TTL_SECONDS, 10 minutes by default) and the
+exception propagates. docs/budgets.md has the details.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ import logging
 import random
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 import uuid
 from collections.abc import Callable, Mapping
@@ -247,6 +249,15 @@ class Tokenspend:
             )
         return item
 
+    def release(self, reservation_id: str, *, tenant: str | None = None) -> dict:
+        """Give a reservation back when its call will not happen; tried once (it expires by itself anyway).
+
+        Returns {"id", "status", "released"}; releasing a settled or expired reservation changes nothing.
+        """
+        query = f"?{urllib.parse.urlencode({'tenant': tenant})}" if tenant else ""
+        path = f"/api/v1/reservations/{urllib.parse.quote(str(reservation_id))}/release{query}"
+        return self._post(path, {})[1]
+
     # --- the guarded call -------------------------------------------------------------------------
 
     def guarded_call(
@@ -278,8 +289,8 @@ class Tokenspend:
         Anthropic Messages) or a dict with "usage"; pass `extract_usage` for anything else.
 
         Raises PreflightDenied (with reasons) or ApprovalRequired (with approval_id and reasons) and
-        then does not run `call`. If `call` raises, the exception propagates, nothing is reported and
-        the reservation expires by itself.
+        then does not run `call`. If `call` raises, nothing is reported, the reservation is released
+        (once; if that fails it expires by itself) and the exception propagates.
         """
         request_id = request_id or str(uuid.uuid4())
         try:
@@ -305,11 +316,15 @@ class Tokenspend:
             raise ApprovalRequired(decision)
 
         effective_model = decision.get("model") or model
-        result = call(
-            model=effective_model,
-            max_output_tokens=decision.get("max_output_tokens"),
-            compress_to=decision.get("target_input_tokens") if decision.get("compress_context") else None,
-        )
+        try:
+            result = call(
+                model=effective_model,
+                max_output_tokens=decision.get("max_output_tokens"),
+                compress_to=decision.get("target_input_tokens") if decision.get("compress_context") else None,
+            )
+        except Exception:
+            self._release_quietly(decision.get("reservation_id"), tenant)
+            raise
 
         usage = extract_usage(result)
         if not usage:
@@ -339,6 +354,16 @@ class Tokenspend:
                 json.dumps(usage),
             )
         return result
+
+    def _release_quietly(self, reservation_id: str | None, tenant: str | None) -> None:
+        # The call's own exception is what the caller must see; a failed release only costs headroom
+        # until the reservation expires.
+        if not reservation_id:
+            return
+        try:
+            self.release(reservation_id, tenant=tenant)
+        except TokenspendError as exc:
+            logger.warning("Could not release reservation %s (it will expire by itself): %s", reservation_id, exc)
 
     # --- HTTP ---------------------------------------------------------------------------------------
 

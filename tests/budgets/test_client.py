@@ -244,15 +244,39 @@ def test_an_unreachable_ingest_is_retried_then_the_result_returned(client_a, ten
     assert "Usage report down-1 failed" in caplog.text
 
 
-def test_a_call_that_raises_reports_nothing_and_leaves_the_reservation_to_expire(client_a, tenant_a):
+def test_a_call_that_raises_reports_nothing_and_releases_the_reservation(client_a, tenant_a):
+    budget = BudgetFactory(tenant=tenant_a, hard_limit=10 * NANOS_PER_USD)
+
     def broken(**terms):
         raise TimeoutError("the provider timed out")
 
-    with pytest.raises(TimeoutError):
+    with pytest.raises(TimeoutError, match="timed out"):
         client_a.guarded_call(broken, workflow="ticket-summary", model="gpt-4o", input_tokens=100)
 
     assert not UsageRecord.objects.exists()
-    assert Reservation.objects.get(tenant=tenant_a).status == Reservation.Status.HELD
+    assert Reservation.objects.get(tenant=tenant_a).status == Reservation.Status.RELEASED
+    assert BudgetWindow.objects.get(budget=budget).reserved == 0
+
+
+def test_a_failed_release_still_raises_the_calls_own_error(transactional_db, live_server, catalog, make_key, tenant_a):
+    # A bad key cannot release; and when releasing fails, the caller still sees the provider's error.
+    client = Tokenspend(live_server.url, make_key(tenant_a).raw, timeout=10)
+    other = Tokenspend(live_server.url, "tsk_nope_nope", timeout=10)
+    decision = client.preflight(model="gpt-4o", input_tokens=100)
+    with pytest.raises(TokenspendError) as error:
+        other.release(decision["reservation_id"])
+    assert error.value.status == 401
+
+    def broken(**terms):
+        raise ConnectionResetError("provider hung up")
+
+    def release_down(reservation_id, *, tenant=None):
+        raise TokenspendUnavailable("down")
+
+    client.release = release_down
+    with pytest.raises(ConnectionResetError):
+        client.guarded_call(broken, workflow="w", model="gpt-4o", input_tokens=100)
+    assert Reservation.objects.filter(status=Reservation.Status.HELD).count() == 2  # they expire by themselves
 
 
 def test_platform_key_names_the_tenant(transactional_db, live_server, catalog, make_key, tenant_a, tenant_b):
