@@ -177,6 +177,9 @@ class Control(Scope):
     created_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )
+    # Preflight caches controls in process and rebuilds when count or last change moves (set it in
+    # every queryset .update(), which auto_now does not touch).
+    updated_at = models.DateTimeField(auto_now=True)
 
     class Meta:
         ordering = ["-starts_at", "-id"]

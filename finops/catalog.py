@@ -70,11 +70,13 @@ class CatalogSnapshot:
         return self.price_at(model_id, timezone.now())
 
 
-_FINGERPRINT_SQL = (
-    "SELECT (SELECT COUNT(*) FROM finops_modeltier), (SELECT MAX(rank) FROM finops_modeltier),"
+FINGERPRINT_SELECT = (
+    "(SELECT COUNT(*) FROM finops_modeltier), (SELECT MAX(rank) FROM finops_modeltier),"
     " (SELECT COUNT(*) FROM finops_llmmodel), (SELECT MAX(updated_at) FROM finops_llmmodel),"
     " (SELECT COUNT(*) FROM finops_modelprice), (SELECT MAX(updated_at) FROM finops_modelprice)"
 )
+FINGERPRINT_COLUMNS = 6
+_FINGERPRINT_SQL = "SELECT " + FINGERPRINT_SELECT
 
 _lock = threading.Lock()
 _snapshot = CatalogSnapshot()
@@ -109,12 +111,16 @@ def _build(fingerprint: tuple) -> CatalogSnapshot:
     return snap
 
 
-def get_catalog() -> CatalogSnapshot:
-    """The current snapshot; costs one fingerprint query, rebuilds only when the catalog changed."""
+def get_catalog(*, fingerprint: tuple | None = None) -> CatalogSnapshot:
+    """The current snapshot; costs one fingerprint query, rebuilds only when the catalog changed.
+
+    A caller that read FINGERPRINT_SELECT as part of its own query passes the values instead.
+    """
     global _snapshot
-    with connection.cursor() as cursor:
-        cursor.execute(_FINGERPRINT_SQL)
-        fingerprint = tuple(cursor.fetchone())
+    if fingerprint is None:
+        with connection.cursor() as cursor:
+            cursor.execute(_FINGERPRINT_SQL)
+            fingerprint = tuple(cursor.fetchone())
     snap = _snapshot
     if snap.fingerprint != fingerprint:
         with _lock:

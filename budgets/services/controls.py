@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -36,13 +37,22 @@ def active_controls_q(now: datetime) -> Q:
     return Q(starts_at__lte=now) & (Q(ends_at__isnull=True) | Q(ends_at__gt=now))
 
 
-def controls_for_call(call: CallScope, *, now: datetime) -> list[Control]:
-    """Active controls whose scope matches the call, most restrictive first (one query)."""
-    rows = Control.objects.filter(active_controls_q(now)).filter(Q(tenant_id=call.tenant_id) | Q(tenant__isnull=True))
+def controls_for_call(call: CallScope, *, now: datetime, controls: Iterable | None = None) -> list:
+    """Active controls whose scope matches the call, most restrictive first.
+
+    `controls` is preflight's cached list (budgets.services.state); without it they are read here.
+    """
+    if controls is None:
+        controls = Control.objects.filter(active_controls_q(now)).filter(
+            Q(tenant_id=call.tenant_id) | Q(tenant__isnull=True)
+        )
     matched = [
         c
-        for c in rows
-        if (c.workflow_id is None or c.workflow_id == call.workflow_id)
+        for c in controls
+        if c.starts_at <= now
+        and (c.ends_at is None or c.ends_at > now)
+        and (c.tenant_id is None or c.tenant_id == call.tenant_id)
+        and (c.workflow_id is None or c.workflow_id == call.workflow_id)
         and (not c.environment or c.environment == call.environment)
         and (c.tier_id is None or c.tier_id == call.tier_id)
         and (not c.priorities or call.priority in c.priorities)
@@ -76,7 +86,7 @@ def control_end(
         updated = (
             Control.objects.filter(pk=control.pk)
             .filter(Q(ends_at__isnull=True) | Q(ends_at__gt=now))
-            .update(ends_at=now, ended_reason=reason, end_audited=True)
+            .update(ends_at=now, ended_reason=reason, end_audited=True, updated_at=now)
         )
         control.refresh_from_db()
         if updated:

@@ -22,7 +22,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from budgets.models import ApprovalRequest, BudgetWindow, ControlKind, HardAction, Metric
-from finops.catalog import CatalogSnapshot, ModelEntry, get_catalog
+from finops.catalog import CatalogSnapshot, ModelEntry
 from finops.models import Workflow
 from finops.pricing import NANOS_PER_USD, TokenBuckets, cost_nanos, nanos_to_usd
 from finops.tokens import count_messages, count_text
@@ -30,7 +30,8 @@ from tenants.models import ApiKey, Tenant
 
 from .controls import CallScope, controls_for_call
 from .reservations import WindowFull, reservation_create, windows_hold
-from .windows import BudgetEntry, get_budgets, windows_open
+from .state import preflight_state
+from .windows import BudgetEntry, window_ids_open
 
 ALLOW, NEEDS_APPROVAL, DENY = "allow", "needs_approval", "deny"
 DEFAULT_CAP_OUTPUT_TOKENS = 1024
@@ -113,9 +114,10 @@ class _Call:
 
 def preflight_decide(req: PreflightInput, *, now: datetime | None = None) -> PreflightDecision:
     now = now or timezone.now()
-    catalog = get_catalog()
+    state = preflight_state()
+    catalog = state.catalog
     entry = catalog.resolve(req.model)
-    workflow = _workflow(req.workflow)
+    workflow = state.workflows.get(req.workflow) if req.workflow else None
     input_tokens, estimated = _input_tokens(req, entry)
     max_output = req.max_output_tokens or min(
         (entry.max_output_tokens if entry else None) or settings.PREFLIGHT_DEFAULT_MAX_OUTPUT_TOKENS,
@@ -135,7 +137,7 @@ def preflight_decide(req: PreflightInput, *, now: datetime | None = None) -> Pre
         out.reasons.append(f"Workflow '{req.workflow}' is not registered yet; treated as normal priority.")
     call = _Call(entry=entry, model_name=out.model, input_tokens=input_tokens, max_output_tokens=max_output)
 
-    _apply_controls(call, req, workflow, catalog, out, now)
+    _apply_controls(call, req, workflow, state, out, now)
     if call.denied:
         return _finish(out, call, DENY)
 
@@ -151,22 +153,24 @@ def preflight_decide(req: PreflightInput, *, now: datetime | None = None) -> Pre
             return _needs_approval(out, call, cost, req, workflow, now)
         use_approval = use_approval or needs_approval
         scope = CallScope(req.tenant.pk, workflow.pk if workflow else None, req.environment, _tier(call), "")
-        budgets = get_budgets().matching(scope.tenant_id, scope.workflow_id, scope.environment, scope.tier_id)
-        windows = windows_open((b, *b.bounds(now)) for b in budgets)
-        pairs = [(b, windows[(b.id, b.bounds(now)[0])]) for b in budgets]
+        budgets = state.budgets.matching(scope.tenant_id, scope.workflow_id, scope.environment, scope.tier_id)
+        bounds = {b.id: b.bounds(now) for b in budgets}
+        ids = window_ids_open(state.budgets, ((b, *bounds[b.id]) for b in budgets))
+        pairs = [(b, ids[(b.id, bounds[b.id][0])], bounds[b.id]) for b in budgets]
         amounts, unpriced = _amounts(pairs, cost, tokens)
         if unpriced:
             out.reasons.append(
                 f"Budget '{unpriced.name}' limits cost and the call's cost is unknown, so it cannot be reserved."
             )
-            out.budgets = [_budget_view(b, w, 0) for b, w in pairs]
+            out.budgets = _budget_views(pairs, _totals([w for _, w, _ in pairs]))
             return _finish(out, call, DENY, cost)
         approved_over = frozenset(
-            w.pk for b, w in pairs if use_approval and b.hard_action == HardAction.REQUIRE_APPROVAL
+            w for b, w, _ in pairs if use_approval and b.hard_action == HardAction.REQUIRE_APPROVAL
         )
+        unheld = [w for _, w, _ in pairs if w not in amounts]
         try:
             with transaction.atomic():
-                windows_hold(amounts, unchecked=approved_over)
+                totals = windows_hold(amounts, read=unheld, unchecked=approved_over) if pairs else {}
                 if use_approval and not _approval_consume(approval, now):
                     approval = None
                     raise WindowFull(0)
@@ -174,24 +178,25 @@ def preflight_decide(req: PreflightInput, *, now: datetime | None = None) -> Pre
                     amounts=amounts,
                     ttl_seconds=settings.RESERVATION_TTL_SECONDS,
                     now=now,
-                    tenant=req.tenant,
-                    workflow=workflow,
+                    tenant_id=req.tenant.pk,
+                    workflow_id=workflow.pk if workflow else None,
                     model_id=call.entry.id if call.entry else None,
                     environment=req.environment,
                     estimated_cost_nanos=cost,
                     estimated_tokens=tokens,
-                    api_key=req.api_key,
+                    api_key_id=req.api_key.pk if req.api_key else None,
                 )
         except WindowFull as full:
             if full.window_id == 0:
                 out.reasons.append("The approval was used by another request meanwhile.")
                 return _needs_approval(out, call, cost, req, workflow, now)
-            budget, window = next((b, w) for b, w in pairs if w.pk == full.window_id)
-            window.refresh_from_db()
-            out.budgets = [_budget_view(b, w, 0) for b, w in pairs]
-            limit = f"'{budget.name}' has {_fmt(budget, max(window.hard_limit - window.spent - window.reserved, 0))}"
+            totals = _totals([w for _, w, _ in pairs])
+            out.budgets = _budget_views(pairs, totals)
+            budget = next(b for b, w, _ in pairs if w == full.window_id)
+            spent, reserved, _soft, hard = totals[full.window_id]
+            limit = f"'{budget.name}' has {_fmt(budget, max(hard - spent - reserved, 0))}"
             out.reasons.append(
-                f"Hard limit: {limit} left for this period, the call needs {_fmt(budget, amounts[window.pk])}."
+                f"Hard limit: {limit} left for this period, the call needs {_fmt(budget, amounts[full.window_id])}."
             )
             if (
                 budget.hard_action == HardAction.DOWNGRADE
@@ -208,17 +213,11 @@ def preflight_decide(req: PreflightInput, *, now: datetime | None = None) -> Pre
             return _finish(out, call, DENY, cost)
         out.reservation_id = str(reservation.pk)
         out.reservation_expires_at = reservation.expires_at
-        out.budgets = [_budget_view(b, w, amounts.get(w.pk, 0)) for b, w in pairs]
+        out.budgets = _budget_views(pairs, totals)
         if use_approval:
             out.approval_id, out.approval_status = str(approval.pk), ApprovalRequest.Status.CONSUMED
             out.reasons.append("Approved run: the approval is now used.")
         return _finish(out, call, ALLOW, cost)
-
-
-def _workflow(slug: str | None) -> Workflow | None:
-    if not slug:
-        return None
-    return Workflow.objects.filter(slug=slug).only("id", "slug", "priority", "approval_threshold_usd").first()
 
 
 def _input_tokens(req: PreflightInput, entry: ModelEntry | None) -> tuple[int, bool]:
@@ -240,10 +239,11 @@ def _tier(call: _Call) -> int | None:
     return call.entry.tier_id if call.entry else None
 
 
-def _apply_controls(call: _Call, req: PreflightInput, workflow, catalog, out: PreflightDecision, now) -> None:
+def _apply_controls(call: _Call, req: PreflightInput, workflow, state, out: PreflightDecision, now) -> None:
+    catalog = state.catalog
     priority = workflow.priority if workflow else Workflow.Priority.NORMAL
     scope = CallScope(req.tenant.pk, workflow.pk if workflow else None, req.environment, _tier(call), priority)
-    for control in controls_for_call(scope, now=now):
+    for control in controls_for_call(scope, now=now, controls=state.controls):
         params = control.params or {}
         applied = {"id": control.pk, "kind": control.kind, "source": control.source, "reason": control.reason}
         if control.kind == ControlKind.DENY:
@@ -312,18 +312,29 @@ def _estimate(call: _Call, catalog: CatalogSnapshot) -> int | None:
     return cost_nanos(price, worst)
 
 
-def _amounts(pairs: list[tuple[BudgetEntry, BudgetWindow]], cost: int | None, tokens: int):
+def _amounts(pairs: list[tuple[BudgetEntry, int, tuple]], cost: int | None, tokens: int):
+    """What to hold on each window with a hard limit; (amounts, None) or ({}, a cost budget that
+    cannot be held because the call has no price)."""
     amounts: dict[int, int] = {}
-    for budget, window in pairs:
-        if window.hard_limit is None:
+    for budget, window_id, _bounds in pairs:
+        if budget.hard_limit is None:
             continue
         if budget.metric == Metric.COST:
             if cost is None:
                 return {}, budget
-            amounts[window.pk] = cost
+            amounts[window_id] = cost
         else:
-            amounts[window.pk] = tokens
+            amounts[window_id] = tokens
     return amounts, None
+
+
+def _totals(window_ids: list[int]) -> dict[int, tuple]:
+    return {
+        pk: (spent, reserved, soft, hard)
+        for pk, spent, reserved, soft, hard in BudgetWindow.objects.filter(pk__in=window_ids).values_list(
+            "pk", "spent", "reserved", "soft_limit", "hard_limit"
+        )
+    }
 
 
 def _approval(req: PreflightInput, out: PreflightDecision, now) -> ApprovalRequest | None:
@@ -364,7 +375,7 @@ def _needs_approval(out, call: _Call, cost, req: PreflightInput, workflow, now) 
         # same tenant, workflow, model and environment.
         pending = ApprovalRequest.objects.filter(
             tenant=req.tenant,
-            workflow=workflow,
+            workflow_id=workflow.pk if workflow else None,
             model_id=call.entry.id if call.entry else None,
             environment=req.environment,
             status=ApprovalRequest.Status.PENDING,
@@ -374,7 +385,7 @@ def _needs_approval(out, call: _Call, cost, req: PreflightInput, workflow, now) 
         pending = ApprovalRequest.objects.create(
             kind=ApprovalRequest.Kind.WORKFLOW_RUN,
             tenant=req.tenant,
-            workflow=workflow,
+            workflow_id=workflow.pk if workflow else None,
             model_id=call.entry.id if call.entry else None,
             environment=req.environment,
             estimated_cost_nanos=cost,
@@ -402,27 +413,31 @@ def _fmt(budget: BudgetEntry, amount: int) -> str:
     return f"{amount:,} tokens" if budget.metric == Metric.TOKENS else f"${nanos_to_usd(amount)}"
 
 
-def _budget_view(budget: BudgetEntry, window: BudgetWindow, held: int) -> dict:
+def _budget_views(pairs, totals: dict[int, tuple]) -> list[dict]:
+    return [_budget_view(b, bounds, totals[w]) for b, w, bounds in pairs if w in totals]
+
+
+def _budget_view(budget: BudgetEntry, bounds: tuple, totals: tuple) -> dict:
     """A consulted budget as the client sees it; money as USD strings, tokens as integers."""
     money = budget.metric == Metric.COST
+    spent, reserved, soft, hard = totals
 
     def amount(value):
         if value is None:
             return None
         return nanos_to_usd(value) if money else value
 
-    spent, reserved = window.spent, window.reserved + held
     return {
         "id": budget.id,
         "name": budget.name,
         "metric": budget.metric,
         "period": budget.period,
-        "window_start": window.starts_at,
-        "window_end": window.ends_at,
+        "window_start": bounds[0],
+        "window_end": bounds[1],
         "spent": amount(spent),
         "reserved": amount(reserved),
-        "soft_limit": amount(window.soft_limit),
-        "hard_limit": amount(window.hard_limit),
-        "remaining": amount(max(window.hard_limit - spent - reserved, 0)) if window.hard_limit is not None else None,
+        "soft_limit": amount(soft),
+        "hard_limit": amount(hard),
+        "remaining": amount(max(hard - spent - reserved, 0)) if hard is not None else None,
         "hard_action": budget.hard_action,
     }

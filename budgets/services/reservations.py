@@ -10,7 +10,9 @@ no read-then-write anywhere on this path.
 
 from __future__ import annotations
 
-from datetime import datetime
+import uuid
+from dataclasses import dataclass
+from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.db import connection, transaction
@@ -30,16 +32,21 @@ class WindowFull(Exception):
         self.window_id = window_id
 
 
-def windows_hold(amounts: dict[int, int], *, unchecked: frozenset[int] = frozenset()) -> None:
+WindowTotals = tuple  # (spent, reserved, soft_limit, hard_limit)
+
+
+def windows_hold(
+    amounts: dict[int, int], *, read: list[int] = (), unchecked: frozenset[int] = frozenset()
+) -> dict[int, WindowTotals]:
     """Add each amount to its window's `reserved` if it fits under the hard limit; raise WindowFull
     otherwise. Call inside a transaction (the caller rolls back on WindowFull). Windows in
     `unchecked` take the hold without the limit check (an approved run over a require-approval limit).
+
+    Returns the totals after the hold of the held windows and of the `read` windows (those without a
+    hard limit, read without a lock), for the answer's headroom report.
     """
-    if not amounts:
-        return
     if connection.vendor == "postgresql":
-        _windows_hold_pg(amounts, unchecked)
-        return
+        return _windows_hold_pg(amounts, read, unchecked)
     for window_id in sorted(amounts):
         amount = amounts[window_id]
         rows = BudgetWindow.objects.filter(pk=window_id)
@@ -47,46 +54,118 @@ def windows_hold(amounts: dict[int, int], *, unchecked: frozenset[int] = frozens
             rows = rows.filter(hard_limit__gte=F("spent") + F("reserved") + amount)
         if not rows.update(reserved=F("reserved") + amount):
             raise WindowFull(window_id)
+    wanted = [*amounts, *read]
+    return {
+        pk: (spent, reserved, soft, hard)
+        for pk, spent, reserved, soft, hard in BudgetWindow.objects.filter(pk__in=wanted).values_list(
+            "pk", "spent", "reserved", "soft_limit", "hard_limit"
+        )
+    }
 
 
 _TABLE = BudgetWindow._meta.db_table
 
-# Two statements instead of one per window: the hot window rows stay locked from the first
-# statement to the commit, so every round trip inside that span costs throughput under contention.
+# Two statements, however many windows: the hot window rows stay locked from the first statement to
+# the commit, so every round trip inside that span costs throughput under contention.
 # 1. Lock the rows in id order (the order ingest and every other preflight use: no deadlocks) and,
 #    when PREFLIGHT_ASYNC_COMMIT is on, let this transaction commit without waiting for the WAL
-#    flush, which shortens how long the locks are held (see docs/budgets.md for the trade-off).
+#    flush, which shortens how long the locks are held (docs/budgets.md has the trade-off).
 _LOCK_SQL = (
     f"SELECT w.id FROM {_TABLE} w, set_config('synchronous_commit', %s, true) "
     "WHERE w.id = ANY(%s) ORDER BY w.id FOR UPDATE OF w"
 )
-# 2. The conditional update itself: a window takes the hold only if it still fits.
+# 2. The conditional update itself (a window takes the hold only if it still fits), returning the new
+#    totals, plus the totals of the windows without a hard limit, read without a lock.
 _HOLD_SQL = (
-    f"UPDATE {_TABLE} w SET reserved = w.reserved + v.amount "
+    f"WITH held AS (UPDATE {_TABLE} w SET reserved = w.reserved + v.amount "
     "FROM unnest(%s::bigint[], %s::bigint[], %s::boolean[]) AS v(id, amount, checked) "
     "WHERE w.id = v.id AND (NOT v.checked OR w.hard_limit >= w.spent + w.reserved + v.amount) "
-    "RETURNING w.id"
+    "RETURNING w.id, w.spent, w.reserved, w.soft_limit, w.hard_limit) "
+    "SELECT id, spent, reserved, soft_limit, hard_limit, true FROM held "
+    f"UNION ALL SELECT id, spent, reserved, soft_limit, hard_limit, false FROM {_TABLE} WHERE id = ANY(%s)"
 )
 
 
-def _windows_hold_pg(amounts: dict[int, int], unchecked: frozenset[int]) -> None:
+def _windows_hold_pg(amounts: dict[int, int], read, unchecked: frozenset[int]) -> dict[int, WindowTotals]:
     ids = sorted(amounts)
     with connection.cursor() as cursor:
-        cursor.execute(_LOCK_SQL, ["off" if settings.PREFLIGHT_ASYNC_COMMIT else "on", ids])
-        cursor.execute(_HOLD_SQL, [ids, [amounts[i] for i in ids], [i not in unchecked for i in ids]])
-        held = {row[0] for row in cursor.fetchall()}
+        if ids:
+            cursor.execute(_LOCK_SQL, ["off" if settings.PREFLIGHT_ASYNC_COMMIT else "on", ids])
+        cursor.execute(_HOLD_SQL, [ids, [amounts[i] for i in ids], [i not in unchecked for i in ids], list(read)])
+        rows = cursor.fetchall()
+    held = {row[0] for row in rows if row[5]}
     if len(held) != len(ids):
         raise WindowFull(next(i for i in ids if i not in held))
+    return {row[0]: row[1:5] for row in rows}
 
 
-def reservation_create(*, amounts: dict[int, int], ttl_seconds: int, now: datetime, **fields) -> Reservation:
-    reservation = Reservation.objects.create(
-        created_at=now, expires_at=now + timezone.timedelta(seconds=ttl_seconds), **fields
+@dataclass(frozen=True, slots=True)
+class HeldReservation:
+    pk: uuid.UUID
+    expires_at: datetime
+
+
+_RESERVATION = Reservation._meta.db_table
+_HOLD = ReservationHold._meta.db_table
+# The reservation and its holds in one round trip (the window rows are still locked meanwhile).
+_INSERT_SQL = (
+    f"WITH r AS (INSERT INTO {_RESERVATION} (id, tenant_id, workflow_id, model_id, environment, "
+    "estimated_cost_nanos, estimated_tokens, status, created_at, expires_at, api_key_id) "
+    "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s) RETURNING id) "
+    f"INSERT INTO {_HOLD} (reservation_id, window_id, amount) "
+    "SELECT r.id, h.window_id, h.amount FROM r, unnest(%s::bigint[], %s::bigint[]) AS h(window_id, amount)"
+)
+
+
+def reservation_create(
+    *,
+    amounts: dict[int, int],
+    ttl_seconds: int,
+    now: datetime,
+    tenant_id: int,
+    workflow_id: int | None,
+    model_id: int | None,
+    environment: str,
+    estimated_cost_nanos: int | None,
+    estimated_tokens: int,
+    api_key_id: int | None,
+) -> HeldReservation:
+    reservation = HeldReservation(pk=uuid.uuid4(), expires_at=now + timedelta(seconds=ttl_seconds))
+    fields = dict(
+        tenant_id=tenant_id,
+        workflow_id=workflow_id,
+        model_id=model_id,
+        environment=environment,
+        estimated_cost_nanos=estimated_cost_nanos,
+        estimated_tokens=estimated_tokens,
+        api_key_id=api_key_id,
     )
-    if amounts:
-        ReservationHold.objects.bulk_create(
-            [ReservationHold(reservation=reservation, window_id=w, amount=a) for w, a in sorted(amounts.items())]
-        )
+    window_ids = sorted(amounts)
+    if connection.vendor == "postgresql":
+        with connection.cursor() as cursor:
+            cursor.execute(
+                _INSERT_SQL,
+                [
+                    reservation.pk,
+                    tenant_id,
+                    workflow_id,
+                    model_id,
+                    environment,
+                    estimated_cost_nanos,
+                    estimated_tokens,
+                    Reservation.Status.HELD,
+                    now,
+                    reservation.expires_at,
+                    api_key_id,
+                    window_ids,
+                    [amounts[w] for w in window_ids],
+                ],
+            )
+        return reservation
+    Reservation.objects.create(id=reservation.pk, created_at=now, expires_at=reservation.expires_at, **fields)
+    ReservationHold.objects.bulk_create(
+        [ReservationHold(reservation_id=reservation.pk, window_id=w, amount=amounts[w]) for w in window_ids]
+    )
     return reservation
 
 

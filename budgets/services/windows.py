@@ -54,6 +54,9 @@ class BudgetEntry:
 class BudgetSnapshot:
     fingerprint: tuple = ()
     entries: list[BudgetEntry] = field(default_factory=list)
+    # (budget id, window start) -> window id. Windows are never re-created under another id while the
+    # budget exists, and deleting a budget changes the fingerprint, which starts a new snapshot.
+    window_ids: dict[tuple[int, datetime], int] = field(default_factory=dict)
 
     def matching(
         self, tenant_id: int, workflow_id: int | None, environment: str, tier_id: int | None
@@ -61,17 +64,25 @@ class BudgetSnapshot:
         return [b for b in self.entries if b.matches(tenant_id, workflow_id, environment, tier_id)]
 
 
-_FINGERPRINT_SQL = f"SELECT COUNT(*), MAX(updated_at) FROM {Budget._meta.db_table}"
+FINGERPRINT_SELECT = (
+    f"(SELECT COUNT(*) FROM {Budget._meta.db_table}), (SELECT MAX(updated_at) FROM {Budget._meta.db_table})"
+)
+FINGERPRINT_COLUMNS = 2
+_FINGERPRINT_SQL = "SELECT " + FINGERPRINT_SELECT
 _lock = threading.Lock()
 _snapshot = BudgetSnapshot()
 
 
-def get_budgets() -> BudgetSnapshot:
-    """Active budgets; costs one fingerprint query and rebuilds only after a budget changed."""
+def get_budgets(*, fingerprint: tuple | None = None) -> BudgetSnapshot:
+    """Active budgets; costs one fingerprint query and rebuilds only after a budget changed.
+
+    A caller that read FINGERPRINT_SELECT as part of its own query passes the values instead.
+    """
     global _snapshot
-    with connection.cursor() as cursor:
-        cursor.execute(_FINGERPRINT_SQL)
-        fingerprint = tuple(cursor.fetchone())
+    if fingerprint is None:
+        with connection.cursor() as cursor:
+            cursor.execute(_FINGERPRINT_SQL)
+            fingerprint = tuple(cursor.fetchone())
     snap = _snapshot
     if snap.fingerprint != fingerprint:
         with _lock:
@@ -125,6 +136,19 @@ def windows_open(keys: Iterable[tuple[BudgetEntry, datetime, datetime]]) -> dict
     return found
 
 
+def window_ids_open(
+    snapshot: BudgetSnapshot, keys: Iterable[tuple[BudgetEntry, datetime, datetime]]
+) -> dict[tuple[int, datetime], int]:
+    """Like windows_open, but only ids, remembered in the budget snapshot: no query once known."""
+    known = snapshot.window_ids
+    keys = list(keys)
+    missing = [k for k in keys if (k[0].id, k[1]) not in known]
+    if missing:
+        for key, window in windows_open(missing).items():
+            known[key] = window.pk
+    return {(b.id, start): known[(b.id, start)] for b, start, _ in keys}
+
+
 def _windows_select(wanted: dict) -> dict[tuple[int, datetime], BudgetWindow]:
     budget_ids = {k[0] for k in wanted}
     starts = {k[1] for k in wanted}
@@ -172,10 +196,10 @@ def budgets_charge(charges: list[Charge], *, now: datetime) -> None:
     released = _reservations_settle([c for c in charges if c.reservation_id], now=now)
     if not keys and not released:
         return
-    windows = windows_open(keys.values())
+    window_ids = window_ids_open(budgets, keys.values())
     deltas: dict[int, list[int]] = defaultdict(lambda: [0, 0])
     for key, amount in spent.items():
-        deltas[windows[key].pk][0] += amount
+        deltas[window_ids[key]][0] += amount
     for window_id, amount in released.items():
         deltas[window_id][1] += amount
     for window_id in sorted(deltas):
