@@ -59,7 +59,9 @@ TABLE = "finops_usagerecord"
 ROLLUP_TABLES = (
     "finops_usagerollup",
     "finops_tenantworkflowrollup",
+    "finops_tenantdayrollup",
     "finops_alltenantsrollup",
+    "finops_alltenantsmodelrollup",
     "finops_alltenantsworkflowrollup",
     "finops_usagetagrollup",
 )
@@ -652,6 +654,8 @@ def coarse_rollup_mismatches(db: str) -> dict[str, int]:
             ("finops_tenantworkflowrollup", "bucket_start, tenant_id, workflow_id"),
             ("finops_alltenantsrollup", "bucket_start, workflow_id, model_id, unknown_model_name, environment"),
             ("finops_alltenantsworkflowrollup", "bucket_start, workflow_id"),
+            ("finops_tenantdayrollup", "bucket_start, tenant_id"),
+            ("finops_alltenantsmodelrollup", "bucket_start, model_id, unknown_model_name, environment"),
         ):
             derived = f"SELECT {keys}, {sums} FROM finops_usagerollup WHERE grain = 'day' GROUP BY {keys}"
             stored = f"SELECT {keys}, {sums} FROM {table} GROUP BY {keys}"

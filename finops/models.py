@@ -320,6 +320,38 @@ class AllTenantsWorkflowRollup(RollupMeasures):
         return f"{self.bucket_start:%Y-%m-%d} workflow {self.workflow_id}"
 
 
+class TenantDayRollup(RollupMeasures):
+    """Daily usage per tenant: one row per tenant-day, the daily rows summed. Totals of one tenant and
+    spend by tenant read it; it is rewritten with `TenantWorkflowRollup`."""
+
+    bucket_start = models.DateTimeField()
+    tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, related_name="+", db_index=False)
+
+    class Meta:
+        indexes = [models.Index(fields=["tenant", "bucket_start"], name="tenantday_rollup_tenant_time")]
+
+    def __str__(self) -> str:
+        return f"{self.bucket_start:%Y-%m-%d} tenant {self.tenant_id}"
+
+
+class AllTenantsModelRollup(RollupMeasures):
+    """Daily usage of every tenant together per (model, environment): about 70 rows a day. The
+    overview's chart by tier and environment reads it; it is rewritten with `AllTenantsRollup`."""
+
+    bucket_start = models.DateTimeField()
+    model = models.ForeignKey(
+        LlmModel, null=True, on_delete=models.DO_NOTHING, related_name="+", db_index=False, db_constraint=False
+    )
+    unknown_model_name = models.CharField(max_length=200, blank=True, help_text="Raw name when model is unknown.")
+    environment = models.CharField(max_length=8, choices=Environment.choices)
+
+    class Meta:
+        indexes = [models.Index(fields=["bucket_start"], name="alltenants_model_rollup_time")]
+
+    def __str__(self) -> str:
+        return f"{self.bucket_start:%Y-%m-%d} model {self.model_id} {self.environment}"
+
+
 class UsageTagRollup(RollupMeasures):
     """Daily usage per tag key and value, with the dimensions tags are usually crossed with."""
 

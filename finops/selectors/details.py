@@ -113,7 +113,7 @@ def tenant_dashboard(*, tenant: Tenant, days: list[date]) -> DetailDashboard:
     base = SpendQuery(start=day_start(days[0]), end=day_start(days[-1] + timedelta(days=1)), group_by=("workflow",))
     by_workflow = spend_query(tenant_ids=[tenant.pk], query=base)
     monthly_by_model = SpendQuery(**{**query_fields(base), "granularity": "month", "group_by": ("model",)})
-    by_model = spend_query(tenant_ids=[tenant.pk], query=monthly_by_model)
+    by_model = spend_query(tenant_ids=[tenant.pk], query=monthly_by_model, series_top=0)  # groups only
     total = by_workflow.totals.cost_nanos
     workflows = rows_by(by_workflow.groups, 0, total, {})
     names = workflow_names(r.key for r in workflows)
@@ -147,6 +147,7 @@ def workflow_dashboard(
         by_tenant = spend_query(
             tenant_ids=tenant_ids,
             query=SpendQuery(**{**query_fields(base), "granularity": "month", "group_by": ("tenant",)}),
+            series_top=0,
         )
         tenants = rows_by(by_tenant.groups, 0, total, tenant_names)
     return DetailDashboard(

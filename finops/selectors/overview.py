@@ -175,7 +175,7 @@ def overview_get(
         filled.append(replace(p, cost_nanos=cost, calls=calls, tokens=tokens, previous_cost_nanos=max(previous, 0)))
 
     window_query = SpendQuery(start=day_start(first_day), end=end, granularity="month", group_by=("workflow", "model"))
-    by_workflow_model = spend_query(tenant_ids=tenant_ids, query=window_query)
+    by_workflow_model = spend_query(tenant_ids=tenant_ids, query=window_query, series_top=0)  # groups only
     window = by_workflow_model.totals
     total = window.cost_nanos
     workflows = rows_by(by_workflow_model.groups, 0, total, {})
@@ -186,7 +186,9 @@ def overview_get(
     tenants: list[SpendRow] = []
     if with_tenants:
         by_tenant = spend_query(
-            tenant_ids=tenant_ids, query=SpendQuery(**{**query_fields(window_query), "group_by": ("tenant",)})
+            tenant_ids=tenant_ids,
+            query=SpendQuery(**{**query_fields(window_query), "group_by": ("tenant",)}),
+            series_top=0,
         )
         tenants = rows_by(by_tenant.groups, 0, total, tenant_names)
 

@@ -20,9 +20,11 @@ from django.db.models.functions import Cast, Coalesce, TruncMonth
 
 from finops.errors import ApplicationError
 from finops.models import (
+    AllTenantsModelRollup,
     AllTenantsRollup,
     AllTenantsWorkflowRollup,
     LlmModel,
+    TenantDayRollup,
     TenantWorkflowRollup,
     UsageRollup,
     UsageTagRollup,
@@ -160,8 +162,15 @@ _HOURLY = _Table(UsageRollup, frozenset(DIMENSIONS), "hourly", (("grain", UsageR
 _TAG = _Table(UsageTagRollup, _TAG_DIMS | {"tag"}, "tag")
 # Daily tables, smallest first: the first that keeps every dimension a query groups or filters by
 # (the tenant too, unless it reads all tenants) answers it. Row counts at 10M records, 90 days,
-# 50 tenants: 16,000, 77,000, 95,000 and 355,000 (docs/performance.md).
+# 50 tenants: 4,500, 6,400, 16,000, 77,000, 95,000 and 355,000 (docs/performance.md).
 _DAILY = (
+    _Table(TenantDayRollup, frozenset({"tenant"}), "daily", key=frozenset({"tenant_id"})),
+    _Table(
+        AllTenantsModelRollup,
+        frozenset({"model", "tier", "environment"}),
+        "daily",
+        key=frozenset({"model_id", "unknown_model_name", "environment"}),
+    ),
     _Table(AllTenantsWorkflowRollup, frozenset({"workflow"}), "daily", key=frozenset({"workflow_id"})),
     _Table(
         AllTenantsRollup,

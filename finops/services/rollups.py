@@ -6,9 +6,9 @@ and replaces its rows, so a job that runs twice, or dies half-way and runs again
 same totals. A mark is cleared only if nobody re-marked the day while it was being recomputed.
 
 Coarser daily tables are derived from the daily rows, never from raw records, so they are equal
-to them by construction: `TenantWorkflowRollup` per tenant-day, with it; `AllTenantsRollup` and
-`AllTenantsWorkflowRollup` per day across tenants, under a lock per day so that two tenant-days of
-one day recomputed at once cannot each write a total that misses the other.
+to them by construction: per tenant-day, with it, `TenantWorkflowRollup` and `TenantDayRollup`;
+per day across tenants, the `AllTenants*Rollup` tables, under a lock per day so that two
+tenant-days of one day recomputed at once cannot each write a total that misses the other.
 """
 
 from __future__ import annotations
@@ -25,9 +25,11 @@ from django.db.models.functions import Coalesce, TruncDate, TruncHour
 from django.utils import timezone
 
 from finops.models import (
+    AllTenantsModelRollup,
     AllTenantsRollup,
     AllTenantsWorkflowRollup,
     RollupDirtyDay,
+    TenantDayRollup,
     TenantWorkflowRollup,
     UsageRecord,
     UsageRollup,
@@ -115,7 +117,9 @@ def rollup_recompute_day(*, tenant_id: int, day: date, all_tenants: bool = True)
     UsageTagRollup.objects.bulk_create(tags, batch_size=2000)
     rows = len(daily) + len(hourly) + len(tags)
     TenantWorkflowRollup.objects.filter(tenant_id=tenant_id, bucket_start=start).delete()
+    TenantDayRollup.objects.filter(tenant_id=tenant_id, bucket_start=start).delete()
     rows += _derive_from_daily(TenantWorkflowRollup, ("tenant_id", "workflow_id"), start, tenant_id=tenant_id)
+    rows += _derive_from_daily(TenantDayRollup, ("tenant_id",), start, tenant_id=tenant_id)
     if all_tenants:
         rows += rollup_recompute_all_tenants_day(day=day)
     return rows
@@ -127,8 +131,8 @@ _ALL_TENANTS_LOCK = 0x726F6C6C
 
 @transaction.atomic
 def rollup_recompute_all_tenants_day(*, day: date) -> int:
-    """Replace one day's `AllTenantsRollup` and `AllTenantsWorkflowRollup` rows with the sums of that
-    day's daily rows of all tenants."""
+    """Replace one day's rows of the all-tenant tables (`AllTenantsRollup`, `AllTenantsModelRollup`,
+    `AllTenantsWorkflowRollup`) with the sums of that day's daily rows of all tenants."""
     start, _ = day_bounds(day)
     if connection.vendor == "postgresql":
         # Held until commit: a second recompute of this day waits, then reads the first one's rows.
@@ -137,8 +141,10 @@ def rollup_recompute_all_tenants_day(*, day: date) -> int:
             cursor.execute("SELECT pg_advisory_xact_lock(%s, %s)", [_ALL_TENANTS_LOCK, day.toordinal()])
     AllTenantsRollup.objects.filter(bucket_start=start).delete()
     AllTenantsWorkflowRollup.objects.filter(bucket_start=start).delete()
+    AllTenantsModelRollup.objects.filter(bucket_start=start).delete()
     keys = ("workflow_id", "model_id", "unknown_model_name", "environment")
     rows = _derive_from_daily(AllTenantsRollup, keys, start)
+    rows += _derive_from_daily(AllTenantsModelRollup, keys[1:], start)
     return rows + _derive_from_daily(AllTenantsWorkflowRollup, ("workflow_id",), start)
 
 

@@ -17,10 +17,12 @@ from django.db.models import Count, Q, Sum
 from django.db.models.functions import TruncDate
 
 from finops.models import (
+    AllTenantsModelRollup,
     AllTenantsRollup,
     AllTenantsWorkflowRollup,
     ModelPrice,
     RollupDirtyDay,
+    TenantDayRollup,
     TenantWorkflowRollup,
     UsageRecord,
     UsageRollup,
@@ -126,6 +128,12 @@ def assert_rollups_match_raw():
     assert TenantWorkflowRollup.objects.count() == len(raw_by_day(tenant_workflow))
     everyone = ["workflow_id", "model_id", "environment"]
     assert coarse_by_day(AllTenantsRollup, everyone) == raw_by_day(everyone)
+    assert coarse_by_day(TenantDayRollup, ["tenant_id"]) == raw_by_day(["tenant_id"])
+    assert TenantDayRollup.objects.count() == len(raw_by_day(["tenant_id"]))
+    assert coarse_by_day(AllTenantsModelRollup, everyone[1:]) == raw_by_day(everyone[1:])
+    model_keys = ("bucket_start", "model_id", "unknown_model_name", "environment")
+    daily = UsageRollup.objects.filter(grain="day")
+    assert AllTenantsModelRollup.objects.count() == daily.values(*model_keys).distinct().count()
     assert coarse_by_day(AllTenantsWorkflowRollup, ["workflow_id"]) == raw_by_day(["workflow_id"])
     assert AllTenantsWorkflowRollup.objects.count() == len(raw_by_day(["workflow_id"]))
     keys = ("bucket_start", *everyone, "unknown_model_name")
@@ -419,12 +427,13 @@ def test_spend_query_equals_raw_whichever_table_answers(api_a, api_b, catalog, g
     ("tenant_ids", "group_by", "table"),
     [
         (None, ("workflow",), "finops_alltenantsworkflowrollup"),
-        (None, (), "finops_alltenantsworkflowrollup"),
-        (None, ("model",), "finops_alltenantsrollup"),
-        (None, ("tier", "environment"), "finops_alltenantsrollup"),
-        (None, ("tenant",), "finops_tenantworkflowrollup"),
+        (None, (), "finops_tenantdayrollup"),
+        (None, ("model",), "finops_alltenantsmodelrollup"),
+        (None, ("tier", "environment"), "finops_alltenantsmodelrollup"),
+        (None, ("workflow", "model"), "finops_alltenantsrollup"),
+        (None, ("tenant",), "finops_tenantdayrollup"),
         ([1], ("workflow",), "finops_tenantworkflowrollup"),
-        ([1], (), "finops_tenantworkflowrollup"),
+        ([1], (), "finops_tenantdayrollup"),
         ([1], ("model",), "finops_usagerollup"),
         (None, ("tenant", "model"), "finops_usagerollup"),
     ],
