@@ -1,14 +1,58 @@
 from __future__ import annotations
 
 import hmac
-from datetime import timedelta
+import json
+from datetime import UTC, datetime, timedelta
 
 from django.conf import settings
+from django.db import connection
 from django.utils import timezone
 from rest_framework import authentication, exceptions, permissions, throttling
 
-from .models import ApiKey
+from .models import ApiKey, Tenant
 from .services import KEY_PREFIX, hash_secret
+
+_KEY_SQL = (
+    f"SELECT k.id, k.tenant_id, k.name, k.prefix, k.secret_hash, k.scopes, k.expires_at, k.revoked_at, "
+    f"k.last_used_at, t.slug, t.name, t.status FROM {ApiKey._meta.db_table} k "
+    f"LEFT JOIN {Tenant._meta.db_table} t ON t.id = k.tenant_id WHERE k.prefix = %s"
+)
+
+
+def _key_by_prefix(prefix: str) -> ApiKey | None:
+    """The key and its tenant in one plain query: every API request pays for this, and the ORM's
+    query building and model loading cost several times the SQL itself (bench/preflight.py)."""
+    with connection.cursor() as cursor:
+        cursor.execute(_KEY_SQL, [prefix])
+        row = cursor.fetchone()
+    if row is None:
+        return None
+    pk, tenant_id, name, prefix, secret_hash, scopes, expires_at, revoked_at, last_used_at, slug, t_name, status = row
+    key = ApiKey(
+        id=pk,
+        tenant_id=tenant_id,
+        name=name,
+        prefix=prefix,
+        secret_hash=secret_hash,
+        scopes=json.loads(scopes) if isinstance(scopes, str | bytes) else scopes,
+        expires_at=_aware(expires_at),
+        revoked_at=_aware(revoked_at),
+        last_used_at=_aware(last_used_at),
+    )
+    key._state.adding, key._state.db = False, "default"
+    if tenant_id is not None:
+        key.tenant = Tenant(id=tenant_id, slug=slug, name=t_name, status=status)
+        key.tenant._state.adding, key.tenant._state.db = False, "default"
+    return key
+
+
+def _aware(value):
+    """Raw SQLite rows carry naive UTC datetimes (or text); the ORM would make them aware."""
+    if value is None or isinstance(value, datetime) and value.tzinfo is not None:
+        return value
+    if isinstance(value, str):
+        value = datetime.fromisoformat(value)
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value
 
 
 class ApiKeyAuthentication(authentication.BaseAuthentication):
@@ -32,7 +76,7 @@ class ApiKeyAuthentication(authentication.BaseAuthentication):
         pieces = raw_key.split("_", 2)
         if len(pieces) != 3 or pieces[0] != KEY_PREFIX:
             raise exceptions.AuthenticationFailed("The API key is malformed.")
-        key = ApiKey.objects.select_related("tenant").filter(prefix=pieces[1]).first()
+        key = _key_by_prefix(pieces[1])
         if key is None or not hmac.compare_digest(key.secret_hash, hash_secret(raw_key)):
             raise exceptions.AuthenticationFailed("The API key is not valid.")
         now = timezone.now()

@@ -15,7 +15,9 @@ class Command(BaseCommand):
         owner = parser.add_mutually_exclusive_group(required=True)
         owner.add_argument("--tenant", metavar="SLUG", help="Tenant the key acts for.")
         owner.add_argument("--platform", action="store_true", help="A platform key: names the tenant per request.")
-        parser.add_argument("--scopes", default="ingest,preflight,read", help="Comma-separated: ingest,preflight,read,manage.")
+        parser.add_argument(
+            "--scopes", default="ingest,preflight,read", help="Comma-separated: ingest,preflight,read,manage."
+        )
         parser.add_argument("--name", required=True, help="What the key is for, e.g. 'support-bot prod'.")
         parser.add_argument("--expires-in-days", type=int, default=None, help="Expire the key after N days.")
 
