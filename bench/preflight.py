@@ -406,8 +406,9 @@ def time_hold_transaction(calls: int) -> dict[str, float]:
         with transaction.atomic():
             windows_hold(amounts)
             reservation_create(
-                amounts=amounts, ttl_seconds=600, now=timezone.now(), tenant=tenant, environment="prod",
-                estimated_cost_nanos=1_000, estimated_tokens=1_000,
+                amounts=amounts, ttl_seconds=600, now=timezone.now(), tenant_id=tenant.pk, workflow_id=None,
+                model_id=None, environment="prod", estimated_cost_nanos=1_000, estimated_tokens=1_000,
+                api_key_id=None,
             )  # fmt: skip
 
     def commit_only() -> None:
