@@ -146,7 +146,8 @@ def preflight_decide(req: PreflightInput, *, now: datetime | None = None) -> Pre
     downgrades_left = 3
     while True:
         cost = _estimate(call, catalog)
-        tokens = (call.target_input_tokens or call.input_tokens) + call.max_output_tokens
+        inputs = call.input_tokens if call.target_input_tokens is None else call.target_input_tokens
+        tokens = inputs + call.max_output_tokens
         needs_approval = call.approval_needed_above is not None and (cost is None or cost > call.approval_needed_above)
         if needs_approval and approval is None:
             out.reasons.extend(call.approval_reasons)
