@@ -171,7 +171,6 @@ def preflight_decide(req: PreflightInput, *, now: datetime | None = None) -> Pre
         unheld = [w for _, w, _ in pairs if w not in amounts]
         try:
             with transaction.atomic():
-                totals = windows_hold(amounts, read=unheld, unchecked=approved_over) if pairs else {}
                 if use_approval and not _approval_consume(approval, now):
                     approval = None
                     raise WindowFull(0)
@@ -187,6 +186,8 @@ def preflight_decide(req: PreflightInput, *, now: datetime | None = None) -> Pre
                     estimated_tokens=tokens,
                     api_key_id=req.api_key.pk if req.api_key else None,
                 )
+                # Last, so the hot window rows are locked only from here to the commit.
+                totals = windows_hold(amounts, read=unheld, unchecked=approved_over) if pairs else {}
         except WindowFull as full:
             if full.window_id == 0:
                 out.reasons.append("The approval was used by another request meanwhile.")

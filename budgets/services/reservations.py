@@ -65,21 +65,24 @@ def windows_hold(
 
 _TABLE = BudgetWindow._meta.db_table
 
-# Two statements, however many windows: the hot window rows stay locked from the first statement to
-# the commit, so every round trip inside that span costs throughput under contention.
-# 1. Lock the rows in id order (the order ingest and every other preflight use: no deadlocks) and,
-#    when PREFLIGHT_ASYNC_COMMIT is on, let this transaction commit without waiting for the WAL
-#    flush, which shortens how long the locks are held (docs/budgets.md has the trade-off).
-_LOCK_SQL = (
-    f"SELECT w.id FROM {_TABLE} w, set_config('synchronous_commit', %s, true) "
-    "WHERE w.id = ANY(%s) ORDER BY w.id FOR UPDATE OF w"
-)
-# 2. The conditional update itself (a window takes the hold only if it still fits), returning the new
-#    totals, plus the totals of the windows without a hard limit, read without a lock.
+# One statement, however many windows, because the hot window rows stay locked from this statement to
+# the commit and every round trip inside that span costs throughput under contention:
+# - `locked` takes the row locks in id order (the order ingest and every other preflight use: no
+#   deadlocks). NO KEY UPDATE is the lock the UPDATE itself takes; it leaves the key-share locks of
+#   other transactions' hold inserts (their foreign-key checks) alone, where FOR UPDATE would wait
+#   on them and could deadlock with a preflight that inserted its holds first. With with PREFLIGHT_ASYNC_COMMIT, lets this transaction commit without waiting for the
+#   WAL flush, which shortens the span further (docs/budgets.md has the trade-off);
+# - `held` is the conditional update: a window takes the hold only if it still fits. Under READ
+#   COMMITTED an UPDATE re-checks its condition on the newest committed row version, so it sees
+#   whatever the previous lock holder wrote;
+# - the windows without a hard limit are read alongside, without a lock, for the headroom report.
 _HOLD_SQL = (
-    f"WITH held AS (UPDATE {_TABLE} w SET reserved = w.reserved + v.amount "
-    "FROM unnest(%s::bigint[], %s::bigint[], %s::boolean[]) AS v(id, amount, checked) "
-    "WHERE w.id = v.id AND (NOT v.checked OR w.hard_limit >= w.spent + w.reserved + v.amount) "
+    f"WITH locked AS MATERIALIZED (SELECT w.id FROM {_TABLE} w, set_config('synchronous_commit', %s, true) "
+    "WHERE w.id = ANY(%s) ORDER BY w.id FOR NO KEY UPDATE OF w), "
+    f"held AS (UPDATE {_TABLE} w SET reserved = w.reserved + v.amount "
+    "FROM locked JOIN unnest(%s::bigint[], %s::bigint[], %s::boolean[]) AS v(id, amount, checked) "
+    "ON v.id = locked.id "
+    "WHERE w.id = locked.id AND (NOT v.checked OR w.hard_limit >= w.spent + w.reserved + v.amount) "
     "RETURNING w.id, w.spent, w.reserved, w.soft_limit, w.hard_limit) "
     "SELECT id, spent, reserved, soft_limit, hard_limit, true FROM held "
     f"UNION ALL SELECT id, spent, reserved, soft_limit, hard_limit, false FROM {_TABLE} WHERE id = ANY(%s)"
@@ -88,10 +91,11 @@ _HOLD_SQL = (
 
 def _windows_hold_pg(amounts: dict[int, int], read, unchecked: frozenset[int]) -> dict[int, WindowTotals]:
     ids = sorted(amounts)
+    commit = "off" if settings.PREFLIGHT_ASYNC_COMMIT and ids else "on"
     with connection.cursor() as cursor:
-        if ids:
-            cursor.execute(_LOCK_SQL, ["off" if settings.PREFLIGHT_ASYNC_COMMIT else "on", ids])
-        cursor.execute(_HOLD_SQL, [ids, [amounts[i] for i in ids], [i not in unchecked for i in ids], list(read)])
+        cursor.execute(
+            _HOLD_SQL, [commit, ids, ids, [amounts[i] for i in ids], [i not in unchecked for i in ids], list(read)]
+        )
         rows = cursor.fetchall()
     held = {row[0] for row in rows if row[5]}
     if len(held) != len(ids):
