@@ -1320,7 +1320,7 @@ def main(argv=None) -> int:  # noqa: C901 - one linear script
     if raw_cases:
         print()
         print("raw: one GROUP BY (day, group) over finops_usagerecord (joins for the labels), totals and groups "
-              "summed in Python: the answer spend_query gives, in one query instead of three.")  # fmt: skip
+              "summed in Python, as spend_query now sums its one query's rows from rollups.")  # fmt: skip
         print("Overview pages are compared with the raw 30-day aggregate of the same scope with no grouping.")
 
     for label, queries in page_sql:
