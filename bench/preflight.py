@@ -390,26 +390,25 @@ def time_decide(calls: int) -> dict[str, float]:
 
 def time_hold_transaction(calls: int) -> dict[str, float]:
     """Seconds per preflight write transaction, in process, one at a time: what each preflight holds the
-    hot window rows' locks for (windows_hold on 4 windows, the reservation and its holds, the commit as
-    PREFLIGHT_ASYNC_COMMIT makes it), beside a one-row UPDATE with a synchronous commit."""
+    hot window rows' locks for (budgets_reserve() on 4 windows: the holds, the reservation and its holds,
+    the commit as PREFLIGHT_ASYNC_COMMIT makes it), beside a one-row UPDATE with a synchronous commit."""
     from django.db import connection, transaction
     from django.utils import timezone
 
     from budgets.models import BudgetWindow
-    from budgets.services.reservations import reservation_create, windows_hold
+    from budgets.services.reservations import ReservationSpec, reserve
     from tenants.models import Tenant
 
     tenant = Tenant.objects.get(slug=TENANT[0])
     amounts = {w.pk: 1_000 for w in BudgetWindow.objects.exclude(hard_limit=None)}
 
+    spec = ReservationSpec(
+        tenant_id=tenant.pk, workflow_id=None, model_id=None, environment="prod", estimated_cost_nanos=1_000,
+        estimated_tokens=1_000, api_key_id=None,
+    )  # fmt: skip
+
     def hold() -> None:
-        with transaction.atomic():
-            windows_hold(amounts)
-            reservation_create(
-                amounts=amounts, ttl_seconds=600, now=timezone.now(), tenant_id=tenant.pk, workflow_id=None,
-                model_id=None, environment="prod", estimated_cost_nanos=1_000, estimated_tokens=1_000,
-                api_key_id=None,
-            )  # fmt: skip
+        reserve(spec, amounts=amounts, ttl_seconds=600, now=timezone.now())
 
     def commit_only() -> None:
         with transaction.atomic(), connection.cursor() as cursor:
@@ -486,14 +485,10 @@ PROFILE_MARKERS = [
     ("tenant resolution", {"resolve_tenant"}, "tenants/scoping.py"),
     ("input serializer", {"is_valid", "run_validation", "to_internal_value"}, "rest_framework/serializers.py"),
     ("preflight: rest", {"preflight_decide"}, "budgets/services/preflight.py"),
-    ("catalog fingerprint (1 query)", {"get_catalog"}, "finops/catalog.py"),
-    ("workflow lookup (1 query)", {"_workflow"}, "budgets/services/preflight.py"),
-    ("controls for the call (1 query)", {"controls_for_call"}, "budgets/services/controls.py"),
-    ("budget fingerprint (1 query)", {"get_budgets"}, "budgets/services/windows.py"),
-    ("windows select (1 query)", {"windows_open", "_windows_select"}, "budgets/services/windows.py"),
-    ("hold: lock the windows, conditional UPDATE", {"windows_hold"}, "budgets/services/reservations.py"),
-    ("reservation INSERT + holds bulk INSERT", {"reservation_create"}, "budgets/services/reservations.py"),
-    ("commit", {"__exit__"}, "django/db/transaction.py"),
+    ("catalog, budgets, controls, workflows (1 query)", {"preflight_state"}, "budgets/services/state.py"),
+    ("controls for the call", {"controls_for_call"}, "budgets/services/controls.py"),
+    ("windows (cached ids)", {"window_ids_open"}, "budgets/services/windows.py"),
+    ("reserve: holds + reservation + commit (1 statement)", {"reserve"}, "budgets/services/reservations.py"),
     ("response: budget views", {"_budget_view"}, "budgets/services/preflight.py"),
     ("response: render JSON", {"render"}, "rest_framework/renderers.py"),
 ]

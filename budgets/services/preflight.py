@@ -29,7 +29,7 @@ from finops.tokens import count_messages, count_text
 from tenants.models import ApiKey, Tenant
 
 from .controls import CallScope, controls_for_call
-from .reservations import WindowFull, reservation_create, windows_hold
+from .reservations import ReservationSpec, WindowFull, reserve
 from .state import preflight_state
 from .windows import BudgetEntry, window_ids_open
 
@@ -170,24 +170,24 @@ def preflight_decide(req: PreflightInput, *, now: datetime | None = None) -> Pre
         )
         unheld = [w for _, w, _ in pairs if w not in amounts]
         try:
-            with transaction.atomic():
-                if use_approval and not _approval_consume(approval, now):
-                    approval = None
-                    raise WindowFull(0)
-                reservation = reservation_create(
-                    amounts=amounts,
-                    ttl_seconds=settings.RESERVATION_TTL_SECONDS,
-                    now=now,
-                    tenant_id=req.tenant.pk,
-                    workflow_id=workflow.pk if workflow else None,
-                    model_id=call.entry.id if call.entry else None,
-                    environment=req.environment,
-                    estimated_cost_nanos=cost,
-                    estimated_tokens=tokens,
-                    api_key_id=req.api_key.pk if req.api_key else None,
-                )
-                # Last, so the hot window rows are locked only from here to the commit.
-                totals = windows_hold(amounts, read=unheld, unchecked=approved_over) if pairs else {}
+            spec = ReservationSpec(
+                tenant_id=req.tenant.pk,
+                workflow_id=workflow.pk if workflow else None,
+                model_id=call.entry.id if call.entry else None,
+                environment=req.environment,
+                estimated_cost_nanos=cost,
+                estimated_tokens=tokens,
+                api_key_id=req.api_key.pk if req.api_key else None,
+            )
+            hold = {"amounts": amounts, "read": unheld, "unchecked": approved_over, "now": now}
+            if use_approval:
+                with transaction.atomic():
+                    if not _approval_consume(approval, now):
+                        approval = None
+                        raise WindowFull(0)
+                    reservation, totals = reserve(spec, ttl_seconds=settings.RESERVATION_TTL_SECONDS, **hold)
+            else:
+                reservation, totals = reserve(spec, ttl_seconds=settings.RESERVATION_TTL_SECONDS, **hold)
         except WindowFull as full:
             if full.window_id == 0:
                 out.reasons.append("The approval was used by another request meanwhile.")

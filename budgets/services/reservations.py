@@ -2,7 +2,7 @@
 
 A hold is one conditional UPDATE per window (`reserved += amount` only where spent + reserved +
 amount stays within the hard limit), taken in window-id order inside one transaction (on PostgreSQL
-one statement locks the rows in that order and one statement updates them all). The row lock
+inside one statement, a database function, together with the reservation's rows). The row lock
 the UPDATE takes queues concurrent preflights on the same window, and the condition is evaluated on
 the latest committed row, so no interleaving can take spent + reserved over a hard limit. There is
 no read-then-write anywhere on this path.
@@ -11,11 +11,12 @@ no read-then-write anywhere on this path.
 from __future__ import annotations
 
 import uuid
+from contextlib import nullcontext
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from django.conf import settings
-from django.db import connection, transaction
+from django.db import DatabaseError, connection, transaction
 from django.db.models import F
 from django.utils import timezone
 
@@ -35,142 +36,111 @@ class WindowFull(Exception):
 WindowTotals = tuple  # (spent, reserved, soft_limit, hard_limit)
 
 
-def windows_hold(
-    amounts: dict[int, int], *, read: list[int] = (), unchecked: frozenset[int] = frozenset()
-) -> dict[int, WindowTotals]:
-    """Add each amount to its window's `reserved` if it fits under the hard limit; raise WindowFull
-    otherwise. Call inside a transaction (the caller rolls back on WindowFull). Windows in
-    `unchecked` take the hold without the limit check (an approved run over a require-approval limit).
-
-    Returns the totals after the hold of the held windows and of the `read` windows (those without a
-    hard limit, read without a lock), for the answer's headroom report.
-    """
-    if connection.vendor == "postgresql":
-        return _windows_hold_pg(amounts, read, unchecked)
-    for window_id in sorted(amounts):
-        amount = amounts[window_id]
-        rows = BudgetWindow.objects.filter(pk=window_id)
-        if window_id not in unchecked:
-            rows = rows.filter(hard_limit__gte=F("spent") + F("reserved") + amount)
-        if not rows.update(reserved=F("reserved") + amount):
-            raise WindowFull(window_id)
-    wanted = [*amounts, *read]
-    return {
-        pk: (spent, reserved, soft, hard)
-        for pk, spent, reserved, soft, hard in BudgetWindow.objects.filter(pk__in=wanted).values_list(
-            "pk", "spent", "reserved", "soft_limit", "hard_limit"
-        )
-    }
-
-
-_TABLE = BudgetWindow._meta.db_table
-
-# One statement, however many windows, because the hot window rows stay locked from this statement to
-# the commit and every round trip inside that span costs throughput under contention:
-# - `locked` takes the row locks in id order (the order ingest and every other preflight use: no
-#   deadlocks). NO KEY UPDATE is the lock the UPDATE itself takes; it leaves the key-share locks of
-#   other transactions' hold inserts (their foreign-key checks) alone, where FOR UPDATE would wait
-#   on them and could deadlock with a preflight that inserted its holds first. With with PREFLIGHT_ASYNC_COMMIT, lets this transaction commit without waiting for the
-#   WAL flush, which shortens the span further (docs/budgets.md has the trade-off);
-# - `held` is the conditional update: a window takes the hold only if it still fits. Under READ
-#   COMMITTED an UPDATE re-checks its condition on the newest committed row version, so it sees
-#   whatever the previous lock holder wrote;
-# - the windows without a hard limit are read alongside, without a lock, for the headroom report.
-_HOLD_SQL = (
-    f"WITH locked AS MATERIALIZED (SELECT w.id FROM {_TABLE} w, set_config('synchronous_commit', %s, true) "
-    "WHERE w.id = ANY(%s) ORDER BY w.id FOR NO KEY UPDATE OF w), "
-    f"held AS (UPDATE {_TABLE} w SET reserved = w.reserved + v.amount "
-    "FROM locked JOIN unnest(%s::bigint[], %s::bigint[], %s::boolean[]) AS v(id, amount, checked) "
-    "ON v.id = locked.id "
-    "WHERE w.id = locked.id AND (NOT v.checked OR w.hard_limit >= w.spent + w.reserved + v.amount) "
-    "RETURNING w.id, w.spent, w.reserved, w.soft_limit, w.hard_limit) "
-    "SELECT id, spent, reserved, soft_limit, hard_limit, true FROM held "
-    f"UNION ALL SELECT id, spent, reserved, soft_limit, hard_limit, false FROM {_TABLE} WHERE id = ANY(%s)"
-)
-
-
-def _windows_hold_pg(amounts: dict[int, int], read, unchecked: frozenset[int]) -> dict[int, WindowTotals]:
-    ids = sorted(amounts)
-    commit = "off" if settings.PREFLIGHT_ASYNC_COMMIT and ids else "on"
-    with connection.cursor() as cursor:
-        cursor.execute(
-            _HOLD_SQL, [commit, ids, ids, [amounts[i] for i in ids], [i not in unchecked for i in ids], list(read)]
-        )
-        rows = cursor.fetchall()
-    held = {row[0] for row in rows if row[5]}
-    if len(held) != len(ids):
-        raise WindowFull(next(i for i in ids if i not in held))
-    return {row[0]: row[1:5] for row in rows}
-
-
 @dataclass(frozen=True, slots=True)
 class HeldReservation:
     pk: uuid.UUID
     expires_at: datetime
 
 
-_RESERVATION = Reservation._meta.db_table
-_HOLD = ReservationHold._meta.db_table
-# The reservation and its holds in one round trip (the window rows are still locked meanwhile).
-_INSERT_SQL = (
-    f"WITH r AS (INSERT INTO {_RESERVATION} (id, tenant_id, workflow_id, model_id, environment, "
-    "estimated_cost_nanos, estimated_tokens, status, created_at, expires_at, api_key_id) "
-    "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s) RETURNING id) "
-    f"INSERT INTO {_HOLD} (reservation_id, window_id, amount) "
-    "SELECT r.id, h.window_id, h.amount FROM r, unnest(%s::bigint[], %s::bigint[]) AS h(window_id, amount)"
-)
+@dataclass(frozen=True, slots=True)
+class ReservationSpec:
+    """What a reservation records about the call it is for."""
+
+    tenant_id: int
+    workflow_id: int | None
+    model_id: int | None
+    environment: str
+    estimated_cost_nanos: int | None
+    estimated_tokens: int
+    api_key_id: int | None
 
 
-def reservation_create(
+def reserve(
+    spec: ReservationSpec,
     *,
     amounts: dict[int, int],
+    read: list[int] = (),
+    unchecked: frozenset[int] = frozenset(),
     ttl_seconds: int,
     now: datetime,
-    tenant_id: int,
-    workflow_id: int | None,
-    model_id: int | None,
-    environment: str,
-    estimated_cost_nanos: int | None,
-    estimated_tokens: int,
-    api_key_id: int | None,
-) -> HeldReservation:
+) -> tuple[HeldReservation, dict[int, WindowTotals]]:
+    """Hold each amount on its window if it fits under the hard limit, and record the reservation and
+    its holds; all or nothing. Raises WindowFull (nothing held) when a window has no room. Windows in
+    `unchecked` take the hold without the limit check (an approved run over a require-approval limit).
+
+    Returns the reservation and the windows' totals after the hold (the held windows and `read`, the
+    matching windows without a hard limit), for the answer's headroom report.
+    """
     reservation = HeldReservation(pk=uuid.uuid4(), expires_at=now + timedelta(seconds=ttl_seconds))
-    fields = dict(
-        tenant_id=tenant_id,
-        workflow_id=workflow_id,
-        model_id=model_id,
-        environment=environment,
-        estimated_cost_nanos=estimated_cost_nanos,
-        estimated_tokens=estimated_tokens,
-        api_key_id=api_key_id,
-    )
-    window_ids = sorted(amounts)
+    ids = sorted(amounts)
     if connection.vendor == "postgresql":
-        with connection.cursor() as cursor:
-            cursor.execute(
-                _INSERT_SQL,
-                [
-                    reservation.pk,
-                    tenant_id,
-                    workflow_id,
-                    model_id,
-                    environment,
-                    estimated_cost_nanos,
-                    estimated_tokens,
-                    Reservation.Status.HELD,
-                    now,
-                    reservation.expires_at,
-                    api_key_id,
-                    window_ids,
-                    [amounts[w] for w in window_ids],
-                ],
-            )
-        return reservation
-    Reservation.objects.create(id=reservation.pk, created_at=now, expires_at=reservation.expires_at, **fields)
-    ReservationHold.objects.bulk_create(
-        [ReservationHold(reservation_id=reservation.pk, window_id=w, amount=amounts[w]) for w in window_ids]
+        args = [
+            reservation.pk,
+            spec.tenant_id,
+            spec.workflow_id,
+            spec.model_id,
+            spec.environment,
+            spec.estimated_cost_nanos,
+            spec.estimated_tokens,
+            now,
+            reservation.expires_at,
+            spec.api_key_id,
+            ids,
+            [amounts[i] for i in ids],
+            [i not in unchecked for i in ids],
+            list(read),
+            settings.PREFLIGHT_ASYNC_COMMIT and bool(ids),
+        ]
+        try:
+            # Outside a transaction this single statement is its own transaction: no BEGIN/COMMIT
+            # round trips, and the hot window rows are locked only while it runs and commits.
+            with transaction.atomic() if connection.in_atomic_block else nullcontext():
+                with connection.cursor() as cursor:
+                    cursor.execute(_RESERVE_SQL, args)
+                    rows = cursor.fetchall()
+        except DatabaseError as exc:
+            message = str(exc)
+            if "budget_window_full:" not in message:
+                raise
+            raise WindowFull(int(message.split("budget_window_full:", 1)[1].split()[0])) from None
+        return reservation, {row[0]: tuple(row[1:5]) for row in rows}
+    with transaction.atomic():
+        for window_id in ids:
+            rows = BudgetWindow.objects.filter(pk=window_id)
+            if window_id not in unchecked:
+                rows = rows.filter(hard_limit__gte=F("spent") + F("reserved") + amounts[window_id])
+            if not rows.update(reserved=F("reserved") + amounts[window_id]):
+                raise WindowFull(window_id)
+        Reservation.objects.create(
+            id=reservation.pk,
+            created_at=now,
+            expires_at=reservation.expires_at,
+            tenant_id=spec.tenant_id,
+            workflow_id=spec.workflow_id,
+            model_id=spec.model_id,
+            environment=spec.environment,
+            estimated_cost_nanos=spec.estimated_cost_nanos,
+            estimated_tokens=spec.estimated_tokens,
+            api_key_id=spec.api_key_id,
+        )
+        ReservationHold.objects.bulk_create(
+            [ReservationHold(reservation_id=reservation.pk, window_id=w, amount=amounts[w]) for w in ids]
+        )
+    totals = BudgetWindow.objects.filter(pk__in=[*ids, *read]).values_list(
+        "pk", "spent", "reserved", "soft_limit", "hard_limit"
     )
-    return reservation
+    return reservation, {pk: (spent, reserved, soft, hard) for pk, spent, reserved, soft, hard in totals}
+
+
+# budgets_reserve() (migration 0003) does the whole write in one statement: the conditional UPDATE of
+# each window in id order (the order ingest uses: no deadlocks), raising `budget_window_full:<id>`
+# (which undoes the statement) when one has no room, then the reservation and its holds. With
+# PREFLIGHT_ASYNC_COMMIT its commit does not wait for the WAL flush (docs/budgets.md has the trade-off).
+# The row locks are held from the first UPDATE to that commit, so nothing else runs inside that span.
+_RESERVE_SQL = (
+    "SELECT * FROM budgets_reserve(%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, "
+    "%s::bigint[], %s::bigint[], %s::boolean[], %s::bigint[], %s)"
+)
 
 
 def _release(reservation_ids: list) -> None:

@@ -1,0 +1,57 @@
+"""budgets_reserve(): a preflight's whole write in one statement on PostgreSQL (see reservations.py)."""
+
+from django.db import migrations
+
+CREATE = r"""
+CREATE OR REPLACE FUNCTION budgets_reserve(
+    p_reservation uuid, p_tenant bigint, p_workflow bigint, p_model bigint, p_environment text,
+    p_cost bigint, p_tokens bigint, p_created timestamptz, p_expires timestamptz, p_api_key bigint,
+    p_windows bigint[], p_amounts bigint[], p_checked boolean[], p_read bigint[], p_async boolean)
+RETURNS TABLE (window_id bigint, spent bigint, reserved bigint, soft_limit bigint, hard_limit bigint)
+LANGUAGE plpgsql AS $$
+DECLARE
+    i integer;
+BEGIN
+    IF p_async THEN
+        PERFORM set_config('synchronous_commit', 'off', true);
+    END IF;
+    -- p_windows arrive in ascending id order: rows are locked in the order ingest uses (no deadlocks).
+    FOR i IN 1 .. coalesce(array_length(p_windows, 1), 0) LOOP
+        UPDATE budgets_budgetwindow w SET reserved = w.reserved + p_amounts[i]
+         WHERE w.id = p_windows[i]
+           AND (NOT p_checked[i] OR w.hard_limit >= w.spent + w.reserved + p_amounts[i]);
+        IF NOT FOUND THEN
+            -- Aborts the statement, so every hold taken above is undone with it.
+            RAISE EXCEPTION 'budget_window_full:%', p_windows[i] USING ERRCODE = 'P0001';
+        END IF;
+    END LOOP;
+    INSERT INTO budgets_reservation (id, tenant_id, workflow_id, model_id, environment, estimated_cost_nanos,
+                                     estimated_tokens, status, created_at, expires_at, api_key_id)
+    VALUES (p_reservation, p_tenant, p_workflow, p_model, p_environment, p_cost, p_tokens, 'held',
+            p_created, p_expires, p_api_key);
+    INSERT INTO budgets_reservationhold (reservation_id, window_id, amount)
+    SELECT p_reservation, h.window_id, h.amount FROM unnest(p_windows, p_amounts) AS h(window_id, amount);
+    RETURN QUERY
+        SELECT w.id, w.spent, w.reserved, w.soft_limit, w.hard_limit FROM budgets_budgetwindow w
+         WHERE w.id = ANY(p_windows) OR w.id = ANY(p_read);
+END
+$$;
+"""
+
+DROP = "DROP FUNCTION IF EXISTS budgets_reserve(uuid, bigint, bigint, bigint, text, bigint, bigint, timestamptz, timestamptz, bigint, bigint[], bigint[], boolean[], bigint[], boolean);"
+
+
+def create(apps, schema_editor):
+    if schema_editor.connection.vendor == "postgresql":
+        schema_editor.execute(CREATE, params=None)
+
+
+def drop(apps, schema_editor):
+    if schema_editor.connection.vendor == "postgresql":
+        schema_editor.execute(DROP)
+
+
+class Migration(migrations.Migration):
+    dependencies = [("budgets", "0002_control_updated_at")]
+
+    operations = [migrations.RunPython(create, drop)]
