@@ -1,5 +1,18 @@
 from django.apps import AppConfig
+from django.db.models.signals import post_delete, post_save
 
 
 class BudgetsConfig(AppConfig):
     name = "budgets"
+
+    def ready(self) -> None:
+        # Preflight caches these in process (budgets.services.state): a save or delete here makes this
+        # process look again at once; other processes notice within PREFLIGHT_STATE_TTL_SECONDS.
+        from finops.models import LlmModel, ModelPrice, ModelTier, Workflow
+
+        from .models import Budget, Control
+        from .services.state import state_changed
+
+        for model in (Budget, Control, Workflow, LlmModel, ModelPrice, ModelTier):
+            post_save.connect(state_changed, sender=model, dispatch_uid=f"preflight-state-{model.__name__}-save")
+            post_delete.connect(state_changed, sender=model, dispatch_uid=f"preflight-state-{model.__name__}-delete")

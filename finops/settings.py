@@ -165,6 +165,9 @@ PREFLIGHT_DEFAULT_MAX_OUTPUT_TOKENS = env.int("PREFLIGHT_DEFAULT_MAX_OUTPUT_TOKE
 # Commit reservations without waiting for the WAL flush: hot budget rows stay locked ~1 fsync less.
 # A crash can forget the last moments' reservations (their calls then count only when usage arrives).
 PREFLIGHT_ASYNC_COMMIT = env.bool("PREFLIGHT_ASYNC_COMMIT", default=True)
+# How often a process re-checks whether catalog, budgets, controls or workflows changed (one query).
+# Its own changes are seen at once; other processes' within this many seconds. 0 = on every decision.
+PREFLIGHT_STATE_TTL_SECONDS = env.float("PREFLIGHT_STATE_TTL_SECONDS", default=1.0)
 RESERVATION_TTL_SECONDS = env.int("RESERVATION_TTL_SECONDS", default=600)
 APPROVAL_TTL_SECONDS = env.int("APPROVAL_TTL_SECONDS", default=24 * 3600)
 CONTROL_HYSTERESIS_PERCENT = env.int("CONTROL_HYSTERESIS_PERCENT", default=5)

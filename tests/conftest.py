@@ -141,3 +141,11 @@ def catalog(db) -> dict[str, LlmModel]:
         output=Decimal("0.40"),
     )
     return {"gpt-4o": gpt4o, "o3": o3, "claude-sonnet-4-5": sonnet, "gemini-2.5-flash-lite": flash}
+
+
+@pytest.fixture(autouse=True)
+def _fresh_preflight_state():
+    """Each test's database is new: preflight must not reuse the previous test's cached fingerprint."""
+    from budgets.services.state import state_changed
+
+    state_changed()

@@ -13,6 +13,8 @@ from django.utils import timezone
 from budgets.models import Control, ControlKind
 from tenants.services import audit_record
 
+from .state import state_changed
+
 # Most restrictive first: the order preflight reports and applies them in.
 RESTRICTIVENESS = [
     ControlKind.DENY,
@@ -89,6 +91,7 @@ def control_end(
             .update(ends_at=now, ended_reason=reason, end_audited=True, updated_at=now)
         )
         control.refresh_from_db()
+        state_changed()
         if updated:
             audit_record(
                 action="control.end",

@@ -9,10 +9,12 @@ query for all four instead of one query (and ORM overhead) each.
 from __future__ import annotations
 
 import threading
+import time
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
 
+from django.conf import settings
 from django.db import connection
 
 from budgets.models import Control
@@ -79,12 +81,28 @@ class PreflightState:
 _lock = threading.Lock()
 _controls = _Cache()
 _workflows = _Cache()
+_last: dict = {"row": None, "checked": 0.0}
+
+
+def state_changed(**kwargs) -> None:
+    """Make this process check the fingerprint on its next decision (wired to the models' signals and
+    called by services that change rows with queryset.update())."""
+    _last["checked"] = 0.0
 
 
 def preflight_state() -> PreflightState:
-    with connection.cursor() as cursor:
-        cursor.execute(_STATE_SQL)
-        row = tuple(cursor.fetchone())
+    """The cached state; the fingerprint is checked at most every PREFLIGHT_STATE_TTL_SECONDS.
+
+    Within this process a change is seen at once (state_changed); another process's change is seen
+    within the TTL. Hard limits are never stale: the reservation reads them from the window rows.
+    """
+    now = time.monotonic()
+    row = _last["row"]
+    if row is None or now - _last["checked"] >= settings.PREFLIGHT_STATE_TTL_SECONDS:
+        with connection.cursor() as cursor:
+            cursor.execute(_STATE_SQL)
+            row = tuple(cursor.fetchone())
+        _last["row"], _last["checked"] = row, now
     n_catalog, n_budgets = catalog_module.FINGERPRINT_COLUMNS, windows.FINGERPRINT_COLUMNS
     budgets_end = n_catalog + n_budgets
     return PreflightState(

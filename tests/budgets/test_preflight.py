@@ -268,3 +268,24 @@ def test_a_released_reservation_gives_its_hold_back_once(api_a, api_b, catalog, 
     # Usage arriving afterwards counts its cost and releases nothing again.
     _usage(api_a, out["reservation_id"])
     assert BudgetWindow.objects.get(budget=budget).reserved == 0
+
+
+def test_another_process_change_is_seen_within_the_state_ttl(api_a, catalog, tenant_a, monkeypatch):
+    from budgets.models import Budget
+    from budgets.services import state
+
+    budget = BudgetFactory(tenant=tenant_a, hard_limit=1)
+    assert _ask(api_a)["decision"] == "deny"
+    clock = [state.time.monotonic() + 100]
+    monkeypatch.setattr(state.time, "monotonic", lambda: clock[0])
+    _ask(api_a)  # checks the fingerprint now
+
+    # What another process does: no signal reaches this one.
+    Budget.objects.filter(pk=budget.pk).update(is_active=False, updated_at=timezone.now())
+    clock[0] += 0.5
+    stale = _ask(api_a)
+    clock[0] += 1.0
+    fresh = _ask(api_a)
+
+    assert stale["decision"] == "deny"
+    assert fresh["decision"] == "allow" and fresh["budgets"] == []
