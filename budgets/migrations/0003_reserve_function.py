@@ -15,22 +15,25 @@ BEGIN
     IF p_async THEN
         PERFORM set_config('synchronous_commit', 'off', true);
     END IF;
-    -- p_windows arrive in ascending id order: rows are locked in the order ingest uses (no deadlocks).
-    FOR i IN 1 .. coalesce(array_length(p_windows, 1), 0) LOOP
-        UPDATE budgets_budgetwindow w SET reserved = w.reserved + p_amounts[i]
-         WHERE w.id = p_windows[i]
-           AND (NOT p_checked[i] OR w.hard_limit >= w.spent + w.reserved + p_amounts[i]);
-        IF NOT FOUND THEN
-            -- Aborts the statement, so every hold taken above is undone with it.
-            RAISE EXCEPTION 'budget_window_full:%', p_windows[i] USING ERRCODE = 'P0001';
-        END IF;
-    END LOOP;
+    -- The rows first: their foreign-key checks take key-share locks on the windows, which do not
+    -- conflict with other preflights' updates, and the hot rows are then locked only from the first
+    -- UPDATE below to the commit.
     INSERT INTO budgets_reservation (id, tenant_id, workflow_id, model_id, environment, estimated_cost_nanos,
                                      estimated_tokens, status, created_at, expires_at, api_key_id)
     VALUES (p_reservation, p_tenant, p_workflow, p_model, p_environment, p_cost, p_tokens, 'held',
             p_created, p_expires, p_api_key);
     INSERT INTO budgets_reservationhold (reservation_id, window_id, amount)
     SELECT p_reservation, h.window_id, h.amount FROM unnest(p_windows, p_amounts) AS h(window_id, amount);
+    -- p_windows arrive in ascending id order: rows are locked in the order ingest uses (no deadlocks).
+    FOR i IN 1 .. coalesce(array_length(p_windows, 1), 0) LOOP
+        UPDATE budgets_budgetwindow w SET reserved = w.reserved + p_amounts[i]
+         WHERE w.id = p_windows[i]
+           AND (NOT p_checked[i] OR w.hard_limit >= w.spent + w.reserved + p_amounts[i]);
+        IF NOT FOUND THEN
+            -- Aborts the statement, so the rows and every hold taken above are undone with it.
+            RAISE EXCEPTION 'budget_window_full:%', p_windows[i] USING ERRCODE = 'P0001';
+        END IF;
+    END LOOP;
     RETURN QUERY
         SELECT w.id, w.spent, w.reserved, w.soft_limit, w.hard_limit FROM budgets_budgetwindow w
          WHERE w.id = ANY(p_windows) OR w.id = ANY(p_read);
