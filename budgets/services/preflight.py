@@ -21,7 +21,7 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
-from budgets.models import ApprovalRequest, BudgetWindow, ControlKind, HardAction, Metric
+from budgets.models import ApprovalRequest, ControlKind, HardAction, Metric
 from finops.catalog import CatalogSnapshot, ModelEntry
 from finops.models import Workflow
 from finops.pricing import NANOS_PER_USD, TokenBuckets, cost_nanos, nanos_to_usd
@@ -29,6 +29,7 @@ from finops.tokens import count_messages, count_text
 from tenants.models import ApiKey, Tenant
 
 from .controls import CallScope, controls_for_call
+from .headroom import amount_format, budget_views, windows_totals
 from .reservations import ReservationSpec, WindowFull, reserve
 from .state import preflight_state
 from .windows import BudgetEntry, window_ids_open
@@ -163,7 +164,7 @@ def preflight_decide(req: PreflightInput, *, now: datetime | None = None) -> Pre
             out.reasons.append(
                 f"Budget '{unpriced.name}' limits cost and the call's cost is unknown, so it cannot be reserved."
             )
-            out.budgets = _budget_views(pairs, _totals([w for _, w, _ in pairs]))
+            out.budgets = budget_views(pairs, windows_totals([w for _, w, _ in pairs]))
             return _finish(out, call, DENY, cost)
         approved_over = frozenset(
             w for b, w, _ in pairs if use_approval and b.hard_action == HardAction.REQUIRE_APPROVAL
@@ -192,14 +193,13 @@ def preflight_decide(req: PreflightInput, *, now: datetime | None = None) -> Pre
             if full.window_id == 0:
                 out.reasons.append("The approval was used by another request meanwhile.")
                 return _needs_approval(out, call, cost, req, workflow, now)
-            totals = _totals([w for _, w, _ in pairs])
-            out.budgets = _budget_views(pairs, totals)
+            totals = windows_totals([w for _, w, _ in pairs])
+            out.budgets = budget_views(pairs, totals)
             budget = next(b for b, w, _ in pairs if w == full.window_id)
             spent, reserved, _soft, hard = totals[full.window_id]
-            limit = f"'{budget.name}' has {_fmt(budget, max(hard - spent - reserved, 0))}"
-            out.reasons.append(
-                f"Hard limit: {limit} left for this period, the call needs {_fmt(budget, amounts[full.window_id])}."
-            )
+            left = amount_format(budget, max(hard - spent - reserved, 0))
+            needed = amount_format(budget, amounts[full.window_id])
+            out.reasons.append(f"Hard limit: '{budget.name}' has {left} left for this period, the call needs {needed}.")
             if (
                 budget.hard_action == HardAction.DOWNGRADE
                 and downgrades_left
@@ -215,7 +215,7 @@ def preflight_decide(req: PreflightInput, *, now: datetime | None = None) -> Pre
             return _finish(out, call, DENY, cost)
         out.reservation_id = str(reservation.pk)
         out.reservation_expires_at = reservation.expires_at
-        out.budgets = _budget_views(pairs, totals)
+        out.budgets = budget_views(pairs, totals)
         if use_approval:
             out.approval_id, out.approval_status = str(approval.pk), ApprovalRequest.Status.CONSUMED
             out.reasons.append("Approved run: the approval is now used.")
@@ -330,15 +330,6 @@ def _amounts(pairs: list[tuple[BudgetEntry, int, tuple]], cost: int | None, toke
     return amounts, None
 
 
-def _totals(window_ids: list[int]) -> dict[int, tuple]:
-    return {
-        pk: (spent, reserved, soft, hard)
-        for pk, spent, reserved, soft, hard in BudgetWindow.objects.filter(pk__in=window_ids).values_list(
-            "pk", "spent", "reserved", "soft_limit", "hard_limit"
-        )
-    }
-
-
 def _approval(req: PreflightInput, out: PreflightDecision, now) -> ApprovalRequest | None:
     """The caller's approved request, if it covers this call; otherwise say why not and return None."""
     if not req.approval_id:
@@ -409,37 +400,3 @@ def _finish(out: PreflightDecision, call: _Call, decision: str, cost: int | None
     out.target_input_tokens = call.target_input_tokens if out.compress_context else None
     out.estimated_cost_nanos = cost
     return out
-
-
-def _fmt(budget: BudgetEntry, amount: int) -> str:
-    return f"{amount:,} tokens" if budget.metric == Metric.TOKENS else f"${nanos_to_usd(amount)}"
-
-
-def _budget_views(pairs, totals: dict[int, tuple]) -> list[dict]:
-    return [_budget_view(b, bounds, totals[w]) for b, w, bounds in pairs if w in totals]
-
-
-def _budget_view(budget: BudgetEntry, bounds: tuple, totals: tuple) -> dict:
-    """A consulted budget as the client sees it; money as USD strings, tokens as integers."""
-    money = budget.metric == Metric.COST
-    spent, reserved, soft, hard = totals
-
-    def amount(value):
-        if value is None:
-            return None
-        return nanos_to_usd(value) if money else value
-
-    return {
-        "id": budget.id,
-        "name": budget.name,
-        "metric": budget.metric,
-        "period": budget.period,
-        "window_start": bounds[0],
-        "window_end": bounds[1],
-        "spent": amount(spent),
-        "reserved": amount(reserved),
-        "soft_limit": amount(soft),
-        "hard_limit": amount(hard),
-        "remaining": amount(max(hard - spent - reserved, 0)) if hard is not None else None,
-        "hard_action": budget.hard_action,
-    }
