@@ -9,14 +9,12 @@ from __future__ import annotations
 
 import bisect
 import re
-import threading
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from django.db import connection
-
 from .models import LlmModel, ModelPrice
 from .pricing import PriceRow
+from .snapshots import FingerprintSnapshot
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,9 +76,6 @@ FINGERPRINT_SELECT = (
 FINGERPRINT_COLUMNS = 6
 _FINGERPRINT_SQL = "SELECT " + FINGERPRINT_SELECT
 
-_lock = threading.Lock()
-_snapshot = CatalogSnapshot()
-
 
 def _build(fingerprint: tuple) -> CatalogSnapshot:
     snap = CatalogSnapshot(fingerprint=fingerprint)
@@ -111,20 +106,12 @@ def _build(fingerprint: tuple) -> CatalogSnapshot:
     return snap
 
 
+_snapshot = FingerprintSnapshot(_FINGERPRINT_SQL, _build)
+
+
 def get_catalog(*, fingerprint: tuple | None = None) -> CatalogSnapshot:
     """The current snapshot; costs one fingerprint query, rebuilds only when the catalog changed.
 
     A caller that read FINGERPRINT_SELECT as part of its own query passes the values instead.
     """
-    global _snapshot
-    if fingerprint is None:
-        with connection.cursor() as cursor:
-            cursor.execute(_FINGERPRINT_SQL)
-            fingerprint = tuple(cursor.fetchone())
-    snap = _snapshot
-    if snap.fingerprint != fingerprint:
-        with _lock:
-            if _snapshot.fingerprint != fingerprint:
-                _snapshot = _build(fingerprint)
-            snap = _snapshot
-    return snap
+    return _snapshot.get(fingerprint)

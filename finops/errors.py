@@ -45,6 +45,15 @@ _DRF_CODES = {
 }
 
 
+def reject_oversized_body(request, limit: int, *, code: str = "payload_too_large", hint: str = "") -> None:
+    """413 when the declared body is over `limit` bytes. DRF reads bodies as a stream, so Django's own
+    upload limit does not apply to API views; each one that takes a body calls this first."""
+    length = request.META.get("CONTENT_LENGTH") or "0"
+    if length.isdigit() and int(length) > limit:
+        message = f"The body is {int(length):,} bytes; the limit is {limit:,}."
+        raise ApplicationError(code, f"{message} {hint}".strip(), status_code=status.HTTP_413_REQUEST_ENTITY_TOO_LARGE)
+
+
 def error_response(code: str, message: str, status_code: int, details: Any = None, headers=None) -> Response:
     body: dict[str, Any] = {"code": code, "message": message}
     if details is not None:

@@ -117,9 +117,7 @@ class AlertAcknowledgeApi(_AlertsBase):
 
     @extend_schema(operation_id="alerts_acknowledge", request=None, responses=AlertOutputSerializer)
     def post(self, request: Request, alert_id: int) -> Response:
-        alert = self.queryset().filter(pk=alert_id).first()
-        if alert is None:
-            raise ApplicationError("not_found", "Not found.", status_code=404)
+        alert = self.visible_or_404(self.queryset(), alert_id)
         alert = alert_acknowledge(
             alert=alert, actor_user=request.user if self.api_key is None else None, actor_key=self.api_key
         )
@@ -230,9 +228,7 @@ class NotificationChannelCollectionApi(_ChannelsBase):
 class NotificationChannelDetailApi(_ChannelsBase):
     @extend_schema(operation_id="notification_channels_delete", responses={204: None})
     def delete(self, request: Request, channel_id: int) -> Response:
-        channel = self.queryset().filter(pk=channel_id).first()
-        if channel is None:
-            raise ApplicationError("not_found", "Not found.", status_code=404)
+        channel = self.visible_or_404(self.queryset(), channel_id)
         channel_delete(
             channel=channel, actor_user=request.user if self.api_key is None else None, actor_key=self.api_key
         )

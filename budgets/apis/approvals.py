@@ -84,9 +84,7 @@ class ApprovalCollectionApi(_ApprovalsBase):
 
 class _OneApproval(_ApprovalsBase):
     def approval(self, approval_id) -> ApprovalRequest:
-        approval = self.queryset().filter(pk=approval_id).first()
-        if approval is None:
-            raise ApplicationError("not_found", "Not found.", status_code=404)
+        approval = self.visible_or_404(self.queryset(), approval_id)
         return approval
 
 

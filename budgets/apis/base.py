@@ -46,6 +46,13 @@ class BudgetsScopedApi(TenantScopedAPIView):
             raise ApplicationError("tenant_required", "Name the tenant with ?tenant=<slug>.")
         return queryset
 
+    def visible_or_404(self, queryset: QuerySet, pk):
+        """The row with this pk in `queryset` (already scoped); another tenant's row answers 404."""
+        obj = queryset.filter(pk=pk).first()
+        if obj is None:
+            raise ApplicationError("not_found", "Not found.", status_code=404)
+        return obj
+
     def require_platform(self, what: str) -> None:
         if not self.platform_caller:
             raise ApplicationError(

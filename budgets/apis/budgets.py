@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+from django.conf import settings
 from django.utils import timezone
 from drf_spectacular.utils import OpenApiExample, OpenApiParameter, extend_schema
 from rest_framework import serializers, status
@@ -8,8 +9,14 @@ from rest_framework.response import Response
 
 from budgets.models import Budget, BudgetWindow, HardAction, Metric, Period
 from budgets.periods import period_bounds
-from budgets.services.budgets import budget_create, budget_deactivate, budget_update, limit_format, limit_parse
-from finops.errors import ApplicationError
+from budgets.services.budgets import (
+    budget_create,
+    budget_deactivate,
+    budget_snapshot,
+    budget_update,
+    limit_format,
+    limit_parse,
+)
 from finops.models import Environment, ModelTier, Workflow
 
 from .base import BudgetsScopedApi, by_slug
@@ -60,20 +67,11 @@ def budget_out(budget: Budget, window: BudgetWindow | None) -> dict:
     remaining = max(budget.hard_limit - spent - reserved, 0) if budget.hard_limit is not None else None
     return {
         "id": budget.pk,
-        "name": budget.name,
         "tenant": budget.tenant.slug if budget.tenant_id else None,
         "workflow": budget.workflow.slug if budget.workflow_id else None,
         "environment": budget.environment,
         "tier": budget.tier.slug if budget.tier_id else None,
-        "scope": budget.scope_label(),
-        "metric": budget.metric,
-        "period": budget.period,
-        "time_zone": budget.time_zone,
-        "soft_limit": limit_format(budget.soft_limit, budget.metric),
-        "hard_limit": limit_format(budget.hard_limit, budget.metric),
-        "hard_action": budget.hard_action,
-        "policy": budget.policy,
-        "is_active": budget.is_active,
+        **budget_snapshot(budget),
         "window": {
             "starts_at": starts_at,
             "ends_at": ends_at,
@@ -107,7 +105,7 @@ class _BudgetApiBase(BudgetsScopedApi):
                 fields[name] = data[name] if data[name] is not None else ""
         if not partial:
             fields["metric"] = data["metric"]
-            fields.setdefault("time_zone", _default_tz())
+            fields.setdefault("time_zone", settings.BUDGET_TIME_ZONE)
         if "workflow" in data:
             fields["workflow"] = by_slug(Workflow, data["workflow"], "workflow")
         if "tier" in data:
@@ -116,12 +114,6 @@ class _BudgetApiBase(BudgetsScopedApi):
             if name in data:
                 fields[name] = limit_parse(data[name], metric, name)
         return fields
-
-
-def _default_tz() -> str:
-    from django.conf import settings
-
-    return settings.BUDGET_TIME_ZONE
 
 
 class BudgetCollectionApi(_BudgetApiBase):
@@ -177,9 +169,7 @@ class BudgetDetailApi(_BudgetApiBase):
     """One budget: read, change (PATCH), retire (DELETE keeps its history)."""
 
     def budget(self, budget_id: int) -> Budget:
-        budget = self.queryset().filter(pk=budget_id).first()
-        if budget is None:
-            raise ApplicationError("not_found", "Not found.", status_code=404)
+        budget = self.visible_or_404(self.queryset(), budget_id)
         return budget
 
     @extend_schema(operation_id="budgets_retrieve", responses={200: BudgetOutputSerializer})

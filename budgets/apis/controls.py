@@ -159,9 +159,7 @@ class ControlEndApi(_ControlsBase):
 
     @extend_schema(operation_id="controls_end", request=ControlEndSerializer, responses={200: ControlOutputSerializer})
     def post(self, request: Request, control_id: int) -> Response:
-        control = self.queryset().filter(pk=control_id).first()
-        if control is None:
-            raise ApplicationError("not_found", "Not found.", status_code=404)
+        control = self.visible_or_404(self.queryset(), control_id)
         self.require_platform("end controls")
         serializer = ControlEndSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)

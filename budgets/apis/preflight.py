@@ -1,6 +1,6 @@
 from django.conf import settings
 from drf_spectacular.utils import OpenApiExample, extend_schema
-from rest_framework import serializers, status
+from rest_framework import serializers
 from rest_framework.exceptions import ValidationError
 from rest_framework.parsers import JSONParser
 from rest_framework.request import Request
@@ -9,7 +9,7 @@ from rest_framework.response import Response
 from budgets.services.preflight import PreflightInput, PreflightInputError, preflight_decide
 from finops import tokens
 from finops.apis.tokens import _MessagesField, _StrictCharField
-from finops.errors import ApplicationError
+from finops.errors import ApplicationError, reject_oversized_body
 from finops.models import Environment
 from finops.services.usage_validation import MAX_TOKENS
 from tenants.models import ApiKey
@@ -119,11 +119,7 @@ class PreflightApi(TenantScopedAPIView):
         ],
     )
     def post(self, request: Request) -> Response:
-        content_length = request.META.get("CONTENT_LENGTH") or "0"
-        if content_length.isdigit() and int(content_length) > settings.DATA_UPLOAD_MAX_MEMORY_SIZE:
-            raise ApplicationError(
-                "too_large", "The request body is too large.", status_code=status.HTTP_413_REQUEST_ENTITY_TOO_LARGE
-            )
+        reject_oversized_body(request, settings.DATA_UPLOAD_MAX_MEMORY_SIZE)
         serializer = PreflightInputSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         data = serializer.validated_data

@@ -7,9 +7,9 @@ from rest_framework.response import Response
 
 from budgets.models import Reservation
 from budgets.services.reservations import reservation_release
-from finops.errors import ApplicationError
-from tenants.models import ApiKey
-from tenants.scoping import TenantScopedAPIView
+from tenants.models import ApiKey, Membership
+
+from .base import BudgetsScopedApi
 
 
 class ReservationOutputSerializer(serializers.Serializer):
@@ -20,26 +20,19 @@ class ReservationOutputSerializer(serializers.Serializer):
     )
 
 
-class ReservationReleaseApi(TenantScopedAPIView):
+class ReservationReleaseApi(BudgetsScopedApi):
     """Give a reservation back when the call it was for will not happen (it failed, or was cancelled).
 
     Releasing is optional: an unsettled reservation expires by itself after RESERVATION_TTL_SECONDS.
     Releasing a settled, expired or already released reservation changes nothing.
     """
 
-    required_scope = ApiKey.Scope.PREFLIGHT
-    tenant_optional = True
+    required_scope = ApiKey.Scope.PREFLIGHT  # the key that preflights may give its holds back
+    write_role = Membership.Role.VIEWER
 
     @extend_schema(operation_id="reservations_release", request=None, responses={200: ReservationOutputSerializer})
     def post(self, request: Request, reservation_id) -> Response:
-        reservations = Reservation.objects.all()
-        if self.tenant is not None:
-            reservations = reservations.filter(tenant=self.tenant)
-        elif not (self.api_key is not None and self.api_key.tenant_id is None) and not request.user.is_staff:
-            raise ApplicationError("tenant_required", "Name the tenant with ?tenant=<slug>.")
-        reservation = reservations.filter(pk=reservation_id).first()
-        if reservation is None:
-            raise ApplicationError("not_found", "Not found.", status_code=404)
+        reservation = self.visible_or_404(self.scoped(Reservation.objects.all()), reservation_id)
         released = reservation_release(reservation=reservation)
         reservation.refresh_from_db()
         return Response({"id": reservation.pk, "status": reservation.status, "released": released})

@@ -39,15 +39,9 @@ def active_controls_q(now: datetime) -> Q:
     return Q(starts_at__lte=now) & (Q(ends_at__isnull=True) | Q(ends_at__gt=now))
 
 
-def controls_for_call(call: CallScope, *, now: datetime, controls: Iterable | None = None) -> list:
-    """Active controls whose scope matches the call, most restrictive first.
-
-    `controls` is preflight's cached list (budgets.services.state); without it they are read here.
-    """
-    if controls is None:
-        controls = Control.objects.filter(active_controls_q(now)).filter(
-            Q(tenant_id=call.tenant_id) | Q(tenant__isnull=True)
-        )
+def controls_for_call(call: CallScope, *, now: datetime, controls: Iterable) -> list:
+    """Of `controls` (preflight's cached list, budgets.services.state), those in force at `now` whose
+    scope matches the call, most restrictive first."""
     matched = [
         c
         for c in controls

@@ -25,7 +25,7 @@ from budgets.models import ApprovalRequest, ControlKind, HardAction, Metric
 from finops.catalog import CatalogSnapshot, ModelEntry
 from finops.models import Workflow
 from finops.pricing import NANOS_PER_USD, TokenBuckets, cost_nanos, nanos_to_usd
-from finops.tokens import count_messages, count_text
+from finops.tokens import TokenInputInvalid, count_messages, count_text
 from tenants.models import ApiKey, Tenant
 
 from .controls import CallScope, controls_for_call
@@ -225,8 +225,6 @@ def preflight_decide(req: PreflightInput, *, now: datetime | None = None) -> Pre
 def _input_tokens(req: PreflightInput, entry: ModelEntry | None) -> tuple[int, bool]:
     if req.input_tokens is not None:
         return req.input_tokens, False
-    from finops.tokens import TokenInputInvalid
-
     try:
         if req.messages is not None:
             counted = count_messages(entry, req.model, req.messages)

@@ -8,7 +8,6 @@ query for all four instead of one query (and ORM overhead) each.
 
 from __future__ import annotations
 
-import threading
 import time
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -21,6 +20,7 @@ from budgets.models import Control
 from finops import catalog as catalog_module
 from finops.catalog import CatalogSnapshot, get_catalog
 from finops.models import Workflow
+from finops.snapshots import FingerprintSnapshot
 
 from . import windows
 from .windows import BudgetSnapshot, get_budgets
@@ -65,12 +65,6 @@ class WorkflowEntry:
 
 
 @dataclass
-class _Cache:
-    fingerprint: tuple = ()
-    rows: object = None
-
-
-@dataclass
 class PreflightState:
     catalog: CatalogSnapshot
     budgets: BudgetSnapshot
@@ -78,9 +72,8 @@ class PreflightState:
     workflows: dict[str, WorkflowEntry] = field(default_factory=dict)
 
 
-_lock = threading.Lock()
-_controls = _Cache()
-_workflows = _Cache()
+_controls = FingerprintSnapshot(None, lambda fingerprint: _load_controls())
+_workflows = FingerprintSnapshot(None, lambda fingerprint: _load_workflows())
 _last: dict = {"row": None, "checked": 0.0}
 
 
@@ -108,18 +101,9 @@ def preflight_state() -> PreflightState:
     return PreflightState(
         catalog=get_catalog(fingerprint=row[:n_catalog]),
         budgets=get_budgets(fingerprint=row[n_catalog:budgets_end]),
-        controls=_cached(_controls, row[budgets_end : budgets_end + 2], _load_controls),
-        workflows=_cached(_workflows, row[budgets_end + 2 : budgets_end + 4], _load_workflows),
+        controls=_controls.get(row[budgets_end : budgets_end + 2]),
+        workflows=_workflows.get(row[budgets_end + 2 : budgets_end + 4]),
     )
-
-
-def _cached(cache: _Cache, fingerprint: tuple, load):
-    if cache.fingerprint != fingerprint or cache.rows is None:
-        with _lock:
-            if cache.fingerprint != fingerprint or cache.rows is None:
-                cache.rows = load()
-                cache.fingerprint = fingerprint
-    return cache.rows
 
 
 def _load_controls() -> list[ControlEntry]:

@@ -6,7 +6,6 @@ fingerprint query changes, like the catalog, so a request costs one small query,
 
 from __future__ import annotations
 
-import threading
 from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -17,6 +16,7 @@ from django.db.models import F
 
 from budgets.models import Budget, BudgetWindow, Metric, Reservation, ReservationHold
 from budgets.periods import period_bounds
+from finops.snapshots import FingerprintSnapshot
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,8 +69,32 @@ FINGERPRINT_SELECT = (
 )
 FINGERPRINT_COLUMNS = 2
 _FINGERPRINT_SQL = "SELECT " + FINGERPRINT_SELECT
-_lock = threading.Lock()
-_snapshot = BudgetSnapshot()
+
+
+def _build(fingerprint: tuple) -> BudgetSnapshot:
+    return BudgetSnapshot(
+        fingerprint=fingerprint,
+        entries=[
+            BudgetEntry(
+                id=b.pk,
+                name=b.name,
+                tenant_id=b.tenant_id,
+                workflow_id=b.workflow_id,
+                environment=b.environment,
+                tier_id=b.tier_id,
+                metric=b.metric,
+                period=b.period,
+                time_zone=b.time_zone,
+                soft_limit=b.soft_limit,
+                hard_limit=b.hard_limit,
+                hard_action=b.hard_action,
+            )
+            for b in Budget.objects.filter(is_active=True).order_by("id")
+        ],
+    )
+
+
+_snapshot = FingerprintSnapshot(_FINGERPRINT_SQL, _build)
 
 
 def get_budgets(*, fingerprint: tuple | None = None) -> BudgetSnapshot:
@@ -78,37 +102,7 @@ def get_budgets(*, fingerprint: tuple | None = None) -> BudgetSnapshot:
 
     A caller that read FINGERPRINT_SELECT as part of its own query passes the values instead.
     """
-    global _snapshot
-    if fingerprint is None:
-        with connection.cursor() as cursor:
-            cursor.execute(_FINGERPRINT_SQL)
-            fingerprint = tuple(cursor.fetchone())
-    snap = _snapshot
-    if snap.fingerprint != fingerprint:
-        with _lock:
-            if _snapshot.fingerprint != fingerprint:
-                _snapshot = BudgetSnapshot(
-                    fingerprint=fingerprint,
-                    entries=[
-                        BudgetEntry(
-                            id=b.pk,
-                            name=b.name,
-                            tenant_id=b.tenant_id,
-                            workflow_id=b.workflow_id,
-                            environment=b.environment,
-                            tier_id=b.tier_id,
-                            metric=b.metric,
-                            period=b.period,
-                            time_zone=b.time_zone,
-                            soft_limit=b.soft_limit,
-                            hard_limit=b.hard_limit,
-                            hard_action=b.hard_action,
-                        )
-                        for b in Budget.objects.filter(is_active=True).order_by("id")
-                    ],
-                )
-            snap = _snapshot
-    return snap
+    return _snapshot.get(fingerprint)
 
 
 def windows_open(keys: Iterable[tuple[BudgetEntry, datetime, datetime]]) -> dict[tuple[int, datetime], BudgetWindow]:
@@ -210,6 +204,13 @@ def budgets_charge(charges: list[Charge], *, now: datetime) -> None:
             )
 
 
+_SETTLE_SQL = (
+    f"UPDATE {Reservation._meta.db_table} r SET status = 'settled', closed_at = %s, usage_record_id = v.usage_id "
+    "FROM unnest(%s::uuid[], %s::bigint[], %s::bigint[]) AS v(id, usage_id, tenant_id) "
+    "WHERE r.id = v.id AND r.tenant_id = v.tenant_id AND r.status = 'held' RETURNING r.id"
+)
+
+
 def _reservations_settle(charges: list[Charge], *, now: datetime) -> dict[int, int]:
     """Move the batch's held reservations to settled; returns the amounts to release per window."""
     if not charges:
@@ -217,14 +218,23 @@ def _reservations_settle(charges: list[Charge], *, now: datetime) -> dict[int, i
     first: dict[str, Charge] = {}
     for c in charges:
         first.setdefault(str(c.reservation_id), c)
-    settled: list[str] = []
-    for reservation_id, c in first.items():
-        # One conditional UPDATE per reservation: it is the "once" (a replay or a second record
-        # finds the reservation no longer held and changes nothing).
-        if Reservation.objects.filter(pk=reservation_id, tenant_id=c.tenant_id, status=Reservation.Status.HELD).update(
-            status=Reservation.Status.SETTLED, closed_at=now, usage_record_id=c.usage_id
-        ):
-            settled.append(reservation_id)
+    # A conditional UPDATE is the "once": a replay or a second record finds the reservation no longer
+    # held and changes nothing. On PostgreSQL one statement for the whole batch.
+    if connection.vendor == "postgresql":
+        with connection.cursor() as cursor:
+            cursor.execute(
+                _SETTLE_SQL,
+                [now, list(first), [c.usage_id for c in first.values()], [c.tenant_id for c in first.values()]],
+            )
+            settled = [row[0] for row in cursor.fetchall()]
+    else:
+        settled = [
+            reservation_id
+            for reservation_id, c in first.items()
+            if Reservation.objects.filter(
+                pk=reservation_id, tenant_id=c.tenant_id, status=Reservation.Status.HELD
+            ).update(status=Reservation.Status.SETTLED, closed_at=now, usage_record_id=c.usage_id)
+        ]
     return holds_by_window(settled)
 
 

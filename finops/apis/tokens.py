@@ -1,6 +1,6 @@
 from django.conf import settings
 from drf_spectacular.utils import OpenApiExample, extend_schema, extend_schema_field
-from rest_framework import serializers, status
+from rest_framework import serializers
 from rest_framework.exceptions import ValidationError
 from rest_framework.parsers import JSONParser
 from rest_framework.request import Request
@@ -8,7 +8,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from finops import tokens
-from finops.errors import ApplicationError
+from finops.errors import reject_oversized_body
 from finops.pricing import nanos_to_usd
 from tenants.authentication import ApiKeyRateThrottle, HasScope
 
@@ -93,12 +93,7 @@ class TokenCountApi(APIView):
         ],
     )
     def post(self, request: Request) -> Response:
-        # DRF reads the body as a stream, so Django's upload limit does not apply on its own.
-        content_length = request.META.get("CONTENT_LENGTH") or "0"
-        if content_length.isdigit() and int(content_length) > settings.DATA_UPLOAD_MAX_MEMORY_SIZE:
-            raise ApplicationError(
-                "too_large", "The request body is too large.", status_code=status.HTTP_413_REQUEST_ENTITY_TOO_LARGE
-            )
+        reject_oversized_body(request, settings.DATA_UPLOAD_MAX_MEMORY_SIZE, code="too_large")
         serializer = TokenCountInputSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         data = serializer.validated_data

@@ -7,7 +7,7 @@ from rest_framework import exceptions
 from rest_framework.pagination import CursorPagination
 from rest_framework.response import Response
 
-from finops.errors import ApplicationError
+from finops.errors import ApplicationError, reject_oversized_body
 from finops.parsers import OrjsonParser
 from finops.pricing import nanos_to_usd
 from finops.selectors.usage import UsageFilter, usage_get, usage_list
@@ -59,14 +59,7 @@ class UsageCollectionApi(TenantScopedAPIView):
         },
     )
     def post(self, request):
-        length = request.META.get("CONTENT_LENGTH") or "0"
-        if length.isdigit() and int(length) > settings.USAGE_MAX_BODY_BYTES:
-            raise ApplicationError(
-                "payload_too_large",
-                f"The body is {int(length):,} bytes; the limit is {settings.USAGE_MAX_BODY_BYTES:,}. "
-                "Send smaller batches.",
-                status_code=413,
-            )
+        reject_oversized_body(request, settings.USAGE_MAX_BODY_BYTES, hint="Send smaller batches.")
         if not (request.content_type or "").startswith("application/json"):
             raise exceptions.UnsupportedMediaType(request.content_type or "(none)")
         records = _records_from_body(request.data)

@@ -289,3 +289,22 @@ def test_another_process_change_is_seen_within_the_state_ttl(api_a, catalog, ten
 
     assert stale["decision"] == "deny"
     assert fresh["decision"] == "allow" and fresh["budgets"] == []
+
+
+def test_a_batch_settles_each_of_its_reservations_once(api_a, catalog, tenant_a):
+    budget = BudgetFactory(tenant=tenant_a, hard_limit=USD)
+    first, second = _ask(api_a), _ask(api_a)
+    record = {"model": "gpt-4o", "input_tokens": 1000, "output_tokens": 200}
+    batch = [
+        {**record, "request_id": "b-1", "reservation_id": first["reservation_id"]},
+        {**record, "request_id": "b-2", "reservation_id": second["reservation_id"]},
+        {**record, "request_id": "b-3", "reservation_id": first["reservation_id"]},
+    ]
+
+    response = api_a.client.post("/api/v1/usage", {"records": batch}, format="json")
+
+    assert response.status_code == 200, response.content
+    window = BudgetWindow.objects.get(budget=budget)
+    assert (window.spent, window.reserved) == (3 * 4_500_000, 0)
+    statuses = set(Reservation.objects.values_list("status", flat=True))
+    assert statuses == {Reservation.Status.SETTLED}
