@@ -15,8 +15,8 @@ RUN groupadd --system finops && useradd --system --gid finops --home-dir /app --
 # COPY replaces. The install is editable because settings find templates/ and static/ beside the
 # packages (BASE_DIR = /app); a regular install would move the packages into site-packages.
 COPY pyproject.toml README.md ./
-RUN mkdir finops tenants budgets \
-    && touch finops/__init__.py tenants/__init__.py budgets/__init__.py \
+RUN mkdir finops tenants budgets tokenspend_client \
+    && touch finops/__init__.py tenants/__init__.py budgets/__init__.py tokenspend_client/__init__.py \
     && pip install -e .
 COPY . .
 

@@ -16,3 +16,13 @@ class BudgetsConfig(AppConfig):
         for model in (Budget, Control, Workflow, LlmModel, ModelPrice, ModelTier):
             post_save.connect(state_changed, sender=model, dispatch_uid=f"preflight-state-{model.__name__}-save")
             post_delete.connect(state_changed, sender=model, dispatch_uid=f"preflight-state-{model.__name__}-delete")
+
+        # finops never imports budgets (DESIGN.md section 3): ingest charges budget windows, and the demo
+        # data set gets its budgets, through the hooks registered here.
+        from finops import hooks
+
+        from .services.demo import budgets_demo_seed
+        from .services.windows import budgets_charge
+
+        hooks.usage_charger_register(budgets_charge)
+        hooks.demo_seeder_register(budgets_demo_seed)

@@ -1,5 +1,6 @@
-"""Forms for the budget and control pages. Validation and conversion only: saving goes through the
-services (`budget_create`/`budget_update`, `control_start`/`control_end`), which audit."""
+"""Forms for the budget and control pages. Parsing only: the services (`budget_create`/`budget_update`,
+`control_start`/`control_end`) validate, save and audit, and a refusal of theirs is shown next to the
+field it names (`add_service_error`)."""
 
 from __future__ import annotations
 
@@ -15,9 +16,9 @@ from django.utils import timezone
 from budgets.models import Budget, ControlKind, HardAction, Metric, Period
 from budgets.policy import PRIORITIES
 from budgets.services.budgets import limit_parse
-from finops.errors import ApplicationError
 from finops.models import Environment, ModelTier, Workflow
 from finops.pricing import nanos_to_decimal
+from tenants.errors import ApplicationError
 from tenants.models import Tenant
 
 TIME_ZONES = sorted(available_timezones() - {"localtime", "Factory"})
@@ -30,11 +31,28 @@ def _plain(value: Decimal) -> str:
     return f"{value.normalize():f}"
 
 
-class BudgetForm(forms.Form):
+class ServiceErrorForm(forms.Form):
+    """A form whose data a service checks: the service's refusal is shown like a form error."""
+
+    def add_service_error(self, error: ApplicationError) -> None:
+        """Show a service's refusal next to the field it names (or above the form)."""
+        details = error.details if isinstance(error.details, dict) else {}
+        placed = False
+        for name, messages in details.items():
+            if name in self.fields:
+                for message in messages if isinstance(messages, list) else [messages]:
+                    self.add_error(name, str(message))
+                placed = True
+        if not placed:
+            self.add_error(None, error.message)
+
+
+class BudgetForm(ServiceErrorForm):
     """A budget's scope, period and limits. Limits are typed in USD (cost) or whole tokens and become
     integers in the budget's unit (nano-USD or tokens) exactly, through the service's `limit_parse`.
 
-    `tenants` are the tenants the person may put a budget on; `platform` lets operators leave the
+    `tenants` are the tenants the person may put a budget on, `workflows` the workflows the person's
+    scope sees (finops.selectors.workflows); `platform` lets operators leave the
     tenant empty (a budget over all tenants). A tenant admin's only tenant is fixed.
     """
 
@@ -59,9 +77,20 @@ class BudgetForm(forms.Form):
     )
     is_active = forms.BooleanField(required=False, initial=True, label="Active")
 
-    def __init__(self, *args, tenants: QuerySet[Tenant], platform: bool, budget: Budget | None = None, **kwargs):
+    def __init__(
+        self,
+        *args,
+        tenants: QuerySet[Tenant],
+        workflows: QuerySet[Workflow],
+        platform: bool,
+        budget: Budget | None = None,
+        **kwargs,
+    ):
         super().__init__(*args, **kwargs)
         self.budget = budget
+        # Only the workflows the person's tenants may see: another tenant's auto-discovered workflow is
+        # neither listed nor accepted (it answers like a missing one).
+        self.fields["workflow"].queryset = workflows.order_by("name")
         field = self.fields["tenant"]
         field.queryset = tenants.order_by("name")
         field.empty_label = "All tenants (platform-wide)" if platform else None
@@ -111,12 +140,6 @@ class BudgetForm(forms.Form):
                 cleaned[name] = limit_parse(raw, metric, name)
             except ApplicationError as error:
                 self.add_error(name, error.message)
-        soft, hard = cleaned.get("soft_limit"), cleaned.get("hard_limit")
-        if not self.has_error("soft_limit") and not self.has_error("hard_limit"):
-            if soft is None and hard is None:
-                self.add_error("hard_limit", "Set a soft limit, a hard limit, or both.")
-            elif soft is not None and hard is not None and soft > hard:
-                self.add_error("soft_limit", "The soft limit must not be above the hard limit.")
         return cleaned
 
     def service_fields(self) -> dict:
@@ -139,20 +162,8 @@ class BudgetForm(forms.Form):
             fields["is_active"] = data.get("is_active", False)
         return fields
 
-    def add_service_error(self, error: ApplicationError) -> None:
-        """Show a service's refusal next to the field it names (or above the form)."""
-        details = error.details if isinstance(error.details, dict) else {}
-        placed = False
-        for name, messages in details.items():
-            if name in self.fields:
-                for message in messages if isinstance(messages, list) else [messages]:
-                    self.add_error(name, str(message))
-                placed = True
-        if not placed:
-            self.add_error(None, error.message)
 
-
-class ControlForm(forms.Form):
+class ControlForm(ServiceErrorForm):
     """A manual control: an operator's rung of the ladder, for a scope, until ended (or a given end)."""
 
     kind = forms.ChoiceField(choices=ControlKind.choices)
@@ -181,7 +192,9 @@ class ControlForm(forms.Form):
         help_text='JSON object, e.g. {"max_output_tokens": 1024} or {"steps": 1}. Empty = none.',
     )
     reason = forms.CharField(
-        widget=forms.Textarea(attrs={"rows": 2}), help_text="Shown to everyone the control affects."
+        widget=forms.Textarea(attrs={"rows": 2}),
+        help_text="Shown to everyone the control affects.",
+        error_messages={"required": "Say why: the reason is shown with the control."},
     )
     ends_at = forms.DateTimeField(
         required=False,
@@ -195,6 +208,7 @@ class ControlForm(forms.Form):
         self.fields["ends_at"].help_text = f"Date and time in {zone}. Empty = until someone ends it."
 
     def clean_params(self) -> dict:
+        """The JSON object typed; what it may hold is `control_start`'s to check."""
         raw = (self.cleaned_data.get("params") or "").strip()
         if not raw:
             return {}
@@ -205,18 +219,6 @@ class ControlForm(forms.Form):
         if not isinstance(value, dict):
             raise forms.ValidationError("Give a JSON object, e.g. {}.", code="not_object")
         return value
-
-    def clean_reason(self) -> str:
-        reason = (self.cleaned_data.get("reason") or "").strip()
-        if not reason:
-            raise forms.ValidationError("Say why: the reason is shown with the control.", code="required")
-        return reason
-
-    def clean_ends_at(self):
-        ends_at = self.cleaned_data.get("ends_at")
-        if ends_at is not None and ends_at <= timezone.now():
-            raise forms.ValidationError("The end must be in the future.", code="past")
-        return ends_at
 
     def service_fields(self) -> dict:
         data = self.cleaned_data

@@ -13,6 +13,7 @@ control of some kind, optionally for workflows of some priorities only, with par
 from __future__ import annotations
 
 from copy import deepcopy
+from decimal import Decimal, InvalidOperation
 
 from budgets.models import ControlKind, HardAction
 
@@ -52,6 +53,45 @@ def rung_key(rung: dict) -> str:
     return f"{rung['at']}-{rung['percent']}-{rung['kind']}"
 
 
+# What preflight reads from a control's params (budgets.services.preflight._apply_controls). Other keys
+# are kept and ignored, as before.
+WHOLE_NUMBER_PARAMS = ("max_output_tokens", "target_input_tokens", "steps")
+
+
+def _decimal(value) -> Decimal | None:
+    """A JSON number or decimal string as a finite Decimal; None for anything else (booleans included)."""
+    if isinstance(value, bool) or not isinstance(value, int | float | str):
+        return None
+    try:
+        number = Decimal(str(value).strip())
+    except InvalidOperation:
+        return None
+    return number if number.is_finite() else None
+
+
+def control_params_validate(params, *, where: str = "params") -> dict:
+    """Check a control's params as preflight will read them; returns them or raises ValueError saying what
+    is wrong. `where` names the params in the message (e.g. "policy[2].params")."""
+    if params in (None, ""):
+        return {}
+    if not isinstance(params, dict):
+        raise ValueError(f"{where} must be an object.")
+    for key in WHOLE_NUMBER_PARAMS:
+        if key in params and (type(params[key]) is not int or params[key] < 1):
+            raise ValueError(f"{where}.{key} must be a whole number of at least 1, not {params[key]!r}.")
+    if "ratio" in params:
+        ratio = _decimal(params["ratio"])
+        if ratio is None or not 0 < ratio <= 1:
+            raise ValueError(f"{where}.ratio must be a number greater than 0 and at most 1, not {params['ratio']!r}.")
+    if "above_usd" in params and params["above_usd"] is not None:
+        above = _decimal(params["above_usd"])
+        if above is None or above < 0:
+            raise ValueError(
+                f'{where}.above_usd must be an amount in USD of at least 0, e.g. "5.00", not {params["above_usd"]!r}.'
+            )
+    return params
+
+
 def policy_validate(policy) -> list[dict]:
     """Check a policy's shape; returns it normalised or raises ValueError saying what is wrong."""
     if policy in (None, ""):
@@ -79,6 +119,7 @@ def policy_validate(policy) -> list[dict]:
         params = rung.get("params", {})
         if not isinstance(params, dict):
             raise ValueError(f"{where}.params must be an object.")
+        control_params_validate(params, where=f"{where}.params")
         out.append(
             {"at": rung["at"], "percent": percent, "kind": rung["kind"], "priorities": priorities, "params": params}
         )

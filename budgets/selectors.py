@@ -1,24 +1,34 @@
 """Reads for the budget, control and alert pages: what a person may see, burn and forecast per budget.
 
-Every selector takes the tenant scope the page resolved (`tenant_ids`: one tenant, a member's
-tenants, or None for all; `is_operator`). Platform-wide rows (tenant empty) belong to the operators:
-they are shown to operators only, whatever tenant they picked, because they apply to every tenant.
+Every selector takes the caller's `TenantScope` (pages and APIs alike). Platform-wide rows (tenant
+empty) are the platform callers' (`TenantScope.filter(platform_rows=True)`): shown to operators and
+platform keys whatever tenant they picked, because they apply to every tenant, and never to tenants.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 
-from django.db.models import Case, F, IntegerField, Prefetch, Q, QuerySet, Sum, Value, When
+from django.db.models import Case, IntegerField, Prefetch, Q, QuerySet, Value, When
 from django.utils import timezone
 
-from budgets.models import Alert, ApprovalRequest, Budget, BudgetWindow, Control, Metric, Notification
+from budgets.models import (
+    Alert,
+    ApprovalRequest,
+    Budget,
+    BudgetWindow,
+    Control,
+    Metric,
+    Notification,
+    NotificationChannel,
+    Reservation,
+)
 from budgets.periods import period_bounds
 from budgets.services.controls import active_controls_q
 from budgets.services.ladder import budget_levels
-from finops.models import UsageRollup
-from finops.services.rollups import hourly_retention_start
+from finops.selectors.spend_totals import spend_series
+from tenants.scope import TenantScope
 
 WINDOW_HISTORY = 12
 BUDGET_HISTORY = 50
@@ -38,12 +48,8 @@ class BurnStatus:
     }
 
 
-def _scoped(qs: QuerySet, *, tenant_ids: list[int] | None, is_operator: bool) -> QuerySet:
-    if tenant_ids is None:
-        return qs if is_operator else qs.none()
-    if is_operator:
-        return qs.filter(Q(tenant_id__in=tenant_ids) | Q(tenant__isnull=True))
-    return qs.filter(tenant_id__in=tenant_ids)
+def _scoped(qs: QuerySet, scope: TenantScope) -> QuerySet:
+    return scope.filter(qs, platform_rows=True)
 
 
 # --- Budgets and their burn --------------------------------------------------------------------------
@@ -150,20 +156,20 @@ def _burn(budget: Budget, window: BudgetWindow | None, now: datetime) -> Burn:
     )
 
 
-def budgets_visible(*, tenant_ids: list[int] | None, is_operator: bool) -> QuerySet[Budget]:
+def budgets_visible(*, scope: TenantScope) -> QuerySet[Budget]:
     qs = Budget.objects.select_related("tenant", "workflow", "tier")
-    return _scoped(qs, tenant_ids=tenant_ids, is_operator=is_operator)
+    return _scoped(qs, scope)
 
 
-def budget_get(*, budget_id: int, tenant_ids: list[int] | None, is_operator: bool) -> Budget | None:
+def budget_get(*, budget_id: int, scope: TenantScope) -> Budget | None:
     """The budget if the person may see it; another tenant's budget is None, exactly like a missing one."""
-    return budgets_visible(tenant_ids=tenant_ids, is_operator=is_operator).filter(pk=budget_id).first()
+    return budgets_visible(scope=scope).filter(pk=budget_id).first()
 
 
-def budget_burns(*, tenant_ids: list[int] | None, is_operator: bool, now: datetime | None = None) -> list[Burn]:
+def budget_burns(*, scope: TenantScope, now: datetime | None = None) -> list[Burn]:
     """Every visible budget with its current period's burn, active ones first (two queries)."""
     now = now or timezone.now()
-    budgets = list(budgets_visible(tenant_ids=tenant_ids, is_operator=is_operator).order_by("-is_active", "name", "id"))
+    budgets = list(budgets_visible(scope=scope).order_by("-is_active", "name", "id"))
     current = {
         w.budget_id: w
         for w in BudgetWindow.objects.filter(budget_id__in=[b.pk for b in budgets], starts_at__lte=now, ends_at__gt=now)
@@ -210,62 +216,34 @@ class BurnPoint:
 
 
 def burn_series(*, budget: Budget, starts_at: datetime, now: datetime) -> list[BurnPoint]:
-    """Cumulative spend of the budget's scope since `starts_at`, from rollups.
+    """Cumulative spend of the budget's scope since `starts_at`, from rollups (`spend_series`).
 
-    Hourly rollups cover the recent days; the part of the window before they start is read from
-    daily rollups (UTC days), so a window that starts mid-day in its own time zone counts the whole
-    first UTC day there. Tier scope goes through each model's tier; calls of unknown models have no
-    tier and match only budgets without one. Unpriced calls cost nothing until they are priced.
+    The recent days come in hours; before them, in whole UTC days, so a window that starts mid-day
+    in its own time zone counts the whole first UTC day there.
     """
-    hourly_from = max(starts_at, hourly_retention_start(now))
-    rows = UsageRollup.objects.filter(tenant_id=budget.tenant_id) if budget.tenant_id else UsageRollup.objects.all()
-    if budget.workflow_id:
-        rows = rows.filter(workflow_id=budget.workflow_id)
-    if budget.environment:
-        rows = rows.filter(environment=budget.environment)
-    if budget.tier_id:
-        rows = rows.filter(model__tier_id=budget.tier_id)
-    amount = (
-        Sum(
-            F("input_tokens")
-            + F("cached_input_tokens")
-            + F("cache_write_tokens")
-            + F("output_tokens")
-            + F("reasoning_tokens")
-        )
-        if budget.metric == Metric.TOKENS
-        else Sum("cost_nanos")
+    buckets = spend_series(
+        scope=TenantScope.for_tenant(budget.tenant) if budget.tenant_id else TenantScope.system(),
+        start=starts_at,
+        end=now,
+        metric=budget.metric,
+        workflow_id=budget.workflow_id,
+        environment=budget.environment,
+        tier_id=budget.tier_id,
     )
-    buckets: list[tuple[datetime, timedelta, int]] = []
-    if starts_at < hourly_from:
-        first_day = starts_at.replace(hour=0, minute=0, second=0, microsecond=0)
-        daily = (
-            rows.filter(grain=UsageRollup.Grain.DAY, bucket_start__gte=first_day, bucket_start__lt=hourly_from)
-            .values("bucket_start")
-            .annotate(amount=amount)
-        )
-        buckets += [(r["bucket_start"], timedelta(days=1), r["amount"] or 0) for r in daily]
-    hourly = (
-        rows.filter(grain=UsageRollup.Grain.HOUR, bucket_start__gte=hourly_from, bucket_start__lt=now)
-        .values("bucket_start")
-        .annotate(amount=amount)
-    )
-    buckets += [(r["bucket_start"], timedelta(hours=1), r["amount"] or 0) for r in hourly]
-    buckets.sort(key=lambda b: b[0])
     points = [BurnPoint(at=starts_at, cumulative=0)]
     total = 0
-    for start, length, value in buckets:
-        total += value
-        points.append(BurnPoint(at=min(max(start + length, starts_at), now), cumulative=total))
+    for bucket in buckets:
+        total += bucket.amount
+        points.append(BurnPoint(at=min(max(bucket.end, starts_at), now), cumulative=total))
     return points
 
 
 # --- Controls -----------------------------------------------------------------------------------------
 
 
-def controls_visible(*, tenant_ids: list[int] | None, is_operator: bool) -> QuerySet[Control]:
+def controls_visible(*, scope: TenantScope) -> QuerySet[Control]:
     qs = Control.objects.select_related("tenant", "workflow", "tier", "budget", "created_by")
-    return _scoped(qs, tenant_ids=tenant_ids, is_operator=is_operator)
+    return _scoped(qs, scope)
 
 
 @dataclass(frozen=True)
@@ -276,10 +254,10 @@ class ControlLists:
 
 
 def control_lists(
-    *, tenant_ids: list[int] | None, is_operator: bool, now: datetime | None = None, ended_limit: int = BUDGET_HISTORY
+    *, scope: TenantScope, now: datetime | None = None, ended_limit: int = BUDGET_HISTORY
 ) -> ControlLists:
     now = now or timezone.now()
-    qs = controls_visible(tenant_ids=tenant_ids, is_operator=is_operator)
+    qs = controls_visible(scope=scope)
     return ControlLists(
         active=list(qs.filter(active_controls_q(now)).order_by("-starts_at", "-id")),
         ended=list(qs.filter(ends_at__lte=now).order_by("-ends_at", "-id")[:ended_limit]),
@@ -287,8 +265,8 @@ def control_lists(
     )
 
 
-def control_get(*, control_id: int, tenant_ids: list[int] | None, is_operator: bool) -> Control | None:
-    return controls_visible(tenant_ids=tenant_ids, is_operator=is_operator).filter(pk=control_id).first()
+def control_get(*, control_id: int, scope: TenantScope) -> Control | None:
+    return controls_visible(scope=scope).filter(pk=control_id).first()
 
 
 def budget_controls(*, budget: Budget) -> list[Control]:
@@ -299,13 +277,11 @@ def budget_controls(*, budget: Budget) -> list[Control]:
 # --- Alerts -------------------------------------------------------------------------------------------
 
 
-def alerts_visible(*, tenant_ids: list[int] | None, is_operator: bool) -> QuerySet[Alert]:
+def alerts_visible(*, scope: TenantScope) -> QuerySet[Alert]:
     """Unacknowledged first, newest first within each group; deliveries prefetched."""
     qs = (
         Alert.objects.select_related("tenant", "budget", "acknowledged_by")
-        .prefetch_related(
-            Prefetch("notifications", queryset=Notification.objects.select_related("channel").order_by("id"))
-        )
+        .prefetch_related(_deliveries(scope))
         .annotate(
             unacknowledged=Case(
                 When(acknowledged_at__isnull=True, then=Value(0)), default=Value(1), output_field=IntegerField()
@@ -313,29 +289,34 @@ def alerts_visible(*, tenant_ids: list[int] | None, is_operator: bool) -> QueryS
         )
         .order_by("unacknowledged", "-created_at", "-id")
     )
-    return _scoped(qs, tenant_ids=tenant_ids, is_operator=is_operator)
+    return _scoped(qs, scope)
 
 
-def alert_get(*, alert_id: int, tenant_ids: list[int] | None, is_operator: bool) -> Alert | None:
+def alert_get(*, alert_id: int, scope: TenantScope) -> Alert | None:
     return (
-        _scoped(Alert.objects.select_related("tenant"), tenant_ids=tenant_ids, is_operator=is_operator)
+        _scoped(Alert.objects.select_related("tenant"), scope)
         .filter(pk=alert_id)
         .first()
     )
 
 
-def alerts_unacknowledged_count(*, tenant_ids: list[int] | None, is_operator: bool) -> int:
-    qs = _scoped(Alert.objects.filter(acknowledged_at__isnull=True), tenant_ids=tenant_ids, is_operator=is_operator)
+def alerts_unacknowledged_count(*, scope: TenantScope) -> int:
+    qs = _scoped(Alert.objects.filter(acknowledged_at__isnull=True), scope)
     return qs.count()
 
 
-def budget_alerts(*, budget: Budget) -> list[Alert]:
+def _deliveries(scope: TenantScope) -> Prefetch:
+    """An alert's deliveries as the scope may see them: a tenant never sees the operators' platform-wide
+    channels (their targets and delivery errors), only deliveries to its own channels."""
+    deliveries = Notification.objects.select_related("channel").order_by("id")
+    return Prefetch("notifications", queryset=scope.filter(deliveries, field="channel__tenant", platform_rows=True))
+
+
+def budget_alerts(*, budget: Budget, scope: TenantScope) -> list[Alert]:
     return list(
         Alert.objects.filter(budget=budget)
         .select_related("acknowledged_by")
-        .prefetch_related(
-            Prefetch("notifications", queryset=Notification.objects.select_related("channel").order_by("id"))
-        )
+        .prefetch_related(_deliveries(scope))
         .order_by("-created_at", "-id")[:BUDGET_HISTORY]
     )
 
@@ -349,7 +330,7 @@ def _open_approval_q(now: datetime) -> Q:
 
 
 def approvals_visible(
-    *, tenant_ids: list[int] | None, is_operator: bool, now: datetime | None = None
+    *, scope: TenantScope, now: datetime | None = None
 ) -> QuerySet[ApprovalRequest]:
     """Open requests first, newest first within each group (like the alerts)."""
     now = now or timezone.now()
@@ -360,15 +341,36 @@ def approvals_visible(
         )
         .order_by("closed", "-created_at", "-id")
     )
-    return _scoped(qs, tenant_ids=tenant_ids, is_operator=is_operator)
+    return _scoped(qs, scope)
 
 
-def approval_get(*, approval_id, tenant_ids: list[int] | None, is_operator: bool) -> ApprovalRequest | None:
+def approval_get(*, approval_id, scope: TenantScope) -> ApprovalRequest | None:
     """The request if the person may see it; another tenant's request is None, exactly like a missing one."""
     qs = ApprovalRequest.objects.select_related("tenant", "workflow", "model")
-    return _scoped(qs, tenant_ids=tenant_ids, is_operator=is_operator).filter(pk=approval_id).first()
+    return _scoped(qs, scope).filter(pk=approval_id).first()
 
 
-def approvals_pending_count(*, tenant_ids: list[int] | None, is_operator: bool, now: datetime | None = None) -> int:
+def approvals_pending_count(*, scope: TenantScope, now: datetime | None = None) -> int:
     qs = ApprovalRequest.objects.filter(_open_approval_q(now or timezone.now()))
-    return _scoped(qs, tenant_ids=tenant_ids, is_operator=is_operator).count()
+    return _scoped(qs, scope).count()
+
+
+# --- The API's plain reads (their own ordering and pagination) ------------------------------------------
+
+
+def alerts_scoped(*, scope: TenantScope) -> QuerySet[Alert]:
+    return _scoped(Alert.objects.select_related("tenant", "budget", "window", "acknowledged_by"), scope)
+
+
+def approvals_scoped(*, scope: TenantScope) -> QuerySet[ApprovalRequest]:
+    return _scoped(ApprovalRequest.objects.select_related("tenant", "workflow", "model", "decided_by"), scope)
+
+
+def channels_visible(*, scope: TenantScope) -> QuerySet[NotificationChannel]:
+    """Notification channels: a tenant's own; platform callers also the platform-wide ones (which
+    receive every tenant's alerts)."""
+    return _scoped(NotificationChannel.objects.select_related("tenant"), scope).order_by("id")
+
+
+def reservations_scoped(*, scope: TenantScope) -> QuerySet[Reservation]:
+    return scope.filter(Reservation.objects.all())

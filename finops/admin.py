@@ -1,5 +1,7 @@
 from django.contrib import admin
 
+from tenants.scope import Actor
+
 from .models import (
     LlmModel,
     ModelPrice,
@@ -41,12 +43,12 @@ class LlmModelAdmin(admin.ModelAdmin):
     inlines = [ModelPriceInline]
 
     def save_model(self, request, obj, form, change):
-        llm_model_save(model=obj, actor=request.user)
+        llm_model_save(model=obj, actor=Actor(user=request.user))
 
     def save_formset(self, request, form, formset, change):
         # Prices go through the service so each change is audited and re-prices affected usage.
         for price in formset.save(commit=False):
-            model_price_save(price=price, actor=request.user)
+            model_price_save(price=price, actor=Actor(user=request.user))
         for obj in formset.deleted_objects:
             obj.delete()
 
@@ -67,7 +69,7 @@ class ModelPriceAdmin(admin.ModelAdmin):
     search_fields = ["model__name"]
 
     def save_model(self, request, obj, form, change):
-        model_price_save(price=obj, actor=request.user)
+        model_price_save(price=obj, actor=Actor(user=request.user))
 
 
 @admin.register(Workflow)

@@ -15,9 +15,10 @@ from collections.abc import Sequence
 from datetime import date, datetime, time, timedelta
 from typing import Any
 
+from finops.measures import TOKEN_BUCKETS
 from finops.pricing import NANOS_PER_USD, nanos_to_decimal
 from finops.selectors.dashboard import OTHER, Series, SpendRow
-from finops.selectors.details import TOKEN_BUCKETS, DayProfile
+from finops.selectors.details import DayProfile
 
 PLOTLY_CONFIG = {"displaylogo": False, "responsive": True, "displayModeBar": False}
 FONT_FAMILY = 'system-ui, -apple-system, "Segoe UI", Roboto, "Helvetica Neue", Arial, sans-serif'

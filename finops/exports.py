@@ -27,10 +27,11 @@ import orjson
 from django.utils import timezone
 from django.utils.dateparse import parse_date, parse_datetime
 
-from finops.errors import ApplicationError
+from finops.measures import TOKEN_FIELDS
 from finops.models import Environment, LlmModel, UsageRecord
 from finops.pricing import nanos_to_usd
-from tenants.models import Tenant
+from tenants.errors import ApplicationError
+from tenants.scope import TenantScope
 
 DEFAULT_RANGE = timedelta(days=30)
 MAX_RANGE = timedelta(days=93)
@@ -82,11 +83,7 @@ _RECORD_FIELDS = (
     "model_id",
     "model_name",
     "environment",
-    "input_tokens",
-    "cached_input_tokens",
-    "cache_write_tokens",
-    "output_tokens",
-    "reasoning_tokens",
+    *TOKEN_FIELDS,
     "cost_nanos",
     "price_id",
     "tags",
@@ -194,16 +191,16 @@ def _tokens_per_million(tokens: int) -> str:
 
 def focus_rows(
     *,
-    tenant_ids: Sequence[int],
+    scope: TenantScope,
     start: datetime,
     end: datetime,
     workflow: str = "",
     environment: str = "",
 ) -> Iterator[list[str]]:
-    """Yield one FOCUS row (values in `FOCUS_COLUMNS` order) per usage record of the given tenants
+    """Yield one FOCUS row (values in `FOCUS_COLUMNS` order) per usage record of the scope's tenants
     that occurred in [start, end), by tenant and then time. Reads the records in chunks, so memory
     stays flat however many rows there are."""
-    tenants = {t.pk: t for t in Tenant.objects.filter(pk__in=list(tenant_ids)).only("slug", "name")}
+    tenants = {t.pk: t for t in scope.tenants().only("slug", "name")}
     if not tenants:
         return
     models = {m.pk: m for m in LlmModel.objects.only("name", "provider")}

@@ -205,7 +205,8 @@ class UsageRecord(models.Model):
 
 
 class RollupMeasures(models.Model):
-    """What every rollup row sums: calls, each token bucket, priced cost and unpriced calls."""
+    """What every rollup row sums: calls, each token bucket, priced cost and unpriced calls (its fields
+    are `finops.measures.MEASURES`, in that order: rollups insert and read them by that list)."""
 
     calls = models.BigIntegerField(default=0)
     input_tokens = models.BigIntegerField(default=0)

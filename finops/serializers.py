@@ -1,5 +1,6 @@
 from rest_framework import serializers
 
+from .measures import TOKEN_FIELDS
 from .models import UsageRecord
 from .pricing import nanos_to_usd
 
@@ -22,11 +23,7 @@ class UsageRecordSerializer(serializers.ModelSerializer):
             "model_name",
             "model_tier",
             "environment",
-            "input_tokens",
-            "cached_input_tokens",
-            "cache_write_tokens",
-            "output_tokens",
-            "reasoning_tokens",
+            *TOKEN_FIELDS,
             "cost_usd",
             "priced",
             "tokens_counted",

@@ -25,7 +25,8 @@ import tiktoken
 from rest_framework import status
 from tiktoken_ext import openai_public
 
-from .errors import ApplicationError
+from tenants.errors import ApplicationError
+
 from .pricing import TokenBuckets, cost_nanos
 
 if TYPE_CHECKING:

@@ -8,9 +8,10 @@ from typing import Any
 from django.db import transaction
 from django.utils import timezone
 
-from finops.errors import ApplicationError
+from tenants.errors import ApplicationError
 
 from .models import ApiKey, AuditEvent, Tenant
+from .scope import Actor
 
 KEY_PREFIX = "tsk"
 _PREFIX_LEN = 10
@@ -26,9 +27,8 @@ def hash_secret(raw_key: str) -> str:
 def audit_record(
     *,
     action: str,
+    actor: Actor = Actor.system(),
     tenant: Tenant | None = None,
-    actor_user=None,
-    actor_key: ApiKey | None = None,
     target: Any = None,
     before: dict | None = None,
     after: dict | None = None,
@@ -37,8 +37,8 @@ def audit_record(
     return AuditEvent.objects.create(
         action=action,
         tenant=tenant,
-        actor_user=actor_user if getattr(actor_user, "pk", None) else None,
-        actor_key=actor_key,
+        actor_user=actor.actor_user,
+        actor_key=actor.api_key,
         target_type=type(target).__name__ if target is not None else "",
         target_id=str(getattr(target, "pk", "") or ""),
         before=before,
@@ -65,7 +65,7 @@ def api_key_create(
     tenant: Tenant | None,
     name: str,
     scopes: str | list[str],
-    created_by=None,
+    actor: Actor = Actor.system(),
     expires_at: datetime | None = None,
     raw_key: str | None = None,
 ) -> tuple[ApiKey, str]:
@@ -85,13 +85,13 @@ def api_key_create(
         prefix=prefix,
         secret_hash=hash_secret(raw_key),
         scopes=scope_list,
-        created_by=created_by if getattr(created_by, "pk", None) else None,
+        created_by=actor.actor_user,
         expires_at=expires_at,
     )
     audit_record(
         action="api_key.create",
         tenant=tenant,
-        actor_user=created_by,
+        actor=actor,
         target=key,
         after={"name": name, "prefix": prefix, "scopes": scope_list, "platform": tenant is None},
     )
@@ -99,9 +99,9 @@ def api_key_create(
 
 
 @transaction.atomic
-def api_key_revoke(*, key: ApiKey, actor=None) -> ApiKey:
+def api_key_revoke(*, key: ApiKey, actor: Actor = Actor.system()) -> ApiKey:
     if key.revoked_at is None:
         key.revoked_at = timezone.now()
         key.save(update_fields=["revoked_at"])
-        audit_record(action="api_key.revoke", tenant=key.tenant, actor_user=actor, target=key)
+        audit_record(action="api_key.revoke", tenant=key.tenant, actor=actor, target=key)
     return key

@@ -5,16 +5,17 @@ from __future__ import annotations
 from drf_spectacular.utils import OpenApiExample, OpenApiParameter, extend_schema
 from rest_framework import serializers, status
 from rest_framework.pagination import CursorPagination
+from rest_framework.parsers import JSONParser
 from rest_framework.request import Request
 from rest_framework.response import Response
 
 from budgets.models import Alert, NotificationChannel
+from budgets.selectors import alerts_scoped, channels_visible
 from budgets.services.alerts import alert_acknowledge
 from budgets.services.notifications import channel_create, channel_delete
-from finops.errors import ApplicationError
-from tenants.models import Membership
-
-from .base import BudgetsScopedApi
+from tenants.errors import ApplicationError
+from tenants.scope import Operation
+from tenants.scoping import TenantScopedAPIView
 
 
 class AlertCursorPagination(CursorPagination):
@@ -68,12 +69,14 @@ def alert_out(alert: Alert) -> dict:
     }
 
 
-class _AlertsBase(BudgetsScopedApi):
-    # Acknowledging is an approver's job for people; keys need the manage scope (BudgetsScopedApi).
-    write_role = Membership.Role.APPROVER
+class _AlertsBase(TenantScopedAPIView):
+    # Acknowledging is an approver's job for people; keys need the manage scope.
+    parser_classes = [JSONParser]
+    tenant_required = False
+    write_operation = Operation.ACKNOWLEDGE
 
     def queryset(self):
-        return self.scoped(Alert.objects.select_related("tenant", "budget", "window", "acknowledged_by"))
+        return alerts_scoped(scope=self.scope)
 
 
 class AlertCollectionApi(_AlertsBase):
@@ -115,12 +118,12 @@ class AlertCollectionApi(_AlertsBase):
 class AlertAcknowledgeApi(_AlertsBase):
     """Mark an alert as seen (who and when are recorded and audited); acknowledging twice changes nothing."""
 
+    lookup_kwarg = "alert_id"
+
     @extend_schema(operation_id="alerts_acknowledge", request=None, responses=AlertOutputSerializer)
     def post(self, request: Request, alert_id: int) -> Response:
-        alert = self.visible_or_404(self.queryset(), alert_id)
-        alert = alert_acknowledge(
-            alert=alert, actor_user=request.user if self.api_key is None else None, actor_key=self.api_key
-        )
+        alert = self.object_in_scope(self.queryset(), platform_rows=True)
+        alert = alert_acknowledge(alert=alert, actor=self.scope.actor)
         return Response(alert_out(alert))
 
 
@@ -161,26 +164,18 @@ def channel_out(channel: NotificationChannel, *, with_secret: bool = False) -> d
     return out
 
 
-class _ChannelsBase(BudgetsScopedApi):
+class _ChannelsBase(TenantScopedAPIView):
     """Operators and platform keys manage every channel (`?tenant=` narrows to one tenant, and a channel
     created without it receives every tenant's alerts); tenant admins manage their tenant's. Tenant
     API keys cannot: a service's key should not be able to redirect its tenant's alerts."""
 
-    @property
-    def required_role(self) -> str:  # type: ignore[override]
-        return Membership.Role.ADMIN
-
-    def initial(self, request, *args, **kwargs):
-        super().initial(request, *args, **kwargs)
-        if self.api_key is not None and self.api_key.tenant_id is not None:
-            raise ApplicationError(
-                "permission_denied",
-                "Notification channels are managed by operators, platform keys and tenant admins.",
-                status_code=403,
-            )
+    parser_classes = [JSONParser]
+    tenant_required = False
+    read_operation = Operation.READ_CHANNELS
+    write_operation = Operation.MANAGE_CHANNELS
 
     def queryset(self):
-        return self.scoped(NotificationChannel.objects.select_related("tenant")).order_by("id")
+        return channels_visible(scope=self.scope)
 
 
 class NotificationChannelCollectionApi(_ChannelsBase):
@@ -214,22 +209,21 @@ class NotificationChannelCollectionApi(_ChannelsBase):
         data = serializer.validated_data
         channel = channel_create(
             # Never from the body: the tenant a caller acts for is resolved from its key or ?tenant=.
-            tenant=self.tenant,
+            tenant=self.scope.tenant,
             kind=data["kind"],
             target=data["target"],
             secret=data.get("secret", ""),
-            require_https=not self.platform_caller,
-            actor_user=request.user if self.api_key is None else None,
-            actor_key=self.api_key,
+            require_https=not self.scope.is_platform,
+            actor=self.scope.actor,
         )
         return Response(channel_out(channel, with_secret=True), status=status.HTTP_201_CREATED)
 
 
 class NotificationChannelDetailApi(_ChannelsBase):
+    lookup_kwarg = "channel_id"
+
     @extend_schema(operation_id="notification_channels_delete", responses={204: None})
     def delete(self, request: Request, channel_id: int) -> Response:
-        channel = self.visible_or_404(self.queryset(), channel_id)
-        channel_delete(
-            channel=channel, actor_user=request.user if self.api_key is None else None, actor_key=self.api_key
-        )
+        channel = self.object_in_scope(self.queryset(), platform_rows=True)
+        channel_delete(channel=channel, actor=self.scope.actor)
         return Response(status=status.HTTP_204_NO_CONTENT)

@@ -2,16 +2,17 @@ from __future__ import annotations
 
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import serializers
+from rest_framework.parsers import JSONParser
 from rest_framework.request import Request
 from rest_framework.response import Response
 
 from budgets.models import ApprovalRequest
+from budgets.selectors import approvals_scoped
 from budgets.services.approvals import approval_decide
-from finops.errors import ApplicationError
 from finops.pricing import nanos_to_usd
-from tenants.models import Membership
-
-from .base import BudgetsScopedApi
+from tenants.errors import ApplicationError
+from tenants.scope import Operation
+from tenants.scoping import TenantScopedAPIView
 
 
 class ApprovalDecisionSerializer(serializers.Serializer):
@@ -54,11 +55,16 @@ def approval_out(a: ApprovalRequest) -> dict:
     }
 
 
-class _ApprovalsBase(BudgetsScopedApi):
-    write_role = Membership.Role.APPROVER
+class _ApprovalsBase(TenantScopedAPIView):
+    """Only people decide (approvers and admins of the tenant, and operators): a service's key cannot
+    approve its own run."""
+
+    parser_classes = [JSONParser]
+    tenant_required = False
+    write_operation = Operation.DECIDE
 
     def queryset(self):
-        return self.scoped(ApprovalRequest.objects.select_related("tenant", "workflow", "model", "decided_by"))
+        return approvals_scoped(scope=self.scope)
 
 
 class ApprovalCollectionApi(_ApprovalsBase):
@@ -83,9 +89,10 @@ class ApprovalCollectionApi(_ApprovalsBase):
 
 
 class _OneApproval(_ApprovalsBase):
+    lookup_kwarg = "approval_id"
+
     def approval(self, approval_id) -> ApprovalRequest:
-        approval = self.visible_or_404(self.queryset(), approval_id)
-        return approval
+        return self.object_in_scope(self.queryset())
 
 
 class ApprovalDetailApi(_OneApproval):
@@ -102,13 +109,12 @@ class ApprovalDecideApi(_OneApproval):
     @extend_schema(request=ApprovalDecisionSerializer, responses={200: ApprovalOutputSerializer})
     def post(self, request: Request, approval_id) -> Response:
         approval = self.approval(approval_id)
-        self.require_person("approve or reject runs")
         serializer = ApprovalDecisionSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         approval = approval_decide(
             approval=approval,
             approve=self.approve,
-            user=request.user,
+            actor=self.scope.actor,
             comment=serializer.validated_data.get("comment", ""),
         )
         return Response(approval_out(approval))

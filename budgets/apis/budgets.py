@@ -4,11 +4,13 @@ from django.conf import settings
 from django.utils import timezone
 from drf_spectacular.utils import OpenApiExample, OpenApiParameter, extend_schema
 from rest_framework import serializers, status
+from rest_framework.parsers import JSONParser
 from rest_framework.request import Request
 from rest_framework.response import Response
 
 from budgets.models import Budget, BudgetWindow, HardAction, Metric, Period
 from budgets.periods import period_bounds
+from budgets.selectors import budgets_visible
 from budgets.services.budgets import (
     budget_create,
     budget_deactivate,
@@ -17,9 +19,11 @@ from budgets.services.budgets import (
     limit_format,
     limit_parse,
 )
-from finops.models import Environment, ModelTier, Workflow
+from finops.models import Environment, ModelTier
+from finops.selectors.workflows import workflows_visible
+from tenants.scoping import TenantScopedAPIView
 
-from .base import BudgetsScopedApi, by_slug
+from .base import by_slug
 
 
 class BudgetInputSerializer(serializers.Serializer):
@@ -88,15 +92,16 @@ def _current_windows(budgets: list[Budget]) -> dict[int, BudgetWindow]:
     return {w.budget_id: w for w in windows}
 
 
-class _BudgetApiBase(BudgetsScopedApi):
-    def requested_tenant_slug(self, request):
-        slug = request.query_params.get("tenant")
-        if not slug and request.method not in ("GET", "HEAD") and isinstance(request.data, dict):
-            slug = request.data.get("tenant")
-        return slug if isinstance(slug, str) and slug else None
+class _BudgetApiBase(TenantScopedAPIView):
+    """Reads need the read scope (viewer role); writes the manage scope (admin role). Platform callers
+    see every tenant's budgets and the platform-wide ones, and may name the tenant in the body."""
+
+    parser_classes = [JSONParser]
+    tenant_required = False  # a platform caller without a tenant sees (and creates) platform-wide budgets
+    tenant_from_body = True
 
     def queryset(self):
-        return self.scoped(Budget.objects.select_related("tenant", "workflow", "tier"))
+        return budgets_visible(scope=self.scope)
 
     def resolve_fields(self, data: dict, *, partial: bool, metric: str) -> dict:
         fields: dict = {}
@@ -107,9 +112,9 @@ class _BudgetApiBase(BudgetsScopedApi):
             fields["metric"] = data["metric"]
             fields.setdefault("time_zone", settings.BUDGET_TIME_ZONE)
         if "workflow" in data:
-            fields["workflow"] = by_slug(Workflow, data["workflow"], "workflow")
+            fields["workflow"] = by_slug(workflows_visible(scope=self.scope), data["workflow"], "workflow")
         if "tier" in data:
-            fields["tier"] = by_slug(ModelTier, data["tier"], "tier")
+            fields["tier"] = by_slug(ModelTier.objects.all(), data["tier"], "tier")
         for name in ("soft_limit", "hard_limit"):
             if name in data:
                 fields[name] = limit_parse(data[name], metric, name)
@@ -152,25 +157,18 @@ class BudgetCollectionApi(_BudgetApiBase):
         serializer = BudgetInputSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         data = serializer.validated_data
-        if self.tenant is None:
-            # Only a platform caller gets here without a tenant: a budget across all tenants.
-            self.require_platform("create budgets across all tenants")
         fields = self.resolve_fields(data, partial=False, metric=data["metric"])
-        budget = budget_create(
-            tenant=self.tenant,
-            actor_user=request.user if self.api_key is None else None,
-            actor_key=self.api_key,
-            **fields,
-        )
+        budget = budget_create(tenant=self.scope.tenant, actor=self.scope.actor, **fields)
         return Response(budget_out(budget, None), status=status.HTTP_201_CREATED)
 
 
 class BudgetDetailApi(_BudgetApiBase):
     """One budget: read, change (PATCH), retire (DELETE keeps its history)."""
 
+    lookup_kwarg = "budget_id"
+
     def budget(self, budget_id: int) -> Budget:
-        budget = self.visible_or_404(self.queryset(), budget_id)
-        return budget
+        return self.object_in_scope(self.queryset(), platform_rows=True)
 
     @extend_schema(operation_id="budgets_retrieve", responses={200: BudgetOutputSerializer})
     def get(self, request: Request, budget_id: int) -> Response:
@@ -182,8 +180,6 @@ class BudgetDetailApi(_BudgetApiBase):
     )
     def patch(self, request: Request, budget_id: int) -> Response:
         budget = self.budget(budget_id)
-        if budget.tenant_id is None:
-            self.require_platform("change budgets across all tenants")
         serializer = BudgetInputSerializer(data=request.data, partial=True)
         serializer.is_valid(raise_exception=True)
         data = dict(serializer.validated_data)
@@ -192,17 +188,11 @@ class BudgetDetailApi(_BudgetApiBase):
         fields = self.resolve_fields(data, partial=True, metric=metric)
         if "metric" in data:
             fields["metric"] = metric
-        budget = budget_update(
-            budget=budget, actor_user=request.user if self.api_key is None else None, actor_key=self.api_key, **fields
-        )
+        budget = budget_update(budget=budget, actor=self.scope.actor, **fields)
         return Response(budget_out(budget, _current_windows([budget]).get(budget.pk)))
 
     @extend_schema(operation_id="budgets_destroy", responses={204: None})
     def delete(self, request: Request, budget_id: int) -> Response:
         budget = self.budget(budget_id)
-        if budget.tenant_id is None:
-            self.require_platform("retire budgets across all tenants")
-        budget_deactivate(
-            budget=budget, actor_user=request.user if self.api_key is None else None, actor_key=self.api_key
-        )
+        budget_deactivate(budget=budget, actor=self.scope.actor)
         return Response(status=status.HTTP_204_NO_CONTENT)

@@ -3,17 +3,21 @@ from __future__ import annotations
 from django.utils import timezone
 from drf_spectacular.utils import OpenApiExample, OpenApiParameter, extend_schema
 from rest_framework import serializers, status
+from rest_framework.parsers import JSONParser
 from rest_framework.request import Request
 from rest_framework.response import Response
 
 from budgets.models import Control, ControlKind
 from budgets.policy import PRIORITIES
+from budgets.selectors import controls_visible
 from budgets.services.controls import active_controls_q, control_end, control_start
-from finops.errors import ApplicationError
-from finops.models import Environment, ModelTier, Workflow
-from tenants.models import Tenant
+from finops.models import Environment, ModelTier
+from finops.selectors.workflows import workflows_visible
+from tenants.errors import ApplicationError
+from tenants.scope import Operation
+from tenants.scoping import TenantScopedAPIView
 
-from .base import BudgetsScopedApi, by_slug
+from .base import by_slug
 
 
 class ControlInputSerializer(serializers.Serializer):
@@ -26,20 +30,6 @@ class ControlInputSerializer(serializers.Serializer):
     params = serializers.DictField(required=False)
     reason = serializers.CharField(max_length=2000)
     ends_at = serializers.DateTimeField(required=False, allow_null=True, help_text="Empty = until ended.")
-
-    def validate_params(self, params):
-        for key in ("max_output_tokens", "target_input_tokens", "steps"):
-            if key in params and (type(params[key]) is not int or params[key] < 1):
-                raise serializers.ValidationError(f"{key} must be a whole number of at least 1.")
-        for key in ("ratio",):
-            if key in params:
-                try:
-                    ratio = float(params[key])
-                except (TypeError, ValueError):
-                    raise serializers.ValidationError("ratio must be a number between 0 and 1.") from None
-                if not 0 < ratio <= 1:
-                    raise serializers.ValidationError("ratio must be a number between 0 and 1.")
-        return params
 
 
 class ControlEndSerializer(serializers.Serializer):
@@ -88,9 +78,16 @@ def control_out(control: Control, now) -> dict:
     }
 
 
-class _ControlsBase(BudgetsScopedApi):
+class _ControlsBase(TenantScopedAPIView):
+    """Everyone with read access lists controls; only operators and platform keys start or end them
+    (a manual control can stop a tenant's traffic)."""
+
+    parser_classes = [JSONParser]
+    tenant_required = False
+    write_operation = Operation.MANAGE_CONTROLS
+
     def queryset(self):
-        return self.scoped(Control.objects.select_related("tenant", "workflow", "tier"))
+        return controls_visible(scope=self.scope)
 
 
 class ControlCollectionApi(_ControlsBase):
@@ -129,7 +126,6 @@ class ControlCollectionApi(_ControlsBase):
         ],
     )
     def post(self, request: Request) -> Response:
-        self.require_platform("add manual controls")
         serializer = ControlInputSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         data = serializer.validated_data
@@ -138,18 +134,17 @@ class ControlCollectionApi(_ControlsBase):
             raise ApplicationError("invalid", "ends_at must be in the future.", details={"ends_at": ["In the past."]})
         control = control_start(
             kind=data["kind"],
-            tenant=by_slug(Tenant, data.get("tenant"), "tenant"),
-            workflow=by_slug(Workflow, data.get("workflow"), "workflow"),
+            tenant=by_slug(self.scope.tenants(), data.get("tenant"), "tenant"),
+            workflow=by_slug(workflows_visible(scope=self.scope), data.get("workflow"), "workflow"),
             environment=data.get("environment") or "",
-            tier=by_slug(ModelTier, data.get("tier"), "tier"),
+            tier=by_slug(ModelTier.objects.all(), data.get("tier"), "tier"),
             priorities=data.get("priorities", []),
             params=data.get("params", {}),
             source=Control.Source.MANUAL,
             reason=data["reason"],
             starts_at=now,
             ends_at=data.get("ends_at"),
-            actor_user=request.user if self.api_key is None else None,
-            actor_key=self.api_key,
+            actor=self.scope.actor,
         )
         return Response(control_out(control, now), status=status.HTTP_201_CREATED)
 
@@ -157,10 +152,11 @@ class ControlCollectionApi(_ControlsBase):
 class ControlEndApi(_ControlsBase):
     """End a control now, with a reason (audited)."""
 
+    lookup_kwarg = "control_id"
+
     @extend_schema(operation_id="controls_end", request=ControlEndSerializer, responses={200: ControlOutputSerializer})
     def post(self, request: Request, control_id: int) -> Response:
-        control = self.visible_or_404(self.queryset(), control_id)
-        self.require_platform("end controls")
+        control = self.object_in_scope(self.queryset(), platform_rows=True)
         serializer = ControlEndSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         now = timezone.now()
@@ -169,8 +165,7 @@ class ControlEndApi(_ControlsBase):
         control = control_end(
             control=control,
             reason=serializer.validated_data["reason"],
-            actor_user=request.user if self.api_key is None else None,
-            actor_key=self.api_key,
+            actor=self.scope.actor,
             now=now,
         )
         return Response(control_out(control, now))

@@ -9,10 +9,10 @@ from rest_framework.response import Response
 from budgets.services.preflight import PreflightInput, PreflightInputError, preflight_decide
 from finops import tokens
 from finops.apis.tokens import _MessagesField, _StrictCharField
-from finops.errors import ApplicationError, reject_oversized_body
 from finops.models import Environment
 from finops.services.usage_validation import MAX_TOKENS
-from tenants.models import ApiKey
+from tenants.errors import reject_oversized_body
+from tenants.scope import Operation
 from tenants.scoping import TenantScopedAPIView
 
 
@@ -56,8 +56,9 @@ class BudgetHeadroomSerializer(serializers.Serializer):
     period = serializers.CharField()
     window_start = serializers.DateTimeField()
     window_end = serializers.DateTimeField()
-    spent = serializers.CharField()
-    reserved = serializers.CharField(help_text="Held by preflights, this one included.")
+    platform_wide = serializers.BooleanField(help_text="A budget over every tenant (its totals are the operators').")
+    spent = serializers.CharField(allow_null=True, help_text="Null for a platform-wide budget seen by a tenant.")
+    reserved = serializers.CharField(allow_null=True, help_text="Held by preflights, this one included.")
     soft_limit = serializers.CharField(allow_null=True)
     hard_limit = serializers.CharField(allow_null=True)
     remaining = serializers.CharField(allow_null=True, help_text="Headroom under the hard limit.")
@@ -87,13 +88,9 @@ class PreflightApi(TenantScopedAPIView):
     """Ask before an LLM call: allow (with a reservation), needs_approval, or deny, and on what terms."""
 
     parser_classes = [JSONParser]
-    required_scope = ApiKey.Scope.PREFLIGHT
-
-    def requested_tenant_slug(self, request):
-        # The tenant is named in the body (platform keys); a tenant key naming another answers 404.
-        body = request.data if isinstance(request.data, dict) else {}
-        slug = body.get("tenant")
-        return slug if isinstance(slug, str) and slug else None
+    write_operation = Operation.PREFLIGHT
+    # Platform keys name the tenant in the body; a tenant key naming another tenant answers 404.
+    tenant_from_body = True
 
     @extend_schema(
         operation_id="preflight",
@@ -123,12 +120,10 @@ class PreflightApi(TenantScopedAPIView):
         serializer = PreflightInputSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         data = serializer.validated_data
-        if self.tenant is None:
-            raise ApplicationError("tenant_required", 'Name the tenant in the body: {"tenant": "<slug>"}.')
         try:
             decision = preflight_decide(
                 PreflightInput(
-                    tenant=self.tenant,
+                    tenant=self.one_tenant,
                     workflow=data.get("workflow"),
                     model=data["model"],
                     environment=data["environment"],
@@ -138,6 +133,7 @@ class PreflightApi(TenantScopedAPIView):
                     max_output_tokens=data.get("max_output_tokens"),
                     approval_id=str(data["approval_id"]) if data.get("approval_id") else None,
                     api_key=self.api_key,
+                    platform_caller=self.scope.is_platform,
                 )
             )
         except PreflightInputError as exc:

@@ -6,10 +6,10 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 
 from budgets.models import Reservation
+from budgets.selectors import reservations_scoped
 from budgets.services.reservations import reservation_release
-from tenants.models import ApiKey, Membership
-
-from .base import BudgetsScopedApi
+from tenants.scope import Operation
+from tenants.scoping import TenantScopedAPIView
 
 
 class ReservationOutputSerializer(serializers.Serializer):
@@ -20,19 +20,21 @@ class ReservationOutputSerializer(serializers.Serializer):
     )
 
 
-class ReservationReleaseApi(BudgetsScopedApi):
+class ReservationReleaseApi(TenantScopedAPIView):
     """Give a reservation back when the call it was for will not happen (it failed, or was cancelled).
 
     Releasing is optional: an unsettled reservation expires by itself after RESERVATION_TTL_SECONDS.
     Releasing a settled, expired or already released reservation changes nothing.
     """
 
-    required_scope = ApiKey.Scope.PREFLIGHT  # the key that preflights may give its holds back
-    write_role = Membership.Role.VIEWER
+    # The key that preflights may give its holds back; among people, those who may preflight.
+    write_operation = Operation.PREFLIGHT
+    tenant_required = False
+    lookup_kwarg = "reservation_id"
 
     @extend_schema(operation_id="reservations_release", request=None, responses={200: ReservationOutputSerializer})
     def post(self, request: Request, reservation_id) -> Response:
-        reservation = self.visible_or_404(self.scoped(Reservation.objects.all()), reservation_id)
+        reservation = self.object_in_scope(reservations_scoped(scope=self.scope))
         released = reservation_release(reservation=reservation)
         reservation.refresh_from_db()
         return Response({"id": reservation.pk, "status": reservation.status, "released": released})

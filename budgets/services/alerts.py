@@ -30,6 +30,7 @@ from django.utils import timezone
 
 from budgets.models import Alert, Notification, NotificationChannel
 from budgets.policy import policy_effective
+from tenants.scope import Actor
 from tenants.services import audit_record
 
 if TYPE_CHECKING:
@@ -121,20 +122,19 @@ def notifications_create(alert: Alert) -> list[Notification]:
     return notifications
 
 
-def alert_acknowledge(*, alert: Alert, actor_user=None, actor_key=None, now: datetime | None = None) -> Alert:
+def alert_acknowledge(*, alert: Alert, actor: Actor = Actor.system(), now: datetime | None = None) -> Alert:
     """Mark an alert seen (by whom, when), audited. Acknowledging it again changes nothing."""
     now = now or timezone.now()
     with transaction.atomic():
         updated = Alert.objects.filter(pk=alert.pk, acknowledged_at__isnull=True).update(
-            acknowledged_at=now, acknowledged_by=actor_user if getattr(actor_user, "pk", None) else None
+            acknowledged_at=now, acknowledged_by=actor.actor_user
         )
         alert.refresh_from_db()
         if updated:
             audit_record(
                 action="alert.acknowledge",
                 tenant=alert.tenant,
-                actor_user=actor_user,
-                actor_key=actor_key,
+                actor=actor,
                 target=alert,
                 after={"kind": alert.kind, "level": alert.level, "acknowledged_at": now.isoformat()},
             )

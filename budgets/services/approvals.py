@@ -6,18 +6,20 @@ from django.db import transaction
 from django.utils import timezone
 
 from budgets.models import ApprovalRequest
-from finops.errors import ApplicationError
+from tenants.errors import ApplicationError
+from tenants.scope import Actor
 from tenants.services import audit_record
 
 
-def approval_decide(*, approval: ApprovalRequest, approve: bool, user, comment: str = "") -> ApprovalRequest:
-    """Move a pending, unexpired request to approved or rejected; anything else is a 409 saying why."""
+def approval_decide(*, approval: ApprovalRequest, approve: bool, actor: Actor, comment: str = "") -> ApprovalRequest:
+    """Move a pending, unexpired request to approved or rejected; anything else is a 409 saying why.
+    Only people decide (`Operation.DECIDE`): `actor` is a person."""
     now = timezone.now()
     status = ApprovalRequest.Status.APPROVED if approve else ApprovalRequest.Status.REJECTED
     with transaction.atomic():
         changed = ApprovalRequest.objects.filter(
             pk=approval.pk, status=ApprovalRequest.Status.PENDING, expires_at__gt=now
-        ).update(status=status, decided_by=user, decided_at=now, comment=comment)
+        ).update(status=status, decided_by=actor.actor_user, decided_at=now, comment=comment)
         approval.refresh_from_db()
         if not changed:
             state = "expired" if approval.status == ApprovalRequest.Status.PENDING else approval.status
@@ -27,7 +29,7 @@ def approval_decide(*, approval: ApprovalRequest, approve: bool, user, comment: 
         audit_record(
             action=f"approval.{status}",
             tenant=approval.tenant,
-            actor_user=user,
+            actor=actor,
             target=approval,
             after={"status": status, "comment": comment},
         )

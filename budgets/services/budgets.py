@@ -3,34 +3,33 @@
 from __future__ import annotations
 
 from decimal import Decimal, InvalidOperation
+from enum import Enum
+from typing import Any, Literal
 
 from django.db import transaction
 from django.utils import timezone
 
-from budgets.models import Budget, BudgetWindow, Control, Metric
+from budgets.models import Budget, BudgetWindow, Control, HardAction, Metric, Period
 from budgets.periods import zone
 from budgets.policy import policy_validate
-from finops.errors import ApplicationError
+from finops.models import Environment, ModelTier, Workflow
 from finops.pricing import NANOS_PER_USD, nanos_to_usd
+from tenants.errors import ApplicationError
+from tenants.models import Tenant
+from tenants.scope import Actor
 from tenants.services import audit_record
 
 from .controls import control_end
 
-EDITABLE = (
-    "name",
-    "tenant",
-    "workflow",
-    "environment",
-    "tier",
-    "metric",
-    "period",
-    "time_zone",
-    "soft_limit",
-    "hard_limit",
-    "hard_action",
-    "policy",
-    "is_active",
-)
+
+class Keep(Enum):
+    """`budget_update`'s default for a field: leave it as it is."""
+
+    KEEP = "keep"
+
+
+KEEP: Literal[Keep.KEEP] = Keep.KEEP
+_MAX_AMOUNT = 2**63 - 1  # a bigint column
 
 
 def limit_parse(value, metric: str, field: str) -> int | None:
@@ -70,6 +69,20 @@ def _invalid(field: str, message: str) -> ApplicationError:
 def _validate(budget: Budget) -> None:
     if not budget.name.strip():
         raise _invalid("name", "A budget needs a name.")
+    for field, choices in (
+        ("metric", Metric.values),
+        ("period", Period.values),
+        ("hard_action", HardAction.values),
+        ("environment", ["", *Environment.values]),
+    ):
+        if getattr(budget, field) not in choices:
+            raise _invalid(field, f"{field} must be one of {', '.join(c for c in choices if c)}.")
+    for field in ("soft_limit", "hard_limit"):
+        amount = getattr(budget, field)
+        if amount is not None and (type(amount) is not int or amount <= 0):
+            raise _invalid(field, "Must be a whole number greater than zero, in the budget's unit.")
+        if amount is not None and amount > _MAX_AMOUNT:
+            raise _invalid(field, f"Must be at most {limit_format(_MAX_AMOUNT, budget.metric)}.")
     if budget.soft_limit is None and budget.hard_limit is None:
         raise _invalid("hard_limit", "Set a soft limit, a hard limit, or both.")
     if budget.soft_limit is not None and budget.hard_limit is not None and budget.soft_limit > budget.hard_limit:
@@ -100,18 +113,47 @@ def budget_snapshot(budget: Budget) -> dict:
 
 
 @transaction.atomic
-def budget_create(*, actor_user=None, actor_key=None, **fields) -> Budget:
-    unknown = set(fields) - set(EDITABLE)
-    if unknown:
-        raise ValueError(f"Not editable: {', '.join(sorted(unknown))}")
-    budget = Budget(created_by=actor_user if getattr(actor_user, "pk", None) else None, **fields)
+def budget_create(
+    *,
+    name: str,
+    tenant: Tenant | None = None,
+    workflow: Workflow | None = None,
+    environment: str = "",
+    tier: ModelTier | None = None,
+    metric: str = Metric.COST,
+    period: str = Period.MONTH,
+    time_zone: str = "UTC",
+    soft_limit: int | None = None,
+    hard_limit: int | None = None,
+    hard_action: str = HardAction.DENY,
+    policy: list[dict] | None = None,
+    is_active: bool = True,
+    actor: Actor = Actor.system(),
+) -> Budget:
+    """Create a budget, audited. Limits are integers in the budget's unit (see `limit_parse`); `policy` is
+    checked rung by rung (budgets.policy) so that the ladder and preflight can always read it."""
+    budget = Budget(
+        name=name,
+        tenant=tenant,
+        workflow=workflow,
+        environment=environment,
+        tier=tier,
+        metric=metric,
+        period=period,
+        time_zone=time_zone,
+        soft_limit=soft_limit,
+        hard_limit=hard_limit,
+        hard_action=hard_action,
+        policy=policy,
+        is_active=is_active,
+        created_by=actor.actor_user,
+    )
     _validate(budget)
     budget.save()
     audit_record(
         action="budget.create",
         tenant=budget.tenant,
-        actor_user=actor_user,
-        actor_key=actor_key,
+        actor=actor,
         target=budget,
         after=budget_snapshot(budget),
     )
@@ -119,11 +161,42 @@ def budget_create(*, actor_user=None, actor_key=None, **fields) -> Budget:
 
 
 @transaction.atomic
-def budget_update(*, budget: Budget, actor_user=None, actor_key=None, **changes) -> Budget:
-    """Change a budget; its open windows take the new limits at once (so reservations see them)."""
-    unknown = set(changes) - set(EDITABLE)
-    if unknown:
-        raise ValueError(f"Not editable: {', '.join(sorted(unknown))}")
+def budget_update(
+    *,
+    budget: Budget,
+    name: str | Keep = KEEP,
+    tenant: Tenant | None | Keep = KEEP,
+    workflow: Workflow | None | Keep = KEEP,
+    environment: str | Keep = KEEP,
+    tier: ModelTier | None | Keep = KEEP,
+    metric: str | Keep = KEEP,
+    period: str | Keep = KEEP,
+    time_zone: str | Keep = KEEP,
+    soft_limit: int | None | Keep = KEEP,
+    hard_limit: int | None | Keep = KEEP,
+    hard_action: str | Keep = KEEP,
+    policy: list[dict] | None | Keep = KEEP,
+    is_active: bool | Keep = KEEP,
+    actor: Actor = Actor.system(),
+) -> Budget:
+    """Change the given fields of a budget (the others are kept), audited, with the same checks as
+    `budget_create`; its open windows take the new limits at once (so reservations see them)."""
+    given: dict[str, Any] = {
+        "name": name,
+        "tenant": tenant,
+        "workflow": workflow,
+        "environment": environment,
+        "tier": tier,
+        "metric": metric,
+        "period": period,
+        "time_zone": time_zone,
+        "soft_limit": soft_limit,
+        "hard_limit": hard_limit,
+        "hard_action": hard_action,
+        "policy": policy,
+        "is_active": is_active,
+    }
+    changes = {field: value for field, value in given.items() if value is not KEEP}
     before = budget_snapshot(budget)
     if "metric" in changes and changes["metric"] != budget.metric and budget.windows.exists():
         raise _invalid("metric", "A budget with history cannot change its metric; create a new budget.")
@@ -136,12 +209,11 @@ def budget_update(*, budget: Budget, actor_user=None, actor_key=None, **changes)
         soft_limit=budget.soft_limit, hard_limit=budget.hard_limit
     )
     if not budget.is_active:
-        _end_controls(budget, "The budget was deactivated.", actor_user, actor_key)
+        _end_controls(budget, "The budget was deactivated.", actor)
     audit_record(
         action="budget.update",
         tenant=budget.tenant,
-        actor_user=actor_user,
-        actor_key=actor_key,
+        actor=actor,
         target=budget,
         before=before,
         after=budget_snapshot(budget),
@@ -149,12 +221,12 @@ def budget_update(*, budget: Budget, actor_user=None, actor_key=None, **changes)
     return budget
 
 
-def budget_deactivate(*, budget: Budget, actor_user=None, actor_key=None) -> Budget:
+def budget_deactivate(*, budget: Budget, actor: Actor = Actor.system()) -> Budget:
     """Retire a budget but keep its windows, controls and alerts as history."""
-    return budget_update(budget=budget, actor_user=actor_user, actor_key=actor_key, is_active=False)
+    return budget_update(budget=budget, actor=actor, is_active=False)
 
 
-def _end_controls(budget: Budget, reason: str, actor_user, actor_key) -> None:
+def _end_controls(budget: Budget, reason: str, actor: Actor) -> None:
     now = timezone.now()
     for control in Control.objects.filter(budget=budget, starts_at__lte=now).exclude(ends_at__lte=now):
-        control_end(control=control, reason=reason, actor_user=actor_user, actor_key=actor_key, now=now)
+        control_end(control=control, reason=reason, actor=actor, now=now)

@@ -10,7 +10,12 @@ from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
 
-from budgets.models import Control, ControlKind
+from budgets.models import Budget, BudgetWindow, Control, ControlKind
+from budgets.policy import PRIORITIES, control_params_validate
+from finops.models import Environment, ModelTier, Workflow
+from tenants.errors import ApplicationError
+from tenants.models import Tenant
+from tenants.scope import Actor
 from tenants.services import audit_record
 
 from .state import state_changed
@@ -57,16 +62,73 @@ def controls_for_call(call: CallScope, *, now: datetime, controls: Iterable) -> 
     return matched
 
 
-def control_start(*, actor_user=None, actor_key=None, **fields) -> Control:
-    """Create a control (starting now unless `starts_at` is given) and audit it in the same transaction."""
-    fields.setdefault("starts_at", timezone.now())
+def _invalid(field: str, message: str) -> ApplicationError:
+    return ApplicationError("invalid", message, details={field: [message]}, status_code=400)
+
+
+def control_start(
+    *,
+    kind: str,
+    source: str,
+    reason: str,
+    tenant: Tenant | None = None,
+    workflow: Workflow | None = None,
+    environment: str = "",
+    tier: ModelTier | None = None,
+    priorities: list[str] | None = None,
+    params: dict | None = None,
+    budget: Budget | None = None,
+    window: BudgetWindow | None = None,
+    rung: str = "",
+    starts_at: datetime | None = None,
+    ends_at: datetime | None = None,
+    actor: Actor = Actor.system(),
+) -> Control:
+    """Create a control (starting now unless `starts_at` is given) and audit it in the same transaction.
+
+    `params` are checked as preflight reads them (budgets.policy.control_params_validate), so a control
+    that starts can always be applied."""
+    if kind not in ControlKind.values:
+        raise _invalid("kind", f"kind must be one of {', '.join(ControlKind.values)}.")
+    if source not in Control.Source.values:
+        raise _invalid("source", f"source must be one of {', '.join(Control.Source.values)}.")
+    if environment not in ("", *Environment.values):
+        raise _invalid("environment", f"environment must be one of {', '.join(Environment.values)}.")
+    priorities = list(priorities or [])
+    if any(p not in PRIORITIES for p in priorities):
+        raise _invalid("priorities", f"priorities must be a list of {', '.join(PRIORITIES)}.")
+    try:
+        params = control_params_validate(params)
+    except ValueError as exc:
+        raise _invalid("params", str(exc)) from None
+    if not isinstance(reason, str) or not reason.strip():
+        raise _invalid("reason", "Say why: the reason is shown with the control.")
+    from_now = starts_at is None
+    starts_at = timezone.now() if starts_at is None else starts_at
+    if ends_at is not None and ends_at <= starts_at:
+        raise _invalid("ends_at", "The end must be in the future." if from_now else "The end must be after the start.")
     with transaction.atomic():
-        control = Control.objects.create(created_by=actor_user if getattr(actor_user, "pk", None) else None, **fields)
+        control = Control.objects.create(
+            kind=kind,
+            source=source,
+            reason=reason,
+            tenant=tenant,
+            workflow=workflow,
+            environment=environment,
+            tier=tier,
+            priorities=priorities,
+            params=params,
+            budget=budget,
+            window=window,
+            rung=rung,
+            starts_at=starts_at,
+            ends_at=ends_at,
+            created_by=actor.actor_user,
+        )
         audit_record(
             action="control.start",
             tenant=control.tenant,
-            actor_user=actor_user,
-            actor_key=actor_key,
+            actor=actor,
             target=control,
             after=control_summary(control),
         )
@@ -74,7 +136,7 @@ def control_start(*, actor_user=None, actor_key=None, **fields) -> Control:
 
 
 def control_end(
-    *, control: Control, reason: str, actor_user=None, actor_key=None, now: datetime | None = None
+    *, control: Control, reason: str, actor: Actor = Actor.system(), now: datetime | None = None
 ) -> Control:
     """End an active control now, with a reason, audited. Ending an ended control changes nothing."""
     now = now or timezone.now()
@@ -90,8 +152,7 @@ def control_end(
             audit_record(
                 action="control.end",
                 tenant=control.tenant,
-                actor_user=actor_user,
-                actor_key=actor_key,
+                actor=actor,
                 target=control,
                 after={"reason": reason, "ended_at": now.isoformat()},
             )

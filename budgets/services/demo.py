@@ -1,5 +1,6 @@
-"""Demo budgets on top of the demo data set (finops/services/seed.py): something to see on the budget,
-control and alert pages right after `seed_demo`.
+"""Demo budgets on top of the demo data set (finops/services/seed/): something to see on the budget,
+control and alert pages right after `seed_demo`, which runs this as a demo seeder registered in
+budgets/apps.py (finops.hooks).
 
 - a platform-wide monthly budget and a monthly budget for each main tenant, with room to spare;
 - a weekly token budget on one workflow (budgets in tokens look different);
@@ -44,6 +45,7 @@ from finops.catalog import get_catalog
 from finops.models import Environment, Workflow
 from finops.pricing import NANOS_PER_USD, TokenBuckets, cost_nanos
 from tenants.models import Tenant
+from tenants.scope import Actor
 
 from .budgets import budget_create
 from .ladder import budget_levels, budgets_evaluate
@@ -102,7 +104,9 @@ def budgets_demo_seed(*, now: datetime | None = None) -> dict:
     operator = get_user_model().objects.filter(username="demo", is_staff=True).first()
 
     if not NotificationChannel.objects.filter(kind=NotificationChannel.Kind.EMAIL, target=DEMO_CHANNEL_EMAIL).exists():
-        channel_create(tenant=None, kind=NotificationChannel.Kind.EMAIL, target=DEMO_CHANNEL_EMAIL, actor_user=operator)
+        channel_create(
+            tenant=None, kind=NotificationChannel.Kind.EMAIL, target=DEMO_CHANNEL_EMAIL, actor=Actor(user=operator)
+        )
 
     created = 0
     budgets = []
@@ -122,7 +126,7 @@ def budgets_demo_seed(*, now: datetime | None = None) -> dict:
             )
             soft, hard = _limits(draft, spiking=spec.spiking, now=now)
             budget = budget_create(
-                actor_user=operator,
+                actor=Actor(user=operator),
                 name=spec.name,
                 tenant=tenant,
                 workflow=workflow,

@@ -36,6 +36,7 @@ from django.utils import timezone
 from budgets.models import Budget, BudgetWindow, Control, Metric
 from budgets.periods import period_bounds
 from budgets.policy import HARD_ACTION_CONTROL, policy_effective, rung_key
+from tenants.errors import ApplicationError
 
 from .alerts import alerts_raise
 from .controls import active_controls_q, control_end, control_start, controls_audit_lapsed
@@ -202,22 +203,27 @@ def _ladder_apply(levels: BudgetLevels, *, now: datetime) -> tuple[int, int]:
         level = levels.level(rung["at"])
         if key in still_active or level is None or level < rung["percent"]:
             continue
-        control_start(
-            kind=kind,
-            tenant=budget.tenant,
-            workflow=budget.workflow,
-            environment=budget.environment,
-            tier=budget.tier,
-            priorities=list(rung.get("priorities") or []),
-            params=dict(rung.get("params") or {}),
-            source=Control.Source.BUDGET,
-            budget=budget,
-            window=window,
-            rung=key,
-            reason=levels.describe(rung["at"]),
-            starts_at=now,
-            ends_at=window.ends_at,
-        )
+        try:
+            control_start(
+                kind=kind,
+                tenant=budget.tenant,
+                workflow=budget.workflow,
+                environment=budget.environment,
+                tier=budget.tier,
+                priorities=list(rung.get("priorities") or []),
+                params=dict(rung.get("params") or {}),
+                source=Control.Source.BUDGET,
+                budget=budget,
+                window=window,
+                rung=key,
+                reason=levels.describe(rung["at"]),
+                starts_at=now,
+                ends_at=window.ends_at,
+            )
+        except ApplicationError as error:
+            # Only a policy stored before its params were checked gets here: skip its rung, not every budget.
+            logger.error("budget %s: rung %s not started: %s", budget.pk, key, error.message)
+            continue
         started += 1
     return started, ended
 

@@ -33,9 +33,10 @@ from django.db import transaction
 from django.utils import timezone
 
 from budgets.models import Alert, Metric, Notification, NotificationAttempt, NotificationChannel
-from finops.errors import ApplicationError
 from finops.pricing import nanos_to_usd
+from tenants.errors import ApplicationError
 from tenants.models import Tenant
+from tenants.scope import Actor
 from tenants.services import audit_record
 
 logger = logging.getLogger(__name__)
@@ -221,8 +222,7 @@ def channel_create(
     target: str,
     secret: str = "",
     require_https: bool = True,
-    actor_user=None,
-    actor_key=None,
+    actor: Actor = Actor.system(),
 ) -> NotificationChannel:
     """Add a channel; a webhook without a secret gets a generated one (returned once, in the answer).
 
@@ -247,21 +247,19 @@ def channel_create(
         audit_record(
             action="notification_channel.create",
             tenant=tenant,
-            actor_user=actor_user,
-            actor_key=actor_key,
+            actor=actor,
             target=channel,
             after={"kind": kind, "target": target, "tenant": tenant.slug if tenant else None},
         )
     return channel
 
 
-def channel_delete(*, channel: NotificationChannel, actor_user=None, actor_key=None) -> None:
+def channel_delete(*, channel: NotificationChannel, actor: Actor = Actor.system()) -> None:
     with transaction.atomic():
         audit_record(
             action="notification_channel.delete",
             tenant=channel.tenant,
-            actor_user=actor_user,
-            actor_key=actor_key,
+            actor=actor,
             target=channel,
             before={"kind": channel.kind, "target": channel.target},
         )

@@ -21,7 +21,7 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
-from budgets.models import ApprovalRequest, ControlKind, HardAction, Metric
+from budgets.models import ApprovalRequest, Control, ControlKind, HardAction, Metric
 from finops.catalog import CatalogSnapshot, ModelEntry
 from finops.models import Workflow
 from finops.pricing import NANOS_PER_USD, TokenBuckets, cost_nanos, nanos_to_usd
@@ -51,6 +51,9 @@ class PreflightInput:
     max_output_tokens: int | None = None
     approval_id: str | None = None
     api_key: ApiKey | None = None
+    # Operators and platform keys see platform-wide budgets' totals; a tenant sees that one applied to
+    # its call and its headroom under it, never the platform's spend (TenantScope.is_platform).
+    platform_caller: bool = False
 
 
 @dataclass
@@ -164,7 +167,7 @@ def preflight_decide(req: PreflightInput, *, now: datetime | None = None) -> Pre
             out.reasons.append(
                 f"Budget '{unpriced.name}' limits cost and the call's cost is unknown, so it cannot be reserved."
             )
-            out.budgets = budget_views(pairs, windows_totals([w for _, w, _ in pairs]))
+            out.budgets = budget_views(pairs, windows_totals([w for _, w, _ in pairs]), platform=req.platform_caller)
             return _finish(out, call, DENY, cost)
         approved_over = frozenset(
             w for b, w, _ in pairs if use_approval and b.hard_action == HardAction.REQUIRE_APPROVAL
@@ -194,7 +197,7 @@ def preflight_decide(req: PreflightInput, *, now: datetime | None = None) -> Pre
                 out.reasons.append("The approval was used by another request meanwhile.")
                 return _needs_approval(out, call, cost, req, workflow, now)
             totals = windows_totals([w for _, w, _ in pairs])
-            out.budgets = budget_views(pairs, totals)
+            out.budgets = budget_views(pairs, totals, platform=req.platform_caller)
             budget = next(b for b, w, _ in pairs if w == full.window_id)
             spent, reserved, _soft, hard = totals[full.window_id]
             left = amount_format(budget, max(hard - spent - reserved, 0))
@@ -215,7 +218,7 @@ def preflight_decide(req: PreflightInput, *, now: datetime | None = None) -> Pre
             return _finish(out, call, DENY, cost)
         out.reservation_id = str(reservation.pk)
         out.reservation_expires_at = reservation.expires_at
-        out.budgets = budget_views(pairs, totals)
+        out.budgets = budget_views(pairs, totals, platform=req.platform_caller)
         if use_approval:
             out.approval_id, out.approval_status = str(approval.pk), ApprovalRequest.Status.CONSUMED
             out.reasons.append("Approved run: the approval is now used.")
@@ -245,10 +248,14 @@ def _apply_controls(call: _Call, req: PreflightInput, workflow, state, out: Pref
     scope = CallScope(req.tenant.pk, workflow.pk if workflow else None, req.environment, _tier(call), priority)
     for control in controls_for_call(scope, now=now, controls=state.controls):
         params = control.params or {}
-        applied = {"id": control.pk, "kind": control.kind, "source": control.source, "reason": control.reason}
+        reason = control.reason
+        if control.tenant_id is None and control.source == Control.Source.BUDGET and not req.platform_caller:
+            # The ladder's reason quotes the platform budget's spend and limits: not for a tenant's eyes.
+            reason = "A platform-wide budget is at this level of its control ladder."
+        applied = {"id": control.pk, "kind": control.kind, "source": control.source, "reason": reason}
         if control.kind == ControlKind.DENY:
             call.denied = True
-            out.reasons.append(f"Denied by a control: {control.reason}")
+            out.reasons.append(f"Denied by a control: {reason}")
         elif control.kind == ControlKind.REQUIRE_APPROVAL:
             threshold = params.get("above_usd")
             if threshold is None and workflow is not None and workflow.approval_threshold_usd is not None:
@@ -258,10 +265,10 @@ def _apply_controls(call: _Call, req: PreflightInput, workflow, state, out: Pref
                 above if call.approval_needed_above is None else min(above, call.approval_needed_above)
             )
             call.approval_reasons.append(
-                f"Approval required{f' above ${Decimal(above) / NANOS_PER_USD:.2f}' if above else ''}: {control.reason}"
+                f"Approval required{f' above ${Decimal(above) / NANOS_PER_USD:.2f}' if above else ''}: {reason}"
             )
         elif control.kind == ControlKind.DOWNGRADE_TIER:
-            if not _downgrade(call, catalog, out, control.reason, steps=int(params.get("steps", 1))):
+            if not _downgrade(call, catalog, out, reason, steps=int(params.get("steps", 1))):
                 applied["skipped"] = True
         elif control.kind == ControlKind.COMPRESS_CONTEXT:
             target = params.get("target_input_tokens")
@@ -270,12 +277,12 @@ def _apply_controls(call: _Call, req: PreflightInput, workflow, state, out: Pref
             target = min(int(target), call.input_tokens)
             if call.target_input_tokens is None or target < call.target_input_tokens:
                 call.target_input_tokens = target
-            out.reasons.append(f"Compress the context to {target:,} input tokens: {control.reason}")
+            out.reasons.append(f"Compress the context to {target:,} input tokens: {reason}")
         elif control.kind == ControlKind.CAP_OUTPUT_TOKENS:
             cap = int(params.get("max_output_tokens", DEFAULT_CAP_OUTPUT_TOKENS))
             if cap < call.max_output_tokens:
                 call.max_output_tokens = cap
-                out.reasons.append(f"Output capped at {cap:,} tokens: {control.reason}")
+                out.reasons.append(f"Output capped at {cap:,} tokens: {reason}")
             else:
                 applied["skipped"] = True
         out.controls.append(applied)

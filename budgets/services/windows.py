@@ -16,6 +16,7 @@ from django.db.models import F
 
 from budgets.models import Budget, BudgetWindow, Metric, Reservation, ReservationHold
 from budgets.periods import period_bounds
+from finops.hooks import Charge
 from finops.snapshots import FingerprintSnapshot
 
 
@@ -150,29 +151,15 @@ def _windows_select(wanted: dict) -> dict[tuple[int, datetime], BudgetWindow]:
     return {(w.budget_id, w.starts_at): w for w in rows if (w.budget_id, w.starts_at) in wanted}
 
 
-@dataclass(slots=True)
-class Charge:
-    """One stored usage record as the budgets see it."""
-
-    tenant_id: int
-    workflow_id: int | None
-    environment: str
-    tier_id: int | None
-    occurred_at: datetime
-    cost_nanos: int | None
-    tokens: int
-    reservation_id: str | None = None
-    usage_id: int | None = None
-
-
 def budgets_charge(charges: list[Charge], *, now: datetime) -> None:
     """Count new usage against every matching budget's window and settle the reservations it carries.
 
-    Runs inside the ingest transaction: one UPDATE per touched window for the whole batch (spent up
-    by the batch's amounts, reserved down by the holds it settles), in window-id order so it never
-    deadlocks with preflights, which lock windows in the same order. A reservation settles once: only
-    the statement that moves it from `held` releases its holds, so a second record naming it (or a
-    record arriving after it expired) adds its cost and releases nothing.
+    Registered as finops' usage charger (budgets/apps.py), so it runs inside the ingest transaction:
+    one UPDATE per touched window for the whole batch (spent up by the batch's amounts, reserved down
+    by the holds it settles), in window-id order so it never deadlocks with preflights, which lock
+    windows in the same order. A reservation settles once: only the statement that moves it from
+    `held` releases its holds, so a second record naming it (or a record arriving after it expired)
+    adds its cost and releases nothing.
     """
     budgets = get_budgets()
     spent: dict[tuple[int, datetime], int] = defaultdict(int)

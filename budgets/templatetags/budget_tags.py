@@ -29,7 +29,7 @@ def open_alerts_count(context) -> int:
     scope = context.get("scope")
     if not context.get("count_open_alerts") or scope is None:
         return 0
-    return alerts_unacknowledged_count(tenant_ids=scope.tenant_ids, is_operator=scope.is_operator)
+    return alerts_unacknowledged_count(scope=scope)
 
 
 @register.filter

@@ -1,5 +1,5 @@
 """Pages for budgets, controls, alerts and approval requests. Tenant scoping is the spend pages'
-(`finops.views.scope`): a person sees their tenants' rows, operators also the platform-wide ones, and
+(`tenants.scoping.tenant_page`): a person sees their tenants' rows, operators also the platform-wide ones, and
 another tenant's budget, control, alert or approval request answers 404 exactly like a missing one.
 Writes go through the services."""
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from django.contrib import messages
-from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied
 from django.http import Http404
 from django.shortcuts import redirect, render
@@ -12,40 +11,39 @@ from django.views.decorators.http import require_POST
 
 from budgets.selectors import alert_get, alerts_visible
 from budgets.services.alerts import alert_acknowledge as alert_acknowledge_service
-from finops.views.scope import page_scope
+from tenants.scope import Actor, Operation
+from tenants.scoping import tenant_page
 
-from .access import can_acknowledge, roles_of
 from .layout import budget_layout_context
 
 ALERTS_SHOWN = 200
 
 
-@login_required
+@tenant_page
 def alerts_list(request):
-    scope = page_scope(request)
-    alerts = list(alerts_visible(tenant_ids=scope.tenant_ids, is_operator=scope.is_operator)[: ALERTS_SHOWN + 1])
-    roles = roles_of(request.user)
+    scope = request.scope
+    alerts = list(alerts_visible(scope=scope)[: ALERTS_SHOWN + 1])
     open_alerts = [a for a in alerts[:ALERTS_SHOWN] if a.acknowledged_at is None]
     context = budget_layout_context(request, scope)
     context.update(
         open_alerts=open_alerts,
         acknowledged=[a for a in alerts[:ALERTS_SHOWN] if a.acknowledged_at is not None],
         more=len(alerts) > ALERTS_SHOWN,
-        can_ack={a.pk for a in open_alerts if can_acknowledge(request.user, a.tenant_id, roles)},
+        can_ack={a.pk for a in open_alerts if scope.may(Operation.ACKNOWLEDGE, a.tenant_id)},
     )
     return render(request, "budgets/alerts_list.html", context)
 
 
-@login_required
+@tenant_page
 @require_POST
 def alert_acknowledge(request, alert_id: int):
-    scope = page_scope(request)
-    alert = alert_get(alert_id=alert_id, tenant_ids=scope.tenant_ids, is_operator=scope.is_operator)
+    scope = request.scope
+    alert = alert_get(alert_id=alert_id, scope=scope)
     if alert is None:
         raise Http404("No such alert.")
-    if not can_acknowledge(request.user, alert.tenant_id):
+    if not scope.may(Operation.ACKNOWLEDGE, alert.tenant_id):
         raise PermissionDenied("Only the tenant's approvers and admins, and operators, acknowledge its alerts.")
     if alert.acknowledged_at is None:
-        alert_acknowledge_service(alert=alert, actor_user=request.user)
+        alert_acknowledge_service(alert=alert, actor=Actor(user=request.user))
         messages.success(request, f"Acknowledged: {alert.subject}")
     return redirect(reverse("alerts_list") + scope.query)

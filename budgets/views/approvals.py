@@ -1,14 +1,12 @@
 """The approvals page: runs preflight held for a person's go-ahead, open ones first, then the decided ones.
 
-The same people who acknowledge a tenant's alerts decide its approval requests: its approvers and
-admins, and operators (`access.can_acknowledge`). Deciding goes through `approval_decide`, which is
-audited and refuses a request that is no longer pending.
+A tenant's approvers and admins, and operators, decide its approval requests (`Operation.DECIDE`).
+Deciding goes through `approval_decide`, which is audited and refuses a request that is no longer pending.
 """
 
 from __future__ import annotations
 
 from django.contrib import messages
-from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied
 from django.http import Http404
 from django.shortcuts import redirect, render
@@ -19,55 +17,54 @@ from django.views.decorators.http import require_POST
 from budgets.models import ApprovalRequest
 from budgets.selectors import approval_get, approvals_visible
 from budgets.services.approvals import approval_decide
-from finops.errors import ApplicationError
-from finops.views.scope import page_scope
+from tenants.errors import ApplicationError
+from tenants.scope import Actor, Operation
+from tenants.scoping import tenant_page
 
-from .access import can_acknowledge, roles_of
 from .layout import budget_layout_context
 
 APPROVALS_SHOWN = 200
 COMMENT_MAX = 2000  # as the API's decision serializer
 
 
-@login_required
+@tenant_page
 def approvals_list(request):
-    scope = page_scope(request)
+    scope = request.scope
     now = timezone.now()
     rows = list(
-        approvals_visible(tenant_ids=scope.tenant_ids, is_operator=scope.is_operator, now=now)[: APPROVALS_SHOWN + 1]
+        approvals_visible(scope=scope, now=now)[: APPROVALS_SHOWN + 1]
     )
-    roles = roles_of(request.user)
     pending = [a for a in rows[:APPROVALS_SHOWN] if a.closed == 0]
     context = budget_layout_context(request, scope)
     context.update(
         pending=pending,
         decided=[a for a in rows[:APPROVALS_SHOWN] if a.closed != 0],
         more=len(rows) > APPROVALS_SHOWN,
-        can_decide={a.pk for a in pending if can_acknowledge(request.user, a.tenant_id, roles)},
+        can_decide={a.pk for a in pending if scope.may(Operation.DECIDE, a.tenant_id)},
         comment_max=COMMENT_MAX,
         now=now,
     )
     return render(request, "budgets/approvals_list.html", context)
 
 
-@login_required
+@tenant_page
 @require_POST
 def approval_approve(request, approval_id):
     return _decide(request, approval_id, approve=True)
 
 
-@login_required
+@tenant_page
 @require_POST
 def approval_reject(request, approval_id):
     return _decide(request, approval_id, approve=False)
 
 
 def _decide(request, approval_id, *, approve: bool):
-    scope = page_scope(request)
-    approval = approval_get(approval_id=approval_id, tenant_ids=scope.tenant_ids, is_operator=scope.is_operator)
+    scope = request.scope
+    approval = approval_get(approval_id=approval_id, scope=scope)
     if approval is None:
         raise Http404("No such approval request.")
-    if not can_acknowledge(request.user, approval.tenant_id):
+    if not scope.may(Operation.DECIDE, approval.tenant_id):
         raise PermissionDenied("Only the tenant's approvers and admins, and operators, decide its approval requests.")
     back = redirect(reverse("approvals_list") + scope.query)
     comment = (request.POST.get("comment") or "").strip()
@@ -75,7 +72,7 @@ def _decide(request, approval_id, *, approve: bool):
         messages.error(request, f"The comment is longer than {COMMENT_MAX:,} characters; nothing was decided.")
         return back
     try:
-        approval = approval_decide(approval=approval, approve=approve, user=request.user, comment=comment)
+        approval = approval_decide(approval=approval, approve=approve, actor=Actor(user=request.user), comment=comment)
     except ApplicationError as error:
         if error.code != "approval_not_pending":
             raise

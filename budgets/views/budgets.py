@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from django.contrib import messages
-from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied
 from django.http import Http404, HttpResponse
 from django.shortcuts import redirect, render
@@ -26,39 +25,39 @@ from budgets.selectors import (
 )
 from budgets.services.budgets import budget_create, budget_update
 from finops.charts import figure_payload
-from finops.errors import ApplicationError
-from finops.views.scope import page_scope
+from finops.selectors.workflows import workflows_visible
+from tenants.errors import ApplicationError
+from tenants.scope import Actor, Operation
+from tenants.scoping import tenant_page
 
-from .access import budget_tenants, can_manage_budget, roles_of
 from .layout import budget_layout_context
 
 
-@login_required
+@tenant_page
 def budgets_list(request):
-    scope = page_scope(request)
-    burns = budget_burns(tenant_ids=scope.tenant_ids, is_operator=scope.is_operator)
-    roles = roles_of(request.user)
+    scope = request.scope
+    burns = budget_burns(scope=scope)
     context = budget_layout_context(request, scope)
     context.update(
         burns=burns,
-        editable={b.budget.pk for b in burns if can_manage_budget(request.user, b.budget.tenant_id, roles)},
-        can_add=request.user.is_staff or budget_tenants(request.user).exists(),
+        editable={b.budget.pk for b in burns if scope.may(Operation.MANAGE, b.budget.tenant_id)},
+        can_add=scope.may_anywhere(Operation.MANAGE),
         active_count=sum(1 for b in burns if b.budget.is_active),
     )
     return render(request, "budgets/budgets_list.html", context)
 
 
-def _visible_budget(request, scope, budget_id: int) -> Budget:
-    budget = budget_get(budget_id=budget_id, tenant_ids=scope.tenant_ids, is_operator=scope.is_operator)
+def _visible_budget(scope, budget_id: int) -> Budget:
+    budget = budget_get(budget_id=budget_id, scope=scope)
     if budget is None:
         raise Http404("No such budget.")
     return budget
 
 
-@login_required
+@tenant_page
 def budget_detail(request, budget_id: int):
-    scope = page_scope(request)
-    budget = _visible_budget(request, scope, budget_id)
+    scope = request.scope
+    budget = _visible_budget(scope, budget_id)
     now = timezone.now()
     burn = budget_burn(budget=budget, now=now)
     points = burn_series(budget=budget, starts_at=burn.starts_at, now=min(now, burn.ends_at))
@@ -69,55 +68,56 @@ def budget_detail(request, budget_id: int):
         chart=figure_payload(charts.burn_down_figure(burn, points, now=now)),
         windows=budget_windows(budget=budget, now=now),
         controls=budget_controls(budget=budget),
-        alerts=budget_alerts(budget=budget),
+        alerts=budget_alerts(budget=budget, scope=scope),
         policy=policy_effective(budget.policy),
         default_policy=not budget.policy,
-        can_edit=can_manage_budget(request.user, budget.tenant_id),
+        can_edit=scope.may(Operation.MANAGE, budget.tenant_id),
         now=now,
     )
     return render(request, "budgets/budget_detail.html", context)
 
 
-@login_required
+@tenant_page
 @require_http_methods(["GET", "POST"])
 def budget_add(request):
-    if not (request.user.is_staff or budget_tenants(request.user).exists()):
+    if not request.scope.may_anywhere(Operation.MANAGE):
         raise PermissionDenied("Only operators and tenant admins create budgets.")
     return _budget_form(request, budget=None)
 
 
-@login_required
+@tenant_page
 @require_http_methods(["GET", "POST"])
 def budget_edit(request, budget_id: int):
-    scope = page_scope(request)
-    budget = _visible_budget(request, scope, budget_id)
-    if not can_manage_budget(request.user, budget.tenant_id):
+    scope = request.scope
+    budget = _visible_budget(scope, budget_id)
+    if not scope.may(Operation.MANAGE, budget.tenant_id):
         raise PermissionDenied("Only operators and the tenant's admins change its budgets.")
     return _budget_form(request, budget=budget)
 
 
 def _budget_form(request, *, budget: Budget | None) -> HttpResponse:
-    scope = page_scope(request)
-    tenants = budget_tenants(request.user)
-    platform = request.user.is_staff
+    scope = request.scope
+    tenants = scope.tenants_where(Operation.MANAGE)
+    workflows = workflows_visible(scope=scope)
+    platform = scope.is_platform
     if request.method == "POST":
-        form = BudgetForm(request.POST, tenants=tenants, platform=platform, budget=budget)
+        form = BudgetForm(request.POST, tenants=tenants, workflows=workflows, platform=platform, budget=budget)
         if form.is_valid():
             fields = form.service_fields()
             try:
                 if budget is None:
-                    saved = budget_create(actor_user=request.user, **fields)
+                    saved = budget_create(actor=Actor(user=request.user), **fields)
                 else:
                     if not platform:
                         fields.pop("tenant")  # fixed for tenant admins
-                    saved = budget_update(budget=budget, actor_user=request.user, **fields)
+                    saved = budget_update(budget=budget, actor=Actor(user=request.user), **fields)
             except ApplicationError as error:
                 form.add_service_error(error)
             else:
                 messages.success(request, f"Budget “{saved.name}” {'saved' if budget else 'created'}.")
                 return redirect(reverse("budget_detail", kwargs={"budget_id": saved.pk}) + scope.query)
     else:
-        form = BudgetForm(tenants=tenants, platform=platform, budget=budget)
+        form = BudgetForm(tenants=tenants, workflows=workflows, platform=platform, budget=budget)
         if budget is None and scope.tenant is not None and tenants.filter(pk=scope.tenant.pk).exists():
             form.initial.setdefault("tenant", scope.tenant.slug)
     context = budget_layout_context(request, scope, switcher_action=reverse("budgets_list"))

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from django.contrib import messages
-from django.contrib.auth.decorators import login_required
 from django.http import Http404
 from django.shortcuts import redirect, render
 from django.urls import reverse
@@ -15,33 +14,40 @@ from budgets.models import Control
 from budgets.selectors import control_get, control_lists
 from budgets.services.controls import control_end as control_end_service
 from budgets.services.controls import control_start
-from finops.views.scope import page_scope
+from tenants.errors import ApplicationError
+from tenants.scope import Actor, Operation
+from tenants.scoping import tenant_page
 
-from .access import operator_only
 from .layout import budget_layout_context
 
 
-@login_required
+@tenant_page
 def controls_list(request):
-    scope = page_scope(request)
+    scope = request.scope
     now = timezone.now()
-    lists = control_lists(tenant_ids=scope.tenant_ids, is_operator=scope.is_operator, now=now)
+    lists = control_lists(scope=scope, now=now)
     context = budget_layout_context(request, scope)
-    context.update(lists=lists, now=now, can_manage=request.user.is_staff)
+    context.update(lists=lists, now=now, can_manage=scope.may(Operation.MANAGE_CONTROLS))
     return render(request, "budgets/controls_list.html", context)
 
 
-@login_required
+@tenant_page
 @require_http_methods(["GET", "POST"])
 def control_add(request):
-    operator_only(request.user, "start manual controls")
-    scope = page_scope(request)
+    request.scope.require(Operation.MANAGE_CONTROLS)
+    scope = request.scope
     if request.method == "POST":
         form = ControlForm(request.POST)
         if form.is_valid():
-            control = control_start(actor_user=request.user, source=Control.Source.MANUAL, **form.service_fields())
-            messages.success(request, f"Control {control.get_kind_display()} started for {control.scope_label()}.")
-            return redirect(reverse("controls_list") + scope.query)
+            try:
+                control = control_start(
+                    actor=Actor(user=request.user), source=Control.Source.MANUAL, **form.service_fields()
+                )
+            except ApplicationError as error:
+                form.add_service_error(error)
+            else:
+                messages.success(request, f"Control {control.get_kind_display()} started for {control.scope_label()}.")
+                return redirect(reverse("controls_list") + scope.query)
     else:
         form = ControlForm(initial={"tenant": scope.tenant.slug} if scope.tenant else None)
     context = budget_layout_context(request, scope, switcher_action=reverse("controls_list"))
@@ -49,12 +55,12 @@ def control_add(request):
     return render(request, "budgets/control_form.html", context)
 
 
-@login_required
+@tenant_page
 @require_POST
 def control_end(request, control_id: int):
-    operator_only(request.user, "end controls")
-    scope = page_scope(request)
-    control = control_get(control_id=control_id, tenant_ids=scope.tenant_ids, is_operator=scope.is_operator)
+    request.scope.require(Operation.MANAGE_CONTROLS)
+    scope = request.scope
+    control = control_get(control_id=control_id, scope=scope)
     if control is None:
         raise Http404("No such control.")
     form = ControlEndForm(request.POST)
@@ -62,7 +68,7 @@ def control_end(request, control_id: int):
         messages.error(request, "Say why the control ends; it was not ended.")
     else:
         was_active = control.ends_at is None or control.ends_at > timezone.now()
-        control_end_service(control=control, reason=form.cleaned_data["reason"], actor_user=request.user)
+        control_end_service(control=control, reason=form.cleaned_data["reason"], actor=Actor(user=request.user))
         if was_active:
             messages.success(request, f"Control {control.get_kind_display()} for {control.scope_label()} ended.")
         else:

@@ -4,12 +4,13 @@ badges (counted here only, so the spend pages keep to their measured query budge
 from __future__ import annotations
 
 from budgets.selectors import approvals_pending_count
-from finops.views.scope import PageScope, layout_context
+from finops.views.layout import layout_context
+from tenants.scope import TenantScope
 
 
-def budget_layout_context(request, scope: PageScope, *, switcher_action: str | None = None) -> dict:
+def budget_layout_context(request, scope: TenantScope, *, switcher_action: str | None = None) -> dict:
     return {
         **layout_context(request, scope, switcher_action=switcher_action),
         "count_open_alerts": True,
-        "approvals_pending": approvals_pending_count(tenant_ids=scope.tenant_ids, is_operator=scope.is_operator),
+        "approvals_pending": approvals_pending_count(scope=scope),
     }

@@ -10,8 +10,6 @@ from tenants.scoping import TenantScopedAPIView
 class FocusExportApi(TenantScopedAPIView):
     """Usage of one tenant as FinOps FOCUS rows, streamed as CSV."""
 
-    required_scope = "read"
-
     def perform_content_negotiation(self, request, force=False):
         # The body is CSV whatever the client accepts ("Accept: text/csv" included); errors stay JSON.
         return super().perform_content_negotiation(request, force=True)
@@ -48,12 +46,12 @@ class FocusExportApi(TenantScopedAPIView):
     def get(self, request):
         params = FocusExportParams.from_query(request.query_params)
         rows = focus_rows(
-            tenant_ids=[self.tenant.pk],
+            scope=self.scope,
             start=params.start,
             end=params.end,
             workflow=params.workflow,
             environment=params.environment,
         )
         response = StreamingHttpResponse(focus_csv(rows), content_type="text/csv; charset=utf-8")
-        response["Content-Disposition"] = f'attachment; filename="{params.filename(self.tenant.slug)}"'
+        response["Content-Disposition"] = f'attachment; filename="{params.filename(self.one_tenant.slug)}"'
         return response

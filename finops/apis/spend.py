@@ -10,21 +10,14 @@ from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework.renderers import BrowsableAPIRenderer, JSONRenderer
 from rest_framework.response import Response
 
-from finops.errors import ApplicationError
+from finops.measures import MEASURES
 from finops.pricing import nanos_to_usd
 from finops.selectors.spend import SpendGroup, SpendPoint, SpendQuery, spend_query
+from tenants.errors import ApplicationError
 from tenants.scoping import TenantScopedAPIView
 
 _FILTERS = ("workflow", "model", "tier", "environment")
-_MEASURES = (
-    "calls",
-    "input_tokens",
-    "cached_input_tokens",
-    "cache_write_tokens",
-    "output_tokens",
-    "reasoning_tokens",
-    "unpriced_calls",
-)
+_MEASURES = tuple(m for m in MEASURES if m != "cost_nanos")  # cost is reported in USD, as cost_usd
 
 
 def _parse_when(value: str | None, name: str, default: datetime) -> datetime:
@@ -77,8 +70,7 @@ class SpendApi(TenantScopedAPIView):
     """Spend from rollups, grouped by up to two dimensions, with totals and a time series."""
 
     renderer_classes = [SpendJSONRenderer, BrowsableAPIRenderer]
-    required_scope = "read"
-    tenant_optional = True  # platform keys and operators may read across all tenants
+    tenant_required = False  # platform keys and operators may read across all tenants
 
     @extend_schema(
         operation_id="spend_read",
@@ -107,14 +99,14 @@ class SpendApi(TenantScopedAPIView):
     )
     def get(self, request, as_csv: bool = False):
         query = spend_query_from_params(request.query_params)
-        tenant_ids = [self.tenant.pk] if self.tenant is not None else None
-        result = spend_query(tenant_ids=tenant_ids, query=query)
+        tenant = self.scope.tenant
+        result = spend_query(tenant_ids=self.scope.tenant_ids, query=query)
         dims = query.group_by
         if as_csv:
-            return _csv(result, dims, self.tenant.slug if self.tenant else "all-tenants")
+            return _csv(result, dims, tenant.slug if tenant else "all-tenants")
         return Response(
             {
-                "tenant": self.tenant.slug if self.tenant else None,
+                "tenant": tenant.slug if tenant else None,
                 "start": query.start,
                 "end": query.end,
                 "granularity": query.granularity,

@@ -8,9 +8,9 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from finops import tokens
-from finops.errors import reject_oversized_body
 from finops.pricing import nanos_to_usd
 from tenants.authentication import ApiKeyRateThrottle, HasScope
+from tenants.errors import reject_oversized_body
 
 
 class _StrictCharField(serializers.CharField):

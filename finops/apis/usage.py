@@ -7,16 +7,17 @@ from rest_framework import exceptions
 from rest_framework.pagination import CursorPagination
 from rest_framework.response import Response
 
-from finops.errors import ApplicationError, reject_oversized_body
 from finops.parsers import OrjsonParser
 from finops.pricing import nanos_to_usd
-from finops.selectors.usage import UsageFilter, usage_get, usage_list
+from finops.selectors.usage import UsageFilter, usage_list
 from finops.serializers import (
     IngestResponseSerializer,
     UsageBatchInputSerializer,
     UsageRecordSerializer,
 )
 from finops.services.ingest import ACCEPTED, CONFLICT, DUPLICATE, REJECTED, usage_ingest
+from tenants.errors import ApplicationError, reject_oversized_body
+from tenants.scope import Operation
 from tenants.scoping import TenantScopedAPIView
 
 
@@ -31,14 +32,9 @@ class UsageCollectionApi(TenantScopedAPIView):
     """POST reports LLM calls (ingest scope); GET lists them (read scope)."""
 
     parser_classes = [OrjsonParser]
-
-    @property
-    def required_scope(self) -> str:
-        return "ingest" if self.request.method == "POST" else "read"
-
-    @property
-    def tenant_optional(self) -> bool:
-        return self.request.method == "POST"
+    operations = {"POST": Operation.INGEST}
+    # Platform keys and operators ingest without naming a tenant: each record names its own.
+    tenant_required = False
 
     @extend_schema(
         operation_id="usage_ingest",
@@ -63,7 +59,7 @@ class UsageCollectionApi(TenantScopedAPIView):
         if not (request.content_type or "").startswith("application/json"):
             raise exceptions.UnsupportedMediaType(request.content_type or "(none)")
         records = _records_from_body(request.data)
-        result = usage_ingest(records=records, bound_tenant=self.tenant, api_key=self.api_key)
+        result = usage_ingest(records=records, bound_tenant=self.scope.tenant, api_key=self.api_key)
         body = {
             ACCEPTED: result.count(ACCEPTED),
             DUPLICATE: result.count(DUPLICATE),
@@ -97,7 +93,9 @@ class UsageCollectionApi(TenantScopedAPIView):
         responses=UsageRecordSerializer(many=True),
     )
     def get(self, request):
-        filterset = UsageFilter(request.query_params, queryset=usage_list(tenant=self.tenant))
+        if self.scope.tenant is None:
+            raise ApplicationError("tenant_required", "Name the tenant with ?tenant=<slug>.")
+        filterset = UsageFilter(request.query_params, queryset=usage_list(scope=self.scope))
         if not filterset.is_valid():
             raise exceptions.ValidationError(filterset.errors)
         paginator = UsageCursorPagination()
@@ -133,11 +131,9 @@ def _records_from_body(data) -> list:
 
 
 class UsageDetailApi(TenantScopedAPIView):
-    required_scope = "read"
+    lookup_kwarg = "record_id"
 
     @extend_schema(operation_id="usage_retrieve", summary="One usage record", responses=UsageRecordSerializer)
     def get(self, request, record_id: int):
-        record = usage_get(tenant=self.tenant, record_id=record_id)
-        if record is None:
-            raise ApplicationError("not_found", "No such usage record.", status_code=404)
+        record = self.object_in_scope(usage_list(scope=self.scope))
         return Response(UsageRecordSerializer(record).data)

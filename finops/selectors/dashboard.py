@@ -13,16 +13,11 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from decimal import Decimal
 
-from django.db.models import QuerySet
 from django.utils import timezone
 
 from finops.models import Workflow
 from finops.pricing import cost_per_priced_call
 from finops.selectors.spend import UNKNOWN, SpendGroup, SpendQuery
-from tenants.models import Tenant
-
-TenantScope = Tenant | QuerySet[Tenant]
-TenantIds = list[int] | None  # None: every tenant (operators only)
 
 TOP_ROWS = 10
 CHART_SERIES = 10  # stacked series shown; the rest is summed into "Other"

@@ -14,7 +14,6 @@ from finops.selectors.dashboard import (
     EXPLORER_MAX_ROWS,
     OTHER,
     Series,
-    TenantIds,
     bucket_of,
     day_start,
     days_between,
@@ -23,6 +22,7 @@ from finops.selectors.dashboard import (
     workflow_names,
 )
 from finops.selectors.spend import SpendGroup, SpendQuery, SpendResult, spend_query
+from tenants.scope import TenantScope
 
 EXPLORER_SORTS = ("cost", "calls", "tokens", "cost_per_call", "share", "name", "name2")
 
@@ -81,13 +81,13 @@ def _sort_key(sort: str):
     return lambda r: getattr(r, attribute)
 
 
-def explore(*, tenant_ids: TenantIds, query: SpendQuery, sort: str = "-cost", chart: bool = True) -> Exploration:
+def explore(*, scope: TenantScope, query: SpendQuery, sort: str = "-cost", chart: bool = True) -> Exploration:
     """Spend grouped by the query's dimensions: table rows sorted as asked, and a stacked series by the
     first dimension (empty with `chart=False`, for the CSV). Raises ApplicationError (from
     `spend_query`) for a query it cannot answer."""
     # The chart stacks the CHART_SERIES costliest values of the first dimension and sums the rest:
     # spend_query returns the series that way (a few hundred points, not 90 days x 200 workflows).
-    result: SpendResult = spend_query(tenant_ids=tenant_ids, query=query, series_top=CHART_SERIES if chart else 0)
+    result: SpendResult = spend_query(tenant_ids=scope.tenant_ids, query=query, series_top=CHART_SERIES if chart else 0)
     rows = [
         ExplorerRow(
             key=g.key,
@@ -152,13 +152,12 @@ class ExplorerOptions:
 TAG_KEYS_LOOKBACK_DAYS = 14
 
 
-def explorer_options(*, tenant_ids: TenantIds, today: date | None = None) -> ExplorerOptions:
+def explorer_options(*, scope: TenantScope, today: date | None = None) -> ExplorerOptions:
     """What the explorer's controls offer. Registered workflows and catalog models are shared product
     data; tag keys come from the visible tenants' tag rollups (recent ones), never from others'."""
     today = today or utc_today()
     tags = UsageTagRollup.objects.filter(bucket_start__gte=day_start(today - timedelta(days=TAG_KEYS_LOOKBACK_DAYS)))
-    if tenant_ids is not None:
-        tags = tags.filter(tenant_id__in=tenant_ids)
+    tags = scope.filter(tags)
     return ExplorerOptions(
         workflows=list(
             Workflow.objects.filter(status=Workflow.Status.REGISTERED).order_by("name").values_list("slug", "name")

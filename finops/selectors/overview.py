@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
@@ -15,7 +14,6 @@ from finops.selectors.dashboard import (
     TOP_ROWS,
     Series,
     SpendRow,
-    TenantIds,
     acc_rows,
     day_start,
     days_between,
@@ -28,6 +26,7 @@ from finops.selectors.dashboard import (
 )
 from finops.selectors.spend import SpendGroup, SpendQuery, spend_query
 from finops.services.rollups import hourly_retention_start
+from tenants.scope import TenantScope
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,7 +95,7 @@ class Overview:
         return self.window.calls > 0
 
 
-def _today_so_far(tenant_ids: TenantIds, now: datetime, today: PeriodSpend) -> PeriodSpend:
+def _today_so_far(tenant_ids: list[int] | None, now: datetime, today: PeriodSpend) -> PeriodSpend:
     """Today against yesterday up to the same hour, from hourly rollups (3 queries): a whole
     yesterday against a morning would always read as a drop. Whole days when hours are not kept."""
     midnight = day_start(today.first)
@@ -117,8 +116,7 @@ ENVIRONMENT_LABELS = dict(Environment.choices)
 
 def overview_get(
     *,
-    tenant_ids: TenantIds,
-    tenant_names: Mapping[str, str],
+    scope: TenantScope,
     with_tenants: bool,
     now: datetime | None = None,
     window_days: int = 30,
@@ -131,6 +129,7 @@ def overview_get(
     top models and the unpriced models (month granularity: its series is not read).
     """
     now = now or timezone.now()
+    tenant_ids, tenant_names = scope.tenant_ids, scope.tenant_names
     today = utc_today(now)
     periods = overview_periods(today)
     periods[0] = _today_so_far(tenant_ids, now, periods[0])
@@ -212,7 +211,7 @@ def overview_get(
     )
 
 
-def _rollups_exist(tenant_ids: TenantIds) -> bool:
+def _rollups_exist(tenant_ids: list[int] | None) -> bool:
     qs = UsageRollup.objects.filter(grain=UsageRollup.Grain.DAY)
     if tenant_ids is not None:
         qs = qs.filter(tenant_id__in=tenant_ids)

@@ -9,16 +9,11 @@ from django.db.models import Q, QuerySet
 from django.utils import timezone
 
 from finops.models import LlmModel, UsageRecord, Workflow
-from finops.selectors.dashboard import (
-    TenantScope,
-)
-from tenants.models import Tenant
+from tenants.scope import TenantScope
 
 
-def _records(tenants: TenantScope) -> QuerySet[UsageRecord]:
-    if isinstance(tenants, Tenant):
-        return UsageRecord.objects.filter(tenant=tenants)
-    return UsageRecord.objects.filter(tenant__in=tenants)
+def _records(scope: TenantScope) -> QuerySet[UsageRecord]:
+    return scope.filter(UsageRecord.objects.all())
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,11 +67,11 @@ _LIST_WINDOWS = (timedelta(days=1), None)
 
 
 def usage_record_list(
-    *, tenants: TenantScope, filters: UsageFilters, cursor: UsageCursor | None = None, page_size: int = 50
+    *, scope: TenantScope, filters: UsageFilters, cursor: UsageCursor | None = None, page_size: int = 50
 ) -> UsagePage:
     """Newest first, keyset-paginated on (occurred_at, id): no COUNT and no OFFSET, so a page costs the
     same on the millionth record as on the first."""
-    qs = _records(tenants).select_related("tenant", "workflow", "model")
+    qs = _records(scope).select_related("tenant", "workflow", "model")
     if filters.workflow:
         qs = qs.filter(workflow__slug=filters.workflow)
     if filters.model:
@@ -115,10 +110,10 @@ def usage_record_list(
     return UsagePage(records=rows[:page_size], has_newer=cursor is not None, has_older=len(rows) > page_size)
 
 
-def usage_record_get(*, tenants: TenantScope, record_id: int) -> UsageRecord | None:
+def usage_record_get(*, scope: TenantScope, record_id: int) -> UsageRecord | None:
     """One record inside the scope; another tenant's record answers like a missing one (None)."""
     return (
-        _records(tenants)
+        _records(scope)
         .select_related("tenant", "workflow", "model", "model__tier", "price", "api_key")
         .filter(pk=record_id)
         .first()

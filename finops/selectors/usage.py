@@ -4,20 +4,16 @@ import django_filters
 from django.db.models import QuerySet
 
 from finops.models import Environment, UsageRecord
-from tenants.models import Tenant
+from tenants.scope import TenantScope
 
 
-def usage_list(*, tenant: Tenant) -> QuerySet[UsageRecord]:
-    """A tenant's usage records, newest first, with what serializers need joined in."""
+def usage_list(*, scope: TenantScope) -> QuerySet[UsageRecord]:
+    """The scope's usage records, newest first, with what serializers need joined in."""
     return (
-        UsageRecord.objects.filter(tenant=tenant)
+        scope.filter(UsageRecord.objects.all())
         .select_related("tenant", "workflow", "model", "model__tier")
         .order_by("-occurred_at", "-id")
     )
-
-
-def usage_get(*, tenant: Tenant, record_id: int) -> UsageRecord | None:
-    return usage_list(tenant=tenant).filter(pk=record_id).first()
 
 
 class UsageFilter(django_filters.FilterSet):

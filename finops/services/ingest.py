@@ -16,8 +16,10 @@ import orjson
 import psycopg
 from django.db import IntegrityError, connection, transaction
 
-from budgets.services.windows import Charge, budgets_charge
+from finops import hooks
 from finops.catalog import CatalogSnapshot, get_catalog
+from finops.hooks import Charge
+from finops.measures import TOKEN_FIELDS
 from finops.models import UsageRecord, Workflow
 from finops.pricing import cost_nanos
 from finops.usage_identity import usage_content_hash
@@ -265,11 +267,7 @@ _COLUMNS = (
     "model_id",
     "model_name",
     "environment",
-    "input_tokens",
-    "cached_input_tokens",
-    "cache_write_tokens",
-    "output_tokens",
-    "reasoning_tokens",
+    *TOKEN_FIELDS,
     "cost_nanos",
     "priced",
     "price_id",
@@ -297,7 +295,10 @@ def _insert(fresh: list[Candidate], api_key: ApiKey | None, now: datetime, resul
     # Same transaction as the rows: the rollup job sees the mark exactly when it sees the records,
     # and budget windows move (and reservations settle) exactly when the records are stored.
     rollup_mark_dirty(pairs={(c.tenant_id, c.occurred_at.date()) for c in fresh})
-    budgets_charge(
+    charger = hooks.usage_charger  # registered by the budgets app when it is installed
+    if charger is None:
+        return
+    charger(
         [
             Charge(
                 tenant_id=c.tenant_id,

@@ -12,9 +12,11 @@ from datetime import UTC, datetime
 from django.db import transaction
 
 from finops.catalog import CatalogSnapshot, get_catalog
+from finops.measures import TOKEN_FIELDS
 from finops.models import LlmModel, ModelPrice, UsageRecord
 from finops.pricing import TokenBuckets, cost_nanos
 from finops.services.rollups import rollup_mark_dirty
+from tenants.scope import Actor
 from tenants.services import audit_record
 
 logger = logging.getLogger(__name__)
@@ -23,11 +25,7 @@ _FIELDS = (
     "id",
     "tenant_id",
     "occurred_at",
-    "input_tokens",
-    "cached_input_tokens",
-    "cache_write_tokens",
-    "output_tokens",
-    "reasoning_tokens",
+    *TOKEN_FIELDS,
 )
 
 
@@ -96,7 +94,7 @@ def _queue_reprice(model_id: int, since: datetime | None) -> None:
 
 
 @transaction.atomic
-def model_price_save(*, price: ModelPrice, actor=None) -> ModelPrice:
+def model_price_save(*, price: ModelPrice, actor: Actor = Actor.system()) -> ModelPrice:
     """Add or correct a price; records it affects are re-priced in the background after commit."""
     before = None
     if price.pk:
@@ -113,7 +111,7 @@ def model_price_save(*, price: ModelPrice, actor=None) -> ModelPrice:
         since = min(since, datetime.fromisoformat(before["effective_from"]))
     audit_record(
         action="model_price.save",
-        actor_user=actor,
+        actor=actor,
         target=price,
         before=before,
         after={
@@ -126,14 +124,14 @@ def model_price_save(*, price: ModelPrice, actor=None) -> ModelPrice:
 
 
 @transaction.atomic
-def llm_model_save(*, model: LlmModel, actor=None) -> LlmModel:
+def llm_model_save(*, model: LlmModel, actor: Actor = Actor.system()) -> LlmModel:
     """Save a catalog model; names or patterns it now matches pick up unpriced records."""
     is_new = model.pk is None
     model.full_clean()
     model.save()
     audit_record(
         action="llm_model.create" if is_new else "llm_model.update",
-        actor_user=actor,
+        actor=actor,
         target=model,
         after={"name": model.name, "aliases": model.aliases, "match_pattern": model.match_pattern},
     )

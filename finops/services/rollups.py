@@ -24,6 +24,7 @@ from django.db.models import Case, CharField, Count, F, Q, Sum, Value, When
 from django.db.models.functions import Coalesce, TruncDate, TruncHour
 from django.utils import timezone
 
+from finops.measures import MEASURES, TOKEN_FIELDS
 from finops.models import (
     AllTenantsModelRollup,
     AllTenantsRollup,
@@ -38,22 +39,10 @@ from finops.models import (
 
 logger = logging.getLogger(__name__)
 
-MEASURES = (
-    "calls",
-    "input_tokens",
-    "cached_input_tokens",
-    "cache_write_tokens",
-    "output_tokens",
-    "reasoning_tokens",
-    "cost_nanos",
-    "unpriced_calls",
-)
-_TOKEN_FIELDS = MEASURES[1:6]
-
 
 def _aggregates() -> dict:
     aggs = {"calls": Count("id")}
-    aggs.update({f: Coalesce(Sum(f), 0) for f in _TOKEN_FIELDS})
+    aggs.update({f: Coalesce(Sum(f), 0) for f in TOKEN_FIELDS})
     aggs["cost_nanos"] = Coalesce(Sum("cost_nanos"), 0)
     aggs["unpriced_calls"] = Count("id", filter=Q(priced=False))
     return aggs
@@ -172,7 +161,7 @@ def _derive_from_daily(model, keys: tuple[str, ...], start: datetime, tenant_id:
 def _tag_rows(raw, tenant_id: int, start: datetime) -> list[UsageTagRollup]:
     # Tags are free-form JSON: summed in Python so the same code runs on PostgreSQL and SQLite.
     sums: dict[tuple, list[int]] = {}
-    fields = ("workflow_id", "environment", "tags", *_TOKEN_FIELDS, "cost_nanos", "priced")
+    fields = ("workflow_id", "environment", "tags", *TOKEN_FIELDS, "cost_nanos", "priced")
     for workflow_id, env, tags, *tokens, cost, priced in raw.exclude(tags={}).values_list(*fields).iterator(2000):
         for key, value in (tags or {}).items():
             acc = sums.setdefault((workflow_id, env, key, value), [0] * 8)

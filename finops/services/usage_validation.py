@@ -17,10 +17,10 @@ from django.conf import settings
 
 from finops import tokens as tokenizer
 from finops.catalog import CatalogSnapshot
+from finops.measures import TOKEN_FIELDS
 from finops.models import Environment
 from finops.pricing import TokenBuckets
 
-TOKEN_FIELDS = ("input_tokens", "cached_input_tokens", "cache_write_tokens", "output_tokens", "reasoning_tokens")
 TEXT_FIELDS = ("prompt", "messages", "completion")
 KNOWN_FIELDS = frozenset(
     {

@@ -4,18 +4,18 @@ from __future__ import annotations
 
 from datetime import date, timedelta
 
-from django.contrib.auth.decorators import login_required
 from django.http import Http404
 from django.shortcuts import redirect, render
 from django.urls import reverse
 
 from finops import charts
-from finops.models import Workflow
 from finops.selectors.dashboard import day_start, days_between, utc_today
-from finops.selectors.details import tenant_dashboard, workflow_dashboard, workflow_seen_by
+from finops.selectors.details import tenant_dashboard, workflow_dashboard
+from finops.selectors.workflows import workflows_visible
+from tenants.scoping import tenant_page
 
 from .explore import explorer_url, tenant_url
-from .scope import layout_context, page_scope, tenant_param
+from .layout import layout_context
 
 DETAIL_DAYS = (30, 90)
 
@@ -46,16 +46,16 @@ def _detail_figures(dash, *, stack_colors=None) -> dict:
     }
 
 
-@login_required
+@tenant_page(slug_kwarg="slug")
 def tenant_detail(request, slug: str):
     switch_to = request.GET.get("tenant")
     if switch_to is not None and switch_to != slug:
         # The layout's tenant switcher submits here: go to the chosen tenant's page, or the overview.
         return redirect(tenant_url(switch_to) if switch_to else reverse("home"))
-    scope = page_scope(request, slug=slug)
+    scope = request.scope
     tenant = scope.tenant
     n, days = _detail_days(request)
-    dash = tenant_dashboard(tenant=tenant, days=days)
+    dash = tenant_dashboard(scope=scope, days=days)
     context = layout_context(request, scope)
     context.update(
         tenant=tenant,
@@ -68,18 +68,17 @@ def tenant_detail(request, slug: str):
     return render(request, "finops/tenant_detail.html", context)
 
 
-@login_required
+@tenant_page
 def workflow_detail(request, slug: str):
-    scope = page_scope(request)
-    workflow = Workflow.objects.select_related("default_tier").filter(slug=slug).first()
-    if workflow is None or not workflow_seen_by(workflow=workflow, tenant_ids=scope.tenant_ids):
+    scope = request.scope
+    workflow = workflows_visible(scope=scope).select_related("default_tier").filter(slug=slug).first()
+    if workflow is None:
         raise Http404("No such workflow.")
     n, days = _detail_days(request)
     dash = workflow_dashboard(
-        tenant_ids=scope.tenant_ids,
+        scope=scope,
         workflow=workflow,
         days=days,
-        tenant_names=scope.tenant_names,
         with_tenants=scope.spans_several,
     )
     figures = _detail_figures(dash)
@@ -124,7 +123,7 @@ def workflow_detail(request, slug: str):
         days_n=n,
         day_choices=DETAIL_DAYS,
         has_envelope=envelope,
-        explore_url=explorer_url({**tenant_param(scope), "workflow": workflow.slug, "by": "model"}),
+        explore_url=explorer_url({**scope.tenant_param(), "workflow": workflow.slug, "by": "model"}),
         **figures,
     )
     return render(request, "finops/workflow_detail.html", context)

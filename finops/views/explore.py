@@ -11,14 +11,12 @@ from decimal import Decimal
 from functools import cached_property
 from urllib.parse import urlencode
 
-from django.contrib.auth.decorators import login_required
 from django.http import HttpResponse
 from django.shortcuts import render
 from django.urls import reverse
 from django.utils import timezone
 
 from finops import charts
-from finops.errors import ApplicationError
 from finops.models import Environment
 from finops.pricing import nanos_to_usd
 from finops.selectors.dashboard import Series, day_start, utc_today
@@ -27,8 +25,11 @@ from finops.selectors.overview import ENVIRONMENT_LABELS
 from finops.selectors.spend import DIMENSIONS, TAG_PREFIX, UNKNOWN, SpendQuery
 from finops.templatetags.money import tokens as humanize_tokens
 from finops.templatetags.money import usd
+from tenants.errors import ApplicationError
+from tenants.scope import TenantScope
+from tenants.scoping import tenant_page
 
-from .scope import PageScope, layout_context, page_scope, tenant_param
+from .layout import layout_context
 
 RANGE_PRESETS = (
     ("24h", "Last 24 hours"),
@@ -202,7 +203,7 @@ class ExplorerTable:
     tenant or workflow cell also its slug, which the CSV gives a column of its own.
     """
 
-    def __init__(self, exploration: Exploration, scope: PageScope):
+    def __init__(self, exploration: Exploration, scope: TenantScope):
         self.result = exploration
         self.scope = scope
         self.dims = exploration.query.group_by
@@ -303,11 +304,11 @@ def tenant_url(slug: str) -> str:
     return reverse("tenant_detail", args=[slug])
 
 
-def _explorer_params(request, scope: PageScope) -> dict[str, str]:
+def _explorer_params(request, scope: TenantScope) -> dict[str, str]:
     """The explorer's parameters as given, for links that keep the view (sorting, CSV, switcher).
     An empty `by` stays: it means "no grouping", which differs from leaving it out (the default)."""
     params = {k: request.GET[k] for k in _EXPLORER_PARAMS if request.GET.get(k) or (k == "by" and k in request.GET)}
-    params.update(tenant_param(scope))
+    params.update(scope.tenant_param())
     return params
 
 
@@ -318,23 +319,23 @@ def explorer_url(params: dict, **changes) -> str:
 
 def _explorer_state(
     request, *, chart: bool = True
-) -> tuple[PageScope, ExplorerForm, SpendQuery | None, Exploration | None, str]:
-    scope = page_scope(request)
+) -> tuple[TenantScope, ExplorerForm, SpendQuery | None, Exploration | None, str]:
+    scope = request.scope
     form, query = _explorer_form(request.GET, timezone.now())
     exploration, error = None, ""
     if query is not None:
         try:
-            exploration = explore(tenant_ids=scope.tenant_ids, query=query, sort=form.sort, chart=chart)
+            exploration = explore(scope=scope, query=query, sort=form.sort, chart=chart)
         except ApplicationError as exc:
             error = exc.message
     return scope, form, query, exploration, error or " ".join(form.errors)
 
 
-@login_required
+@tenant_page
 def explorer(request):
     scope, form, query, exploration, error = _explorer_state(request)
     params = _explorer_params(request, scope)
-    options = explorer_options(tenant_ids=scope.tenant_ids)
+    options = explorer_options(scope=scope)
     workflow_choices = list(options.workflows)
     if form.filters.get("workflow") and form.filters["workflow"] not in dict(workflow_choices):
         workflow_choices.append((form.filters["workflow"], form.filters["workflow"]))
@@ -406,7 +407,7 @@ def _stack_colors(group_by: tuple[str, ...]) -> dict[str, str] | None:
     return {"environment": charts.ENVIRONMENT_COLORS, "tier": charts.TIER_COLORS}.get(group_by[0])
 
 
-def _labelled_stacks(exploration: Exploration, scope: PageScope):
+def _labelled_stacks(exploration: Exploration, scope: TenantScope):
     dim = exploration.query.group_by[0] if exploration.query.group_by else ""
     labels = {
         "tenant": scope.tenant_names,
@@ -426,7 +427,7 @@ def _labelled_stacks(exploration: Exploration, scope: PageScope):
     return out
 
 
-@login_required
+@tenant_page
 def explorer_export(request):
     scope, form, query, exploration, error = _explorer_state(request, chart=False)
     if exploration is None:

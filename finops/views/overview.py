@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from urllib.parse import urlencode
 
-from django.contrib.auth.decorators import login_required
 from django.shortcuts import render
 from django.urls import reverse
 
@@ -12,18 +11,17 @@ from finops import charts
 from finops.selectors.overview import (
     overview_get,
 )
+from tenants.scoping import tenant_page
 
-from .scope import layout_context, page_scope, tenant_param
+from .layout import layout_context
 
 UNPRICED_NAMES_SHOWN = 5
 
 
-@login_required
+@tenant_page
 def home(request):
-    scope = page_scope(request)
-    overview = overview_get(
-        tenant_ids=scope.tenant_ids, tenant_names=scope.tenant_names, with_tenants=scope.spans_several
-    )
+    scope = request.scope
+    overview = overview_get(scope=scope, with_tenants=scope.spans_several)
     context = layout_context(request, scope)
     context["overview"] = overview
     if not overview.has_usage:
@@ -41,7 +39,7 @@ def home(request):
         unpriced_calls=unpriced_calls,
         unpriced_names=[m.key for m in overview.unpriced_models[:UNPRICED_NAMES_SHOWN]],
         unpriced_more=max(0, len(overview.unpriced_models) - UNPRICED_NAMES_SHOWN),
-        unpriced_url=reverse("usage_list") + "?" + urlencode({"priced": "false", **tenant_param(scope)}),
+        unpriced_url=reverse("usage_list") + "?" + urlencode({"priced": "false", **scope.tenant_param()}),
     )
     if overview.has_recent:
         context.update(

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from django.contrib.auth.decorators import login_required
 from django.http import Http404
 from django.shortcuts import render
 from django.urls import reverse
 
+from finops.measures import TOKEN_FIELDS
 from finops.models import Environment, UsageRecord
 from finops.selectors.records import (
     UsageCursor,
@@ -17,8 +17,9 @@ from finops.selectors.records import (
     usage_record_get,
     usage_record_list,
 )
+from tenants.scoping import tenant_page
 
-from .scope import layout_context, page_scope
+from .layout import layout_context
 
 USAGE_PAGE_SIZE = 50
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -56,12 +57,12 @@ def _usage_filters(params) -> UsageFilters:
     )
 
 
-@login_required
+@tenant_page
 def usage_list(request):
-    scope = page_scope(request)
+    scope = request.scope
     filters = _usage_filters(request.GET)
     cursor = _decode_cursor(request.GET.get("cursor", ""))
-    page = usage_record_list(tenants=scope.tenants, filters=filters, cursor=cursor, page_size=USAGE_PAGE_SIZE)
+    page = usage_record_list(scope=scope, filters=filters, cursor=cursor, page_size=USAGE_PAGE_SIZE)
     context = layout_context(request, scope)
     context.update(
         page=page,
@@ -75,10 +76,10 @@ def usage_list(request):
     return render(request, "finops/usage_list.html", context)
 
 
-@login_required
+@tenant_page
 def usage_detail(request, record_id: int):
-    scope = page_scope(request)
-    record: UsageRecord | None = usage_record_get(tenants=scope.tenants, record_id=record_id)
+    scope = request.scope
+    record: UsageRecord | None = usage_record_get(scope=scope, record_id=record_id)
     if record is None:
         raise Http404("No such usage record.")
     context = layout_context(request, scope, switcher_action=reverse("usage_list"))
@@ -87,10 +88,4 @@ def usage_detail(request, record_id: int):
 
 
 def _total_tokens(record: UsageRecord) -> int:
-    return (
-        record.input_tokens
-        + record.cached_input_tokens
-        + record.cache_write_tokens
-        + record.output_tokens
-        + record.reasoning_tokens
-    )
+    return sum(getattr(record, name) for name in TOKEN_FIELDS)

@@ -247,7 +247,7 @@ def pytest_runtest_makereport(item, call):
 
 @dataclass(frozen=True)
 class Demo:
-    """The demo data set's people and tenants that the tests lean on (finops/services/seed.py)."""
+    """The demo data set's people and tenants that the tests lean on (finops/services/seed/demo_specs.py)."""
 
     operator: str = seed.DEMO_USERNAME
     password: str = seed.DEMO_PASSWORD

@@ -74,7 +74,8 @@ def test_platform_key_sees_all_and_creates_platform_wide_budgets(api_platform, t
     assert created.status_code == 201, created.content
     assert created.json()["tenant"] is None and created.json()["hard_limit"] == 5_000_000
     assert len(api_platform.client.get("/api/v1/budgets").json()["results"]) == 3
-    assert len(api_platform.client.get("/api/v1/budgets?tenant=acme").json()["results"]) == 1
+    # One tenant's budgets and the platform-wide one, which applies to it too (the pages' rule).
+    assert len(api_platform.client.get("/api/v1/budgets?tenant=acme").json()["results"]) == 2
 
 
 @pytest.mark.parametrize(

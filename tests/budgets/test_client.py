@@ -1,4 +1,4 @@
-"""budgets/client.py against the running app (pytest-django's live server) with real API keys.
+"""tokenspend_client (the client helper) against the running app (pytest-django's live server) with real API keys.
 
 The live server answers from another thread, so these tests use the transactional database: rows
 are committed and visible to it, and flushed after each test.
@@ -12,7 +12,11 @@ from types import SimpleNamespace
 
 import pytest
 
-from budgets.client import (
+from budgets.models import ApprovalRequest, BudgetWindow, Control, ControlKind, Reservation
+from budgets.services.controls import control_start
+from finops.models import UsageRecord, Workflow
+from finops.pricing import NANOS_PER_USD
+from tokenspend_client import (
     ApprovalRequired,
     PreflightDenied,
     Tokenspend,
@@ -20,10 +24,6 @@ from budgets.client import (
     TokenspendUnavailable,
     usage_from_response,
 )
-from budgets.models import ApprovalRequest, BudgetWindow, Control, ControlKind, Reservation
-from budgets.services.controls import control_start
-from finops.models import UsageRecord, Workflow
-from finops.pricing import NANOS_PER_USD
 
 from .factories import BudgetFactory
 

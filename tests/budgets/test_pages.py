@@ -109,7 +109,8 @@ def _alert(budget: Budget, *, kind=Alert.Kind.SOFT_LIMIT, level=85, subject="", 
         created_at=timezone.now() - timedelta(minutes=level),
         acknowledged_at=timezone.now() if acknowledged else None,
     )
-    channel, _ = NotificationChannel.objects.get_or_create(kind="email", target="ops@example.com")
+    # The tenant's own channel: a platform-wide channel's deliveries are the operators' (never shown to tenants).
+    channel, _ = NotificationChannel.objects.get_or_create(kind="email", target="ops@example.com", tenant=budget.tenant)
     Notification.objects.create(
         alert=alert, channel=channel, status=Notification.Status.SENT, next_attempt_at=alert.created_at
     )

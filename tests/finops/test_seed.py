@@ -10,7 +10,7 @@ from django.core.management import CommandError, call_command
 from django.test import RequestFactory
 
 from finops.catalog import get_catalog
-from finops.errors import ApplicationError
+from tenants.errors import ApplicationError
 from finops.models import LlmModel, ModelPrice, ModelTier, UsageRecord, Workflow
 from finops.pricing import PriceRow, TokenBuckets, cost_nanos
 from finops.services import seed

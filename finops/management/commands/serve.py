@@ -3,21 +3,16 @@
 This is what `make run` starts. Production runs the same three programs as separate containers
 (docker-compose.yml); this command exists so one machine with no servers can run everything.
 
-Each child is this interpreter (`sys.executable -m gunicorn` / `-m celery`) in its own session, so a
-Ctrl-C reaches the children exactly once: this process forwards it. When any child dies the others
-are stopped too, so nothing is left half-running.
+The command checks what the three need (broker, database, static files, a free port), says what it
+runs them against, and hands them to the process supervisor (finops/supervisor.py), which starts
+each child as this interpreter (`sys.executable -m gunicorn` / `-m celery`), relays their output and
+stops them all together.
 """
 
 from __future__ import annotations
 
 import os
-import signal
-import socket
-import subprocess
 import sys
-import threading
-import time
-from dataclasses import dataclass, field
 from pathlib import Path
 
 from django.conf import settings
@@ -26,54 +21,9 @@ from django.core.management.base import BaseCommand, CommandError
 from django.db import connections
 from django.db.utils import OperationalError
 
-READY_TIMEOUT_SECONDS = 60.0
-# gunicorn waits --graceful-timeout for its workers and a Celery worker finishes its running task;
-# past this the process groups are killed (acks_late puts the task back on the queue).
-STOP_TIMEOUT_SECONDS = 25.0
+from finops.supervisor import Child, NotListening, Supervisor, port_is_free
+
 WEB_GRACEFUL_TIMEOUT_SECONDS = 10
-POLL_SECONDS = 0.2
-# Once the web server listens, how long the banner may wait for the worker and beat to report ready.
-READY_GRACE_SECONDS = 30.0
-
-
-@dataclass
-class Child:
-    name: str
-    label: str
-    argv: list[str]
-    process: subprocess.Popen | None = None
-    reader: threading.Thread | None = None
-    # A line the child prints once it is ready; the banner waits for it so it is not buried in start-up logs.
-    ready_marker: str = ""
-    ready: threading.Event = field(default_factory=threading.Event)
-
-    @property
-    def pid(self) -> int | None:
-        return self.process.pid if self.process else None
-
-    def alive(self) -> bool:
-        return self.process is not None and self.process.poll() is None
-
-
-def _parent_death_signal_hook():
-    """Linux only: a hook that makes a child get SIGTERM if `serve` itself is killed with SIGKILL.
-
-    libc is loaded here, in the parent: the hook runs between fork and exec, where importing is unsafe.
-    """
-    if not sys.platform.startswith("linux"):
-        return None
-    try:
-        import ctypes
-
-        prctl = ctypes.CDLL(None, use_errno=True).prctl
-    except (OSError, AttributeError):
-        return None
-    pr_set_pdeathsig = 1
-
-    def hook() -> None:
-        prctl(pr_set_pdeathsig, int(signal.SIGTERM))
-
-    return hook
 
 
 def describe_database(db: dict) -> str:
@@ -114,33 +64,6 @@ def _url_host(host: str) -> str:
     return f"[{host}]" if ":" in host else host
 
 
-def _connect_host(host: str) -> str:
-    return {"0.0.0.0": "127.0.0.1", "": "127.0.0.1", "::": "::1"}.get(host, host)
-
-
-def _port_is_free(host: str, port: int) -> bool:
-    try:
-        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
-    except socket.gaierror:
-        return True  # let gunicorn report the bad host itself
-    family, socktype, proto, _, addr = infos[0]
-    with socket.socket(family, socktype, proto) as sock:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            sock.bind(addr)
-        except OSError:
-            return False
-    return True
-
-
-def _is_listening(host: str, port: int) -> bool:
-    try:
-        with socket.create_connection((_connect_host(host), port), timeout=0.5):
-            return True
-    except OSError:
-        return False
-
-
 class Command(BaseCommand):
     help = "Start the web server (gunicorn), a Celery worker and Celery beat together in the foreground."
 
@@ -149,13 +72,11 @@ class Command(BaseCommand):
         parser.add_argument("--port", type=int, default=int(os.environ.get("PORT") or 8000), help="$PORT or 8000")
         parser.add_argument("--web-workers", type=int, default=2, help="gunicorn worker processes (default 2)")
 
-    # -- lifecycle --------------------------------------------------------------------------------------
-
     def handle(self, *args, host: str, port: int, web_workers: int, **options):
-        self._out_lock = threading.Lock()
-        self._stop_signal: int | None = None
-        self._forced = False
-        self._death_hook = _parent_death_signal_hook()
+        env = dict(os.environ)
+        env.setdefault("DJANGO_SETTINGS_MODULE", "finops.settings")
+        env["PYTHONUNBUFFERED"] = "1"
+        self._supervisor = Supervisor(cwd=settings.BASE_DIR, env=env)
 
         database = describe_database(settings.DATABASES["default"])
         broker = describe_broker(settings.CELERY_BROKER_URL)
@@ -166,23 +87,16 @@ class Command(BaseCommand):
         self._prepare_broker()
         self._check_database()
         self._collectstatic_if_needed()
-        if not _port_is_free(host, port):
+        if not port_is_free(host, port):
             raise CommandError(f"{host}:{port} is already in use; stop what runs there or choose another PORT.")
 
         children = self._children(host, port, web_workers)
-        previous = {sig: signal.signal(sig, self._on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
         try:
-            for child in children:
-                self._start(child)
-            failed = self._wait_until_ready(children, host, port)
-            if failed is None and self._stop_signal is None:
-                self._banner(children, host, port, database, broker)
-                failed = self._supervise(children)
-        finally:
-            # Whatever happened (a signal, a dead child, an exception here), no child outlives us.
-            self._stop_all(children, self._stop_signal or signal.SIGTERM)
-            for sig, handler in previous.items():
-                signal.signal(sig, handler)
+            failed = self._supervisor.run(
+                children, host=host, port=port, on_ready=lambda: self._banner(children, host, port, database, broker)
+            )
+        except NotListening as exc:
+            raise CommandError(str(exc)) from exc
 
         if failed is not None:
             code = failed.process.returncode if failed.process else None
@@ -193,11 +107,8 @@ class Command(BaseCommand):
             )
         self._say("serve: all processes stopped.")
 
-    def _on_signal(self, signum, frame) -> None:
-        if self._stop_signal is None:
-            self._stop_signal = signum
-        else:
-            self._forced = True  # a second Ctrl-C: stop waiting for graceful shutdown
+    def _say(self, text: str) -> None:
+        self._supervisor.say(text)
 
     # -- preparation ------------------------------------------------------------------------------------
 
@@ -277,110 +188,6 @@ class Command(BaseCommand):
             Child("worker", "Celery worker", worker, ready_marker=" ready."),
             Child("beat", "Celery beat", beat, ready_marker="beat: Starting"),
         ]
-
-    # -- children -----------------------------------------------------------------------------------------
-
-    def _start(self, child: Child) -> None:
-        env = dict(os.environ)
-        env.setdefault("DJANGO_SETTINGS_MODULE", "finops.settings")
-        env["PYTHONUNBUFFERED"] = "1"
-        child.process = subprocess.Popen(
-            child.argv,
-            cwd=settings.BASE_DIR,
-            env=env,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,  # terminal signals reach only us; we forward them once
-            preexec_fn=self._death_hook,
-        )
-        child.reader = threading.Thread(target=self._relay, args=(child,), name=f"relay-{child.name}", daemon=True)
-        child.reader.start()
-
-    def _relay(self, child: Child) -> None:
-        """Copy a child's output to ours, each line prefixed with the child's name."""
-        assert child.process and child.process.stdout
-        prefix = f"{child.name:<6}| "
-        for raw in iter(child.process.stdout.readline, b""):
-            line = raw.decode("utf-8", "replace").rstrip("\n")
-            if child.ready_marker and child.ready_marker in line:
-                child.ready.set()
-            self._write(prefix + line)
-
-    def _say(self, text: str) -> None:
-        self._write(text)
-
-    def _write(self, text: str) -> None:
-        # Output may be a pipe that closes first (`make run | tee log`, then Ctrl-C). Losing lines is
-        # fine; an exception here would stop the relay (children then block on a full pipe) or the shutdown.
-        with self._out_lock:
-            try:
-                sys.stdout.write(text + "\n")
-                sys.stdout.flush()
-            except (OSError, ValueError):
-                pass
-
-    def _first_dead(self, children: list[Child]) -> Child | None:
-        return next((c for c in children if not c.alive()), None)
-
-    def _wait_until_ready(self, children: list[Child], host: str, port: int) -> Child | None:
-        deadline = time.monotonic() + READY_TIMEOUT_SECONDS
-        listening_since: float | None = None
-        while self._stop_signal is None:
-            dead = self._first_dead(children)
-            if dead is not None:
-                return dead
-            now = time.monotonic()
-            if listening_since is None and _is_listening(host, port):
-                listening_since = now
-            if listening_since is not None:
-                others_ready = all(c.ready.is_set() for c in children if c.ready_marker)
-                if others_ready or now - listening_since > READY_GRACE_SECONDS:
-                    return None
-            elif now > deadline:
-                raise CommandError(f"the web server did not listen on {host}:{port} in {READY_TIMEOUT_SECONDS:.0f}s.")
-            time.sleep(POLL_SECONDS)
-        return None
-
-    def _supervise(self, children: list[Child]) -> Child | None:
-        while self._stop_signal is None:
-            dead = self._first_dead(children)
-            if dead is not None:
-                return dead
-            time.sleep(POLL_SECONDS)
-        return None
-
-    def _stop_all(self, children: list[Child], signum: int) -> None:
-        running = [c for c in children if c.alive()]
-        if running:
-            self._say(f"serve: stopping {', '.join(c.name for c in running)} ({signal.Signals(signum).name}) ...")
-        for child in running:
-            self._signal_group(child, signum)
-        deadline = time.monotonic() + STOP_TIMEOUT_SECONDS
-        while any(c.alive() for c in running) and time.monotonic() < deadline and not self._forced:
-            time.sleep(POLL_SECONDS)
-        for child in running:
-            if child.alive():
-                self._say(f"serve: {child.name} did not stop in time; killing it.")
-            # Kill the whole group either way: gunicorn workers or pool processes must not linger.
-            self._signal_group(child, signal.SIGKILL)
-            if child.process:
-                child.process.wait()
-        for child in children:
-            if child.reader:
-                child.reader.join(timeout=2)
-
-    @staticmethod
-    def _signal_group(child: Child, signum: int) -> None:
-        if child.process is None:
-            return
-        try:
-            if signum == signal.SIGKILL:
-                os.killpg(child.process.pid, signum)
-            elif child.process.poll() is None:
-                child.process.send_signal(signum)
-        except ProcessLookupError:
-            pass
 
     # -- banner -------------------------------------------------------------------------------------------
 

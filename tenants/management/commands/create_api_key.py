@@ -3,7 +3,7 @@ from datetime import timedelta
 from django.core.management.base import BaseCommand, CommandError
 from django.utils import timezone
 
-from finops.errors import ApplicationError
+from tenants.errors import ApplicationError
 from tenants.models import Tenant
 from tenants.services import api_key_create
 

@@ -1,8 +1,9 @@
 """A small client for Tokenspend's preflight and usage APIs, on the Python standard library only.
 
-Copy this one file into a service that calls LLMs, or import it from the package:
+Copy this folder (or just this module: it stands alone) into a service that calls LLMs, or install
+the project and import it:
 
-    from budgets.client import ApprovalRequired, PreflightDenied, Tokenspend
+    from tokenspend_client import ApprovalRequired, PreflightDenied, Tokenspend
 
     spend = Tokenspend("https://tokenspend.internal", api_key=os.environ["TOKENSPEND_KEY"])
 
@@ -24,7 +25,7 @@ Reporting is retried on connection errors, 429 and 5xx (ingest is idempotent by 
 loses the call's result: if it still fails, a warning is logged and the result is returned. When the
 call raises, the reservation is released (POST /api/v1/reservations/<id>/release, tried once; if that
 fails too it expires by itself after RESERVATION_TTL_SECONDS, 10 minutes by default) and the
-exception propagates. docs/budgets.md has the details.
+exception propagates. README.md beside this file and the server's docs/budgets.md have the details.
 """
 
 from __future__ import annotations
@@ -44,7 +45,7 @@ logger = logging.getLogger("tokenspend")
 
 ALLOW, NEEDS_APPROVAL, DENY = "allow", "needs_approval", "deny"
 
-# The usage fields the ingest API reads, per SDK shape (finops/services/usage_validation.py): OpenAI
+# The usage fields the ingest API reads, per SDK shape (the server's finops/services/usage_validation.py): OpenAI
 # Chat Completions and Responses, Anthropic Messages. Nested *_details hold cached and reasoning tokens.
 _USAGE_FIELDS = (
     "prompt_tokens",

@@ -1,0 +1,64 @@
+"""Hooks through which a higher app takes part in finops' work without finops importing it.
+
+Imports run budgets -> finops -> tenants (DESIGN.md section 3). Where finops must trigger work in
+budgets (ingest charging budget windows, the demo data set seeding demo budgets), budgets registers
+a function here from its `AppConfig.ready()`, and finops calls whatever is registered. With nothing
+registered finops works on its own: ingest stores and prices records, the demo seeds spend only.
+
+The hot path reads `usage_charger` as a plain module attribute: one lookup, no signal dispatch.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Protocol
+
+
+@dataclass(slots=True)
+class Charge:
+    """One newly stored usage record, as the app charging budget windows sees it."""
+
+    tenant_id: int
+    workflow_id: int | None
+    environment: str
+    tier_id: int | None
+    occurred_at: datetime
+    cost_nanos: int | None
+    tokens: int
+    reservation_id: str | None = None
+    usage_id: int | None = None
+
+
+class UsageCharger(Protocol):
+    """Counts a batch of new records against budgets; runs inside the ingest transaction."""
+
+    def __call__(self, charges: list[Charge], *, now: datetime) -> None: ...
+
+
+class DemoSeeder(Protocol):
+    """Adds an app's part of the demo data set once finops has seeded its own (tenants, usage, rollups)."""
+
+    def __call__(self, *, now: datetime) -> Any: ...
+
+
+usage_charger: UsageCharger | None = None
+demo_seeders: list[DemoSeeder] = []
+
+
+def usage_charger_register(charger: UsageCharger) -> None:
+    """Make `charger` the one function ingest calls with every batch it stores.
+
+    There is one slot: two apps charging the same records would count them twice. Registering the
+    same function again (a second `ready()` call) is a no-op.
+    """
+    global usage_charger
+    if usage_charger is not None and usage_charger is not charger:
+        raise RuntimeError(f"A usage charger is already registered ({usage_charger!r}); cannot add {charger!r}.")
+    usage_charger = charger
+
+
+def demo_seeder_register(seeder: DemoSeeder) -> None:
+    """Add `seeder` to the demo seeders, which `demo_seed` calls in registration order."""
+    if seeder not in demo_seeders:
+        demo_seeders.append(seeder)
