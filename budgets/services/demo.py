@@ -7,7 +7,7 @@ budgets/apps.py (finops.hooks).
 - a daily budget for the spiking tenant (Northwind, whose chat assistant tripled after a release),
   over its soft limit and at 96% of its hard limit, so the evaluation that follows starts the ladder's
   controls for it and raises its alerts;
-- one email channel that receives every alert;
+- one email channel that receives every alert, and the spiking tenant's own one;
 - one pending approval request for the spiking tenant: a long chat-assistant run that preflight held
   because the ladder's require-approval control is on (or, without it, the workflow's threshold).
 
@@ -54,6 +54,7 @@ from .reconcile import window_reconcile, window_spent
 from .windows import windows_open
 
 DEMO_CHANNEL_EMAIL = "finops-alerts@demo.example"
+DEMO_TENANT_CHANNEL_EMAIL = "ai-spend@northwind.demo.example"
 SPIKE_HARD_SHARE = Decimal("0.96")  # spent / hard of the spiking tenant's daily budget when created
 SPIKE_SOFT_SHARE = Decimal("0.75")  # soft / hard
 HEALTHY_HARD = Decimal("1.6")  # hard / forecast of the other budgets
@@ -106,6 +107,15 @@ def budgets_demo_seed(*, now: datetime | None = None) -> dict:
     if not NotificationChannel.objects.filter(kind=NotificationChannel.Kind.EMAIL, target=DEMO_CHANNEL_EMAIL).exists():
         channel_create(
             tenant=None, kind=NotificationChannel.Kind.EMAIL, target=DEMO_CHANNEL_EMAIL, actor=Actor(user=operator)
+        )
+    # The spiking tenant's own channel: its members see these deliveries (never the operators' channel's).
+    spiking = tenants.get(next(b.tenant for b in _BUDGETS if b.spiking))
+    if not NotificationChannel.objects.filter(tenant=spiking, target=DEMO_TENANT_CHANNEL_EMAIL).exists():
+        channel_create(
+            tenant=spiking,
+            kind=NotificationChannel.Kind.EMAIL,
+            target=DEMO_TENANT_CHANNEL_EMAIL,
+            actor=Actor(user=operator),
         )
 
     created = 0
