@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 from decimal import Decimal
+from typing import cast
 from zoneinfo import available_timezones
 
 from django import forms
@@ -90,8 +91,8 @@ class BudgetForm(ServiceErrorForm):
         self.budget = budget
         # Only the workflows the person's tenants may see: another tenant's auto-discovered workflow is
         # neither listed nor accepted (it answers like a missing one).
-        self.fields["workflow"].queryset = workflows.order_by("name")
-        field = self.fields["tenant"]
+        cast(forms.ModelChoiceField, self.fields["workflow"]).queryset = workflows.order_by("name")
+        field = cast(forms.ModelChoiceField, self.fields["tenant"])
         field.queryset = tenants.order_by("name")
         field.empty_label = "All tenants (platform-wide)" if platform else None
         field.required = not platform
@@ -106,10 +107,10 @@ class BudgetForm(ServiceErrorForm):
                 field.disabled = True  # a tenant admin never moves a budget to another tenant
             self.initial.update(
                 name=budget.name,
-                tenant=budget.tenant.slug if budget.tenant_id else None,
-                workflow=budget.workflow.slug if budget.workflow_id else None,
+                tenant=budget.tenant.slug if budget.tenant is not None else None,
+                workflow=budget.workflow.slug if budget.workflow is not None else None,
                 environment=budget.environment,
-                tier=budget.tier.slug if budget.tier_id else None,
+                tier=budget.tier.slug if budget.tier is not None else None,
                 metric=budget.metric,
                 period=budget.period,
                 time_zone=budget.time_zone,
@@ -128,7 +129,8 @@ class BudgetForm(ServiceErrorForm):
         return str(amount) if metric == Metric.TOKENS else _plain(nanos_to_decimal(amount))
 
     def clean(self):
-        cleaned = super().clean()
+        super().clean()
+        cleaned = self.cleaned_data  # what Form.clean() returns; its stub allows None for overrides
         metric = cleaned.get("metric")
         if metric is None:
             return cleaned

@@ -51,10 +51,10 @@ class Scope(models.Model):
 
     def scope_label(self) -> str:
         parts = [
-            f"tenant {self.tenant.slug}" if self.tenant_id else "all tenants",
-            f"workflow {self.workflow.slug}" if self.workflow_id else "",
+            f"tenant {self.tenant.slug}" if self.tenant is not None else "all tenants",
+            f"workflow {self.workflow.slug}" if self.workflow is not None else "",
             f"{self.environment}" if self.environment else "",
-            f"{self.tier.slug} tier" if self.tier_id else "",
+            f"{self.tier.slug} tier" if self.tier is not None else "",
         ]
         return ", ".join(p for p in parts if p)
 

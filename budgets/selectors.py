@@ -222,7 +222,7 @@ def burn_series(*, budget: Budget, starts_at: datetime, now: datetime) -> list[B
     in its own time zone counts the whole first UTC day there.
     """
     buckets = spend_series(
-        scope=TenantScope.for_tenant(budget.tenant) if budget.tenant_id else TenantScope.system(),
+        scope=TenantScope.for_tenant(budget.tenant) if budget.tenant is not None else TenantScope.system(),
         start=starts_at,
         end=now,
         metric=budget.metric,

@@ -144,12 +144,12 @@ def _parse_instant(raw: str, name: str, *, end_of_day: bool) -> datetime | None:
             parsed = parse_datetime(raw.replace(" ", "+") if "T" in raw else raw)
     except ValueError:  # well-formed but impossible, e.g. 2025-02-30
         day = None
-    if parsed is None and day is None:
+    if day is not None:
+        parsed = datetime.combine(day + timedelta(days=1) if end_of_day else day, time.min)
+    if parsed is None:
         raise ApplicationError(
             "invalid_date", f"{name} must be an ISO date or datetime, e.g. 2025-01-31 or 2025-01-31T12:00:00Z."
         )
-    if day is not None:
-        parsed = datetime.combine(day + timedelta(days=1) if end_of_day else day, time.min)
     if timezone.is_naive(parsed):
         parsed = parsed.replace(tzinfo=UTC)
     return parsed
@@ -230,7 +230,8 @@ def focus_rows(
         tags,
     ) in rows.iterator(chunk_size=CHUNK_SIZE):
         hour = occurred_at.astimezone(UTC).replace(minute=0, second=0, microsecond=0)
-        if hour != hour_key:  # records come in time order: most rows reuse the previous hour's strings
+        # Records come in time order: most rows reuse the previous hour's strings.
+        if periods is None or hour != hour_key:
             hour_key, periods = hour, _periods(hour)
         tenant = tenants[tenant_id]
         model = models.get(model_id) if model_id is not None else None

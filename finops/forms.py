@@ -94,7 +94,8 @@ class ModelPriceForm(forms.ModelForm):
         return (self.cleaned_data.get("source") or "").strip()
 
     def clean(self):
-        cleaned = super().clean()
+        super().clean()
+        cleaned = self.cleaned_data  # what ModelForm.clean() returns; its stub allows None for overrides
         start = cleaned.get("effective_from")
         if start is not None:
             clash = ModelPrice.objects.filter(model=self.catalog_model, effective_from=start)

@@ -68,7 +68,7 @@ class Measures:
 
 def tokens_expression() -> Combinable:
     """A row's tokens over every bucket, for a query (`Sum(tokens_expression())`)."""
-    total = F(TOKEN_FIELDS[0])
+    total: Combinable = F(TOKEN_FIELDS[0])
     for name in TOKEN_FIELDS[1:]:
         total = total + F(name)
     return total

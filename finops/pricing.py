@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
+from typing import overload
 
 NANOS_PER_USD = 10**9
 _PICO_PER_USD_PER_MTOK = Decimal(10**6)  # USD per 1M tokens -> pico-USD per token
@@ -110,6 +111,12 @@ def cost_nanos(price: PriceRow, tokens: TokenBuckets) -> int:
     return pico_to_nanos(cost_pico(price, tokens))
 
 
+@overload
+def nanos_to_usd(nanos: int) -> str: ...
+@overload
+def nanos_to_usd(nanos: None) -> None: ...
+@overload
+def nanos_to_usd(nanos: int | None) -> str | None: ...
 def nanos_to_usd(nanos: int | None) -> str | None:
     """Decimal string in USD with nine places, e.g. 1234 -> '0.000001234'."""
     if nanos is None:

@@ -1,14 +1,20 @@
+from __future__ import annotations
+
 from rest_framework import serializers
 
+from tenants.models import Tenant
+
 from .measures import TOKEN_FIELDS
-from .models import UsageRecord
+from .models import LlmModel, UsageRecord, Workflow
 from .pricing import nanos_to_usd
 
 
 class UsageRecordSerializer(serializers.ModelSerializer):
-    tenant = serializers.SlugRelatedField(slug_field="slug", read_only=True)
-    workflow = serializers.SlugRelatedField(slug_field="slug", read_only=True)
-    model = serializers.SlugRelatedField(slug_field="name", read_only=True, help_text="Catalog model, null if unknown.")
+    tenant: serializers.SlugRelatedField[Tenant] = serializers.SlugRelatedField(slug_field="slug", read_only=True)
+    workflow: serializers.SlugRelatedField[Workflow] = serializers.SlugRelatedField(slug_field="slug", read_only=True)
+    model: serializers.SlugRelatedField[LlmModel] = serializers.SlugRelatedField(
+        slug_field="name", read_only=True, help_text="Catalog model, null if unknown."
+    )
     model_tier = serializers.SerializerMethodField()
     cost_usd = serializers.SerializerMethodField(help_text="Exact cost in USD; null while unpriced.")
 
@@ -39,7 +45,7 @@ class UsageRecordSerializer(serializers.ModelSerializer):
         return nanos_to_usd(obj.cost_nanos)
 
     def get_model_tier(self, obj: UsageRecord) -> str | None:
-        return obj.model.tier.slug if obj.model_id else None
+        return obj.model.tier.slug if obj.model is not None else None
 
 
 class IngestItemSerializer(serializers.Serializer):
@@ -51,7 +57,10 @@ class IngestItemSerializer(serializers.Serializer):
     id = serializers.IntegerField(allow_null=True)
     cost_usd = serializers.CharField(allow_null=True)
     priced = serializers.BooleanField(allow_null=True)
-    errors = serializers.DictField(child=serializers.ListField(child=serializers.CharField()), allow_null=True)
+    # The serializer metaclass moves declared fields off the class, so Serializer.errors is not shadowed.
+    errors = serializers.DictField(  # type: ignore[assignment]
+        child=serializers.ListField(child=serializers.CharField()), allow_null=True
+    )
 
 
 class IngestResponseSerializer(serializers.Serializer):

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
-from typing import Generic, TypeVar
+from typing import Generic, TypeVar, cast
 
 from django.db import connection
 
@@ -27,6 +27,8 @@ class FingerprintSnapshot(Generic[T]):
 
     def get(self, fingerprint: tuple | None = None) -> T:
         if fingerprint is None:
+            if self._sql is None:
+                raise ValueError("this snapshot has no fingerprint query: the caller passes the fingerprint")
             with connection.cursor() as cursor:
                 cursor.execute(self._sql)
                 fingerprint = tuple(cursor.fetchone())
@@ -35,4 +37,5 @@ class FingerprintSnapshot(Generic[T]):
                 if self._fingerprint != fingerprint:
                     self._value = self._build(fingerprint)
                     self._fingerprint = fingerprint
-        return self._value
+        # Set by the first get() (a fingerprint is a tuple, never the initial None); T itself may allow None.
+        return cast(T, self._value)

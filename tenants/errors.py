@@ -20,7 +20,7 @@ logger = logging.getLogger(__name__)
 class ApplicationError(Exception):
     """Raised by services and selectors; `code` is stable and machine-readable."""
 
-    status_code = status.HTTP_400_BAD_REQUEST
+    status_code: int = status.HTTP_400_BAD_REQUEST
 
     def __init__(self, code: str, message: str, *, details: Any = None, status_code: int | None = None):
         super().__init__(message)

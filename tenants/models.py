@@ -69,7 +69,7 @@ class ApiKey(models.Model):
         verbose_name = "API key"
 
     def __str__(self) -> str:
-        owner = self.tenant.slug if self.tenant_id else "platform"
+        owner = self.tenant.slug if self.tenant is not None else "platform"
         return f"{self.name} ({owner}, {self.prefix}…)"
 
     @property

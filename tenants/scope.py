@@ -197,7 +197,8 @@ class TenantScope:
         budgets on)."""
         if self.is_platform:
             return Tenant.objects.all() if self.may(operation) else Tenant.objects.none()
-        return Tenant.objects.filter(pk__in=[pk for pk in self.visible_ids if self.may(operation, pk)])
+        visible = self.visible_ids or frozenset()  # never None for a non-platform scope (__post_init__)
+        return Tenant.objects.filter(pk__in=[pk for pk in visible if self.may(operation, pk)])
 
     def may_anywhere(self, operation: Operation) -> bool:
         """Whether there is any tenant (or, for platform callers, the platform) where `operation` is allowed."""
@@ -310,7 +311,7 @@ def scope_for_key(key: ApiKey, *, slug: str | None) -> TenantScope:
     """A tenant key's tenant (naming another answers 404), or the tenant a platform key names (None:
     every tenant; the view decides whether it needs one)."""
     slug = _clean_slug(slug)
-    if key.tenant_id is not None:
+    if key.tenant is not None:
         if slug and slug != key.tenant.slug:
             raise not_found()
         return TenantScope.for_tenant(key.tenant, api_key=key)
@@ -332,14 +333,15 @@ def scope_for_person(
     slug = _clean_slug(slug)
     if not getattr(user, "is_authenticated", False):
         return TenantScope(tenant=None, visible_ids=frozenset(), is_platform=False)
-    is_operator = bool(user.is_staff)
+    # AbstractBaseUser declares no is_staff; the User model (AbstractUser) does.
+    is_operator = bool(getattr(user, "is_staff", False))
     roles: dict[int, str] = {}
     if is_operator and not with_choices:
         choices: tuple[Tenant, ...] = tuple(Tenant.objects.filter(slug=slug)[:1]) if slug else ()
     elif is_operator:
         choices = tuple(Tenant.objects.order_by("name", "slug"))
     else:
-        memberships = list(Membership.objects.filter(user=user).select_related("tenant"))
+        memberships = list(Membership.objects.filter(user_id=user.pk).select_related("tenant"))
         choices = tuple(sorted((m.tenant for m in memberships), key=lambda t: (t.name, t.slug)))
         roles = {m.tenant_id: m.role for m in memberships}
     if slug:

@@ -57,15 +57,15 @@ def alert_out(alert: Alert) -> dict:
         "id": alert.pk,
         "kind": alert.kind,
         "level": alert.level,
-        "tenant": alert.tenant.slug if alert.tenant_id else None,
-        "budget": {"id": alert.budget_id, "name": alert.budget.name} if alert.budget_id else None,
-        "window": {"start": alert.window.starts_at, "end": alert.window.ends_at} if alert.window_id else None,
+        "tenant": alert.tenant.slug if alert.tenant is not None else None,
+        "budget": {"id": alert.budget_id, "name": alert.budget.name} if alert.budget is not None else None,
+        "window": {"start": alert.window.starts_at, "end": alert.window.ends_at} if alert.window is not None else None,
         "subject": alert.subject,
         "message": alert.message,
         "created_at": alert.created_at,
         "acknowledged": alert.acknowledged_at is not None,
         "acknowledged_at": alert.acknowledged_at,
-        "acknowledged_by": alert.acknowledged_by.get_username() if alert.acknowledged_by_id else None,
+        "acknowledged_by": alert.acknowledged_by.get_username() if alert.acknowledged_by is not None else None,
     }
 
 
@@ -152,7 +152,7 @@ class _ChannelListSerializer(serializers.Serializer):
 def channel_out(channel: NotificationChannel, *, with_secret: bool = False) -> dict:
     out = {
         "id": channel.pk,
-        "tenant": channel.tenant.slug if channel.tenant_id else None,
+        "tenant": channel.tenant.slug if channel.tenant is not None else None,
         "kind": channel.kind,
         "target": channel.target,
         "is_active": channel.is_active,

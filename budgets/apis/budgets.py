@@ -71,10 +71,10 @@ def budget_out(budget: Budget, window: BudgetWindow | None) -> dict:
     remaining = max(budget.hard_limit - spent - reserved, 0) if budget.hard_limit is not None else None
     return {
         "id": budget.pk,
-        "tenant": budget.tenant.slug if budget.tenant_id else None,
-        "workflow": budget.workflow.slug if budget.workflow_id else None,
+        "tenant": budget.tenant.slug if budget.tenant is not None else None,
+        "workflow": budget.workflow.slug if budget.workflow is not None else None,
         "environment": budget.environment,
-        "tier": budget.tier.slug if budget.tier_id else None,
+        "tier": budget.tier.slug if budget.tier is not None else None,
         **budget_snapshot(budget),
         "window": {
             "starts_at": starts_at,

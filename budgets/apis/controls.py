@@ -46,7 +46,8 @@ class ControlOutputSerializer(serializers.Serializer):
     scope = serializers.CharField()
     priorities = serializers.ListField(child=serializers.CharField())
     params = serializers.DictField()
-    source = serializers.CharField()
+    # The serializer metaclass moves declared fields off the class; Field.source is still set per instance.
+    source = serializers.CharField()  # type: ignore[assignment]
     budget_id = serializers.IntegerField(allow_null=True)
     rung = serializers.CharField()
     reason = serializers.CharField()
@@ -60,10 +61,10 @@ def control_out(control: Control, now) -> dict:
     return {
         "id": control.pk,
         "kind": control.kind,
-        "tenant": control.tenant.slug if control.tenant_id else None,
-        "workflow": control.workflow.slug if control.workflow_id else None,
+        "tenant": control.tenant.slug if control.tenant is not None else None,
+        "workflow": control.workflow.slug if control.workflow is not None else None,
         "environment": control.environment,
-        "tier": control.tier.slug if control.tier_id else None,
+        "tier": control.tier.slug if control.tier is not None else None,
         "scope": control.scope_label(),
         "priorities": control.priorities,
         "params": control.params,

@@ -108,7 +108,7 @@ def webhook_payload(alert: Alert) -> dict:
         }
         if window
         else None,
-        "tenant": alert.tenant.slug if alert.tenant_id else None,
+        "tenant": alert.tenant.slug if alert.tenant is not None else None,
         "created_at": alert.created_at.isoformat(),
     }
 

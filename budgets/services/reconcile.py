@@ -103,7 +103,7 @@ def window_reconcile(*, window_id: int, now: datetime | None = None) -> dict | N
 def window_spent(budget: Budget, start: datetime, end: datetime, *, now: datetime) -> int:
     """What the usage in [start, end) matching the budget's scope adds up to, in its unit, exactly."""
     return spend_total(
-        scope=TenantScope.for_tenant(budget.tenant) if budget.tenant_id else TenantScope.system(),
+        scope=TenantScope.for_tenant(budget.tenant) if budget.tenant is not None else TenantScope.system(),
         start=start,
         end=end,
         metric=budget.metric,

@@ -11,6 +11,7 @@ no read-then-write anywhere on this path.
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -59,7 +60,7 @@ def reserve(
     spec: ReservationSpec,
     *,
     amounts: dict[int, int],
-    read: list[int] = (),
+    read: Sequence[int] = (),
     unchecked: frozenset[int] = frozenset(),
     ttl_seconds: int,
     now: datetime,

@@ -168,9 +168,10 @@ def budgets_charge(charges: list[Charge], *, now: datetime) -> None:
         bounds_cache: dict[int, tuple[datetime, datetime]] = {}
         for c in charges:
             for b in budgets.matching(c.tenant_id, c.workflow_id, c.environment, c.tier_id):
-                start, end = bounds_cache.get(b.id) or (None, None)
-                if start is None or not (start <= c.occurred_at < end):
-                    start, end = bounds_cache[b.id] = b.bounds(c.occurred_at)
+                bounds = bounds_cache.get(b.id)
+                if bounds is None or not (bounds[0] <= c.occurred_at < bounds[1]):
+                    bounds = bounds_cache[b.id] = b.bounds(c.occurred_at)
+                start, end = bounds
                 keys[(b.id, start)] = (b, start, end)
                 spent[(b.id, start)] += b.amount(c.cost_nanos, c.tokens)
 

@@ -96,7 +96,7 @@ def _decide(request, approval_id, *, approve: bool):
 
 def _what(approval: ApprovalRequest) -> str:
     """ "the run of chat-assistant on gpt-4.1 for Northwind Traders", as far as the request says."""
-    what = f"the run of {approval.workflow.slug}" if approval.workflow_id else "the run"
+    what = f"the run of {approval.workflow.slug}" if approval.workflow is not None else "the run"
     if approval.model_id:
         what += f" on {approval.model.name}"
     return f"{what} for {approval.tenant.name}"

@@ -20,7 +20,7 @@ from datetime import UTC, date, datetime, time, timedelta
 
 from django.conf import settings
 from django.db import connection, transaction
-from django.db.models import Case, CharField, Count, F, Q, Sum, Value, When
+from django.db.models import Case, CharField, Count, F, Func, Q, Sum, Value, When
 from django.db.models.functions import Coalesce, TruncDate, TruncHour
 from django.utils import timezone
 
@@ -41,7 +41,7 @@ logger = logging.getLogger(__name__)
 
 
 def _aggregates() -> dict:
-    aggs = {"calls": Count("id")}
+    aggs: dict[str, Func] = {"calls": Count("id")}
     aggs.update({f: Coalesce(Sum(f), 0) for f in TOKEN_FIELDS})
     aggs["cost_nanos"] = Coalesce(Sum("cost_nanos"), 0)
     aggs["unpriced_calls"] = Count("id", filter=Q(priced=False))
