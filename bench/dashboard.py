@@ -1135,16 +1135,17 @@ def main(argv=None) -> int:  # noqa: C901 - one linear script
 
     if "selector" in phases:
         from finops.selectors.spend import SpendQuery, spend_query
+        from tenants.scope import TenantScope
 
         log(f"spend_query: {args.runs} runs per case after {args.warmup} warm-up runs")
         for scope, tenant in scopes.items():
             for days, (lo, hi) in ranges.items():
                 for g in groupings:
                     query = SpendQuery(start=lo, end=hi, granularity="day", group_by=(g,) if g else ())
-                    ids = [tenant.pk] if tenant else None
+                    reads = TenantScope.for_tenant_ids([tenant.pk] if tenant else None)
                     case = Case("spend_query", f"{scope} tenant{'s' if not tenant else ''}, {days} d, by {g or '-'}",
                                 scope, days, g)  # fmt: skip
-                    run_case(case, lambda i=ids, q=query: spend_query(tenant_ids=i, query=q), runs=args.runs,
+                    run_case(case, lambda s=reads, q=query: spend_query(scope=s, query=q), runs=args.runs,
                              warmup=args.warmup, meter=meter, wait=args.wait_quiet)  # fmt: skip
                     cases.append(case)
 
@@ -1247,13 +1248,14 @@ def main(argv=None) -> int:  # noqa: C901 - one linear script
             from django.test.utils import CaptureQueriesContext
 
             from finops.selectors.spend import SpendQuery, spend_query
+            from tenants.scope import TenantScope
 
             lo, hi = ranges[slowest_spend.days]
             tenant = scopes[slowest_spend.tenant]
             q = SpendQuery(start=lo, end=hi, granularity="day",
                            group_by=(slowest_spend.group_by,) if slowest_spend.group_by else ())  # fmt: skip
             with CaptureQueriesContext(connection) as ctx:
-                spend_query(tenant_ids=[tenant.pk] if tenant else None, query=q)
+                spend_query(scope=TenantScope.for_tenant_ids([tenant.pk] if tenant else None), query=q)
             timed = sorted(((float(x["time"]), x["sql"]) for x in ctx.captured_queries), reverse=True)
             log(f"  spend_query {slowest_spend.label}: " + ", ".join(f"{t * 1000:.0f} ms" for t, _ in timed))
             explains.append((f"slowest spend_query query ({slowest_spend.label})", explain(db, timed[0][1])))

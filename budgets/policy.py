@@ -36,7 +36,7 @@ DEFAULT_POLICY: list[dict] = [
     {"at": "hard", "percent": 100, "kind": "hard_action"},
 ]
 
-HARD_ACTION_CONTROL = {
+HARD_ACTION_CONTROL: dict[str, str] = {
     HardAction.DENY: ControlKind.DENY,
     HardAction.REQUIRE_APPROVAL: ControlKind.REQUIRE_APPROVAL,
     HardAction.DOWNGRADE: ControlKind.DOWNGRADE_TIER,

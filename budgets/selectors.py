@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
+from typing import TYPE_CHECKING, TypedDict
 
 from django.db.models import Case, IntegerField, Prefetch, Q, QuerySet, Value, When
 from django.utils import timezone
@@ -29,6 +30,9 @@ from budgets.services.controls import active_controls_q
 from budgets.services.ladder import budget_levels
 from finops.selectors.spend_totals import spend_series
 from tenants.scope import TenantScope
+
+if TYPE_CHECKING:
+    from django_stubs_ext import WithAnnotations
 
 WINDOW_HISTORY = 12
 BUDGET_HISTORY = 50
@@ -329,9 +333,15 @@ def _open_approval_q(now: datetime) -> Q:
     return Q(status=ApprovalRequest.Status.PENDING, expires_at__gt=now)
 
 
+class _ApprovalClosed(TypedDict):
+    """What `approvals_visible` annotates: 0 while the request is open, 1 once closed."""
+
+    closed: int
+
+
 def approvals_visible(
     *, scope: TenantScope, now: datetime | None = None
-) -> QuerySet[ApprovalRequest]:
+) -> QuerySet[WithAnnotations[ApprovalRequest, _ApprovalClosed]]:
     """Open requests first, newest first within each group (like the alerts)."""
     now = now or timezone.now()
     qs = (

@@ -6,6 +6,8 @@
 - reconciliation recomputes a window and overwrites it, under the window's row lock.
 """
 
+from typing import Any
+
 from celery import shared_task
 
 from budgets.models import Notification
@@ -15,7 +17,12 @@ from budgets.services.notifications import notification_deliver, notifications_d
 from budgets.services.reconcile import windows_reconcile
 from budgets.services.reservations import reservations_expire
 
-_RETRY = {"acks_late": True, "autoretry_for": (ConnectionError,), "retry_backoff": True, "max_retries": 5}
+_RETRY: dict[str, Any] = {
+    "acks_late": True,
+    "autoretry_for": (ConnectionError,),
+    "retry_backoff": True,
+    "max_retries": 5,
+}
 
 
 @shared_task(**_RETRY)

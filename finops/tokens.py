@@ -299,7 +299,7 @@ def input_cost_estimate(
     else:
         count = count_messages(entry, model_name, messages, max_chars=max_chars)
     price = catalog.current_price(entry.id) if entry is not None else None
-    if price is None:
+    if entry is None or price is None:
         return InputCostEstimate(
             model_name=model_name,
             resolved_model=entry.name if entry is not None else None,

@@ -84,7 +84,7 @@ class ApiKeyAuthentication(authentication.BaseAuthentication):
             raise exceptions.AuthenticationFailed("The API key has been revoked.")
         if key.expires_at is not None and key.expires_at <= now:
             raise exceptions.AuthenticationFailed("The API key has expired.")
-        if key.tenant_id is not None and key.tenant.status != key.tenant.Status.ACTIVE:
+        if key.tenant is not None and key.tenant.status != key.tenant.Status.ACTIVE:
             raise exceptions.AuthenticationFailed("The key's tenant is suspended.")
         resolution = timedelta(seconds=settings.API_KEY_LAST_USED_RESOLUTION_SECONDS)
         if key.last_used_at is None or now - key.last_used_at >= resolution:

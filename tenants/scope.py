@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from django.contrib.auth.models import AnonymousUser
 from django.core.exceptions import FieldDoesNotExist
 from django.db.models import Model, Q, QuerySet
 
@@ -31,7 +32,7 @@ from .errors import ApplicationError
 from .models import ApiKey, Membership, Tenant
 
 if TYPE_CHECKING:
-    from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
+    from django.contrib.auth.models import AbstractBaseUser
 
 M = TypeVar("M", bound=Model)
 
@@ -146,6 +147,13 @@ class TenantScope:
     def for_tenant(cls, tenant: Tenant, *, api_key: ApiKey | None = None) -> TenantScope:
         """Exactly one tenant, as its own key sees it (also for jobs that act for one tenant)."""
         return cls(tenant=tenant, visible_ids=frozenset({tenant.pk}), is_platform=False, api_key=api_key)
+
+    @classmethod
+    def for_tenant_ids(cls, ids: Iterable[int] | None) -> TenantScope:
+        """Jobs, benchmarks and tests that read a set of tenants (None: every tenant, as the system)."""
+        if ids is None:
+            return cls.system()
+        return cls(tenant=None, visible_ids=frozenset(ids), is_platform=False)
 
     # --- what it covers -------------------------------------------------------------------------------
 
@@ -331,7 +339,7 @@ def scope_for_person(
     A member of exactly one tenant is always about that tenant. `with_choices=False` (APIs) skips
     loading every tenant for an operator's switcher."""
     slug = _clean_slug(slug)
-    if not getattr(user, "is_authenticated", False):
+    if isinstance(user, AnonymousUser) or not getattr(user, "is_authenticated", False):
         return TenantScope(tenant=None, visible_ids=frozenset(), is_platform=False)
     # AbstractBaseUser declares no is_staff; the User model (AbstractUser) does.
     is_operator = bool(getattr(user, "is_staff", False))

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable
-from typing import Any, ClassVar, TypeVar
+from typing import Any, ClassVar, TypeVar, overload
 
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import ImproperlyConfigured, PermissionDenied
@@ -145,9 +145,15 @@ class TenantScopedAPIView(APIView):
         self.scope.require(self.operation)
 
 
+@overload
+def tenant_page(view: Callable[..., HttpResponse], *, slug_kwarg: str | None = None) -> Callable[..., HttpResponse]: ...
+@overload
+def tenant_page(
+    view: None = None, *, slug_kwarg: str | None = None
+) -> Callable[[Callable[..., HttpResponse]], Callable[..., HttpResponse]]: ...
 def tenant_page(
     view: Callable[..., HttpResponse] | None = None, *, slug_kwarg: str | None = None
-) -> Callable[..., HttpResponse]:
+) -> Callable[..., HttpResponse] | Callable[[Callable[..., HttpResponse]], Callable[..., HttpResponse]]:
     """Page decorator: sign-in required, then `request.scope` is the person's TenantScope (from
     `?tenant=`, or from the URL's `slug_kwarg` on a tenant's own page). A tenant the person may not see
     answers 404 exactly like an unknown one; a refused operation (`scope.require`) answers 403."""

@@ -111,7 +111,7 @@ class AlertCollectionApi(_AlertsBase):
                 )
             alerts = alerts.filter(kind=kind)
         paginator = AlertCursorPagination()
-        page = paginator.paginate_queryset(alerts, request, view=self)
+        page: list[Alert] = paginator.paginate_queryset(alerts, request, view=self) or []  # None: no page size
         return paginator.get_paginated_response([alert_out(a) for a in page])
 
 

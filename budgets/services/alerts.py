@@ -41,12 +41,12 @@ STANDARD_LEVELS = {
     Alert.Kind.HARD_LIMIT: (100,),
     Alert.Kind.FORECAST: (100,),
 }
-_BASIS = {Alert.Kind.SOFT_LIMIT: "soft", Alert.Kind.HARD_LIMIT: "hard", Alert.Kind.FORECAST: "forecast"}
+_BASIS: dict[str, str] = {Alert.Kind.SOFT_LIMIT: "soft", Alert.Kind.HARD_LIMIT: "hard", Alert.Kind.FORECAST: "forecast"}
 
 
 def alert_levels(policy: list[dict] | None) -> dict[str, list[int]]:
     """The levels each budget alert kind is raised at under a policy: the standard ones plus alert rungs."""
-    levels = {kind: set(values) for kind, values in STANDARD_LEVELS.items()}
+    levels: dict[str, set[int]] = {kind: set(values) for kind, values in STANDARD_LEVELS.items()}
     by_basis = {basis: kind for kind, basis in _BASIS.items()}
     for rung in policy_effective(policy):
         if rung["kind"] == "alert":

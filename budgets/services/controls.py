@@ -174,7 +174,8 @@ def controls_audit_lapsed(*, now: datetime | None = None) -> int:
                     target=control,
                     after={
                         "reason": control.ended_reason or "The budget window ended.",
-                        "ended_at": control.ends_at.isoformat(),
+                        # Never None here (filtered on ends_at__lte); the check is for the type.
+                        "ended_at": control.ends_at.isoformat() if control.ends_at is not None else None,
                     },
                 )
                 count += 1

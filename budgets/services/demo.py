@@ -21,7 +21,7 @@ evaluation, which starts each rung at most once per window, runs again.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal
 
 from django.conf import settings
@@ -109,7 +109,8 @@ def budgets_demo_seed(*, now: datetime | None = None) -> dict:
             tenant=None, kind=NotificationChannel.Kind.EMAIL, target=DEMO_CHANNEL_EMAIL, actor=Actor(user=operator)
         )
     # The spiking tenant's own channel: its members see these deliveries (never the operators' channel's).
-    spiking = tenants.get(next(b.tenant for b in _BUDGETS if b.spiking))
+    spiking_slug = next(b.tenant for b in _BUDGETS if b.spiking)
+    spiking = tenants.get(spiking_slug) if spiking_slug is not None else None
     if not NotificationChannel.objects.filter(tenant=spiking, target=DEMO_TENANT_CHANNEL_EMAIL).exists():
         channel_create(
             tenant=spiking,
@@ -185,7 +186,7 @@ def _approval_demo_seed(*, tenant: Tenant, now: datetime) -> int:
         estimated_cost_nanos=cost_nanos(price, APPROVAL_TOKENS) if price else None,
         reasons=[f"Approval required{above}: {why}"],
         created_at=now,
-        expires_at=now + timezone.timedelta(seconds=settings.APPROVAL_TTL_SECONDS),
+        expires_at=now + timedelta(seconds=settings.APPROVAL_TTL_SECONDS),
     )
     return 1
 

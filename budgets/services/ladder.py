@@ -200,8 +200,8 @@ def _ladder_apply(levels: BudgetLevels, *, now: datetime) -> tuple[int, int]:
         c.rung for c in Control.objects.filter(active_controls_q(now), window=window, source=Control.Source.BUDGET)
     }
     for key, (rung, kind) in rungs.items():
-        level = levels.level(rung["at"])
-        if key in still_active or level is None or level < rung["percent"]:
+        reached = levels.level(rung["at"])
+        if key in still_active or reached is None or reached < rung["percent"]:
             continue
         try:
             control_start(

@@ -13,7 +13,7 @@ A decision is an answer, never an error: only bad input or authentication raise.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -31,7 +31,7 @@ from tenants.models import ApiKey, Tenant
 from .controls import CallScope, controls_for_call
 from .headroom import amount_format, budget_views, windows_totals
 from .reservations import ReservationSpec, WindowFull, reserve
-from .state import preflight_state
+from .state import WorkflowEntry, preflight_state
 from .windows import BudgetEntry, window_ids_open
 
 ALLOW, NEEDS_APPROVAL, DENY = "allow", "needs_approval", "deny"
@@ -184,7 +184,7 @@ def preflight_decide(req: PreflightInput, *, now: datetime | None = None) -> Pre
                 api_key_id=req.api_key.pk if req.api_key else None,
             )
             hold = {"amounts": amounts, "read": unheld, "unchecked": approved_over, "now": now}
-            if use_approval:
+            if use_approval and approval is not None:  # use_approval is only ever set with an approval
                 with transaction.atomic():
                     if not _approval_consume(approval, now):
                         approval = None
@@ -219,7 +219,7 @@ def preflight_decide(req: PreflightInput, *, now: datetime | None = None) -> Pre
         out.reservation_id = str(reservation.pk)
         out.reservation_expires_at = reservation.expires_at
         out.budgets = budget_views(pairs, totals, platform=req.platform_caller)
-        if use_approval:
+        if use_approval and approval is not None:
             out.approval_id, out.approval_status = str(approval.pk), ApprovalRequest.Status.CONSUMED
             out.reasons.append("Approved run: the approval is now used.")
         return _finish(out, call, ALLOW, cost)
@@ -350,7 +350,7 @@ def _approval(req: PreflightInput, out: PreflightDecision, now) -> ApprovalReque
     if approval.expires_at <= now:
         out.reasons.append(f"Approval {approval.pk} expired at {approval.expires_at:%Y-%m-%d %H:%M} UTC.")
         return None
-    if req.workflow and approval.workflow_id and approval.workflow.slug != req.workflow:
+    if req.workflow and approval.workflow is not None and approval.workflow.slug != req.workflow:
         out.reasons.append(f"Approval {approval.pk} is for workflow {approval.workflow.slug}, not {req.workflow}.")
         return None
     return approval
@@ -364,14 +364,18 @@ def _approval_consume(approval: ApprovalRequest, now) -> bool:
     )
 
 
-def _needs_approval(out, call: _Call, cost, req: PreflightInput, workflow, now) -> PreflightDecision:
+def _needs_approval(
+    out, call: _Call, cost, req: PreflightInput, workflow: WorkflowEntry | None, now
+) -> PreflightDecision:
     pending = None
     if out.approval_id and out.approval_status == ApprovalRequest.Status.PENDING:
         pending = ApprovalRequest.objects.filter(pk=out.approval_id).first()
     if pending is None:
         # A service retrying the same call must not flood approvers: reuse the open request for the
         # same tenant, workflow, model and environment.
-        pending = ApprovalRequest.objects.filter(
+        # Django reads `workflow_id=None` as IS NULL; django-stubs' lookup check wrongly rejects None for
+        # this FK's _id (it accepts it for model_id).
+        pending = ApprovalRequest.objects.filter(  # type: ignore[misc]
             tenant=req.tenant,
             workflow_id=workflow.pk if workflow else None,
             model_id=call.entry.id if call.entry else None,
@@ -390,7 +394,7 @@ def _needs_approval(out, call: _Call, cost, req: PreflightInput, workflow, now) 
             reasons=list(out.reasons),
             requested_by_key=req.api_key,
             created_at=now,
-            expires_at=now + timezone.timedelta(seconds=settings.APPROVAL_TTL_SECONDS),
+            expires_at=now + timedelta(seconds=settings.APPROVAL_TTL_SECONDS),
         )
     out.approval_id, out.approval_status = str(pending.pk), pending.status
     out.reasons.append(f"Ask an approver to approve request {pending.pk}, then preflight again with its approval_id.")

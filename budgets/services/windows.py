@@ -106,8 +106,11 @@ def get_budgets(*, fingerprint: tuple | None = None) -> BudgetSnapshot:
     return _snapshot.get(fingerprint)
 
 
-def windows_open(keys: Iterable[tuple[BudgetEntry, datetime, datetime]]) -> dict[tuple[int, datetime], BudgetWindow]:
+def windows_open(
+    keys: Iterable[tuple[BudgetEntry | Budget, datetime, datetime]],
+) -> dict[tuple[int, datetime], BudgetWindow]:
     """The windows for (budget, start, end) keys, creating missing ones; keyed by (budget id, start).
+    A budget is a snapshot entry or a Budget row: both carry the id and limits read here.
 
     Windows open lazily, on the first call or evaluation inside the period, with the budget's limits;
     concurrent openers race harmlessly on the unique (budget, starts_at) constraint.

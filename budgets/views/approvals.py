@@ -97,7 +97,7 @@ def _decide(request, approval_id, *, approve: bool):
 def _what(approval: ApprovalRequest) -> str:
     """ "the run of chat-assistant on gpt-4.1 for Northwind Traders", as far as the request says."""
     what = f"the run of {approval.workflow.slug}" if approval.workflow is not None else "the run"
-    if approval.model_id:
+    if approval.model is not None:
         what += f" on {approval.model.name}"
     return f"{what} for {approval.tenant.name}"
 
@@ -107,6 +107,6 @@ def _state(approval: ApprovalRequest) -> str:
     if approval.status == ApprovalRequest.Status.PENDING:
         return "it expired; preflight opens a new one when the run is asked for again"
     state = f"already {approval.status}"
-    if approval.decided_by_id:
+    if approval.decided_by is not None:
         state += f" by {approval.decided_by.get_username()}"
     return state

@@ -1,6 +1,7 @@
 import csv
 import io
 from datetime import UTC, datetime, time, timedelta
+from typing import Any
 
 import orjson
 from django.http import HttpResponse
@@ -49,7 +50,7 @@ def spend_query_from_params(params) -> SpendQuery:
 
 
 def _group_json(group: SpendGroup, dims: tuple[str, ...]) -> dict:
-    body = {"key": dict(zip(dims, group.key, strict=True))} if dims else {}
+    body: dict[str, Any] = {"key": dict(zip(dims, group.key, strict=True))} if dims else {}
     body.update({m: getattr(group, m) for m in _MEASURES})
     body["cost_usd"] = nanos_to_usd(group.cost_nanos)
     return body
@@ -100,7 +101,7 @@ class SpendApi(TenantScopedAPIView):
     def get(self, request, as_csv: bool = False):
         query = spend_query_from_params(request.query_params)
         tenant = self.scope.tenant
-        result = spend_query(tenant_ids=self.scope.tenant_ids, query=query)
+        result = spend_query(scope=self.scope, query=query)
         dims = query.group_by
         if as_csv:
             return _csv(result, dims, tenant.slug if tenant else "all-tenants")

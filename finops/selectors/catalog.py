@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import TYPE_CHECKING, TypedDict
 from urllib.parse import urlsplit
 
 from django.db.models import Count, Max, Min, Prefetch, QuerySet
@@ -15,6 +16,15 @@ from django.utils import timezone
 
 from finops.models import LlmModel, ModelPrice, UsageRecord
 from tenants.scope import TenantScope
+
+if TYPE_CHECKING:
+    from django_stubs_ext import WithAnnotations
+
+
+class _WithPrices(TypedDict):
+    """What `_with_prices` adds to each model (Prefetch's to_attr)."""
+
+    prices_newest_first: list[ModelPrice]
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,7 +96,7 @@ def _catalog_model(model: LlmModel, prices: list[ModelPrice], now: datetime) -> 
     return entry
 
 
-def _with_prices(models: QuerySet[LlmModel]) -> QuerySet[LlmModel]:
+def _with_prices(models: QuerySet[LlmModel]) -> QuerySet[WithAnnotations[LlmModel, _WithPrices]]:
     return models.select_related("tier").prefetch_related(
         Prefetch("prices", queryset=ModelPrice.objects.order_by("-effective_from"), to_attr="prices_newest_first")
     )
@@ -124,8 +134,8 @@ def unknown_model_names(*, scope: TenantScope, limit: int | None = None) -> list
     )
     if limit is not None:
         rows = rows[:limit]
-    rows = list(rows)
-    known = LlmModel.objects.in_bulk([r["catalog_model_id"] for r in rows if r["catalog_model_id"] is not None])
+    found = list(rows)
+    known = LlmModel.objects.in_bulk([r["catalog_model_id"] for r in found if r["catalog_model_id"] is not None])
     return [
         UnknownModelName(
             model_name=r["model_name"],
@@ -134,5 +144,5 @@ def unknown_model_names(*, scope: TenantScope, limit: int | None = None) -> list
             last_seen=r["last_seen"],
             model=known.get(r["catalog_model_id"]),
         )
-        for r in rows
+        for r in found
     ]

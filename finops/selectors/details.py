@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import date, timedelta
+from typing import Any
 
 from django.db.models import Count, Sum
 
@@ -42,7 +44,8 @@ def daily_profile(*, scope: TenantScope, days: list[date], workflow_id: int | No
     qs = scope.filter(qs)
     if workflow_id is not None:
         qs = qs.filter(workflow_id=workflow_id)
-    rows = (
+    # Mapping: the sum_* keys are built from MEASURES, which a typed row cannot name.
+    rows: Iterable[Mapping[str, Any]] = (
         qs.values("bucket_start")
         .annotate(**{f"sum_{f}": Sum(f) for f in MEASURES}, tenants=Count("tenant_id", distinct=True))
         .order_by("bucket_start")
@@ -82,11 +85,10 @@ def tenant_dashboard(*, scope: TenantScope, days: list[date]) -> DetailDashboard
     """The scope's tenant's daily spend by workflow, top models and token profile: 7 queries (+1 for names)."""
     if scope.tenant is None:
         raise ValueError("tenant_dashboard needs a scope about one tenant")
-    tenant = scope.tenant
     base = SpendQuery(start=day_start(days[0]), end=day_start(days[-1] + timedelta(days=1)), group_by=("workflow",))
-    by_workflow = spend_query(tenant_ids=[tenant.pk], query=base)
+    by_workflow = spend_query(scope=scope, query=base)
     monthly_by_model = SpendQuery(**{**query_fields(base), "granularity": "month", "group_by": ("model",)})
-    by_model = spend_query(tenant_ids=[tenant.pk], query=monthly_by_model, series_top=0)  # groups only
+    by_model = spend_query(scope=scope, query=monthly_by_model, series_top=0)  # groups only
     total = by_workflow.totals.cost_nanos
     workflows = rows_by(by_workflow.groups, 0, total, {})
     names = workflow_names(r.key for r in workflows)
@@ -106,20 +108,20 @@ def workflow_dashboard(
 ) -> DetailDashboard:
     """A workflow's daily spend by model for the visible tenants, their split, and its token profile:
     4 queries, 7 with the tenant split."""
-    tenant_ids, tenant_names = scope.tenant_ids, scope.tenant_names
+    tenant_names = scope.tenant_names
     base = SpendQuery(
         start=day_start(days[0]),
         end=day_start(days[-1] + timedelta(days=1)),
         group_by=("model",),
         filters={"workflow": (workflow.slug,)},
     )
-    by_model = spend_query(tenant_ids=tenant_ids, query=base)
+    by_model = spend_query(scope=scope, query=base)
     total = by_model.totals.cost_nanos
     models = rows_by(by_model.groups, 0, total, {})
     tenants: list[SpendRow] = []
     if with_tenants:
         by_tenant = spend_query(
-            tenant_ids=tenant_ids,
+            scope=scope,
             query=SpendQuery(**{**query_fields(base), "granularity": "month", "group_by": ("tenant",)}),
             series_top=0,
         )

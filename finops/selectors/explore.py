@@ -87,7 +87,7 @@ def explore(*, scope: TenantScope, query: SpendQuery, sort: str = "-cost", chart
     `spend_query`) for a query it cannot answer."""
     # The chart stacks the CHART_SERIES costliest values of the first dimension and sums the rest:
     # spend_query returns the series that way (a few hundred points, not 90 days x 200 workflows).
-    result: SpendResult = spend_query(tenant_ids=scope.tenant_ids, query=query, series_top=CHART_SERIES if chart else 0)
+    result: SpendResult = spend_query(scope=scope, query=query, series_top=CHART_SERIES if chart else 0)
     rows = [
         ExplorerRow(
             key=g.key,

@@ -95,7 +95,7 @@ class Overview:
         return self.window.calls > 0
 
 
-def _today_so_far(tenant_ids: list[int] | None, now: datetime, today: PeriodSpend) -> PeriodSpend:
+def _today_so_far(scope: TenantScope, now: datetime, today: PeriodSpend) -> PeriodSpend:
     """Today against yesterday up to the same hour, from hourly rollups (3 queries): a whole
     yesterday against a morning would always read as a drop. Whole days when hours are not kept."""
     midnight = day_start(today.first)
@@ -103,7 +103,7 @@ def _today_so_far(tenant_ids: list[int] | None, now: datetime, today: PeriodSpen
     yesterday = midnight - timedelta(days=1)
     if yesterday < hourly_retention_start(now):
         return replace(today, previous_cost_nanos=-1)
-    hourly = spend_query(tenant_ids=tenant_ids, query=SpendQuery(start=yesterday, end=hour_end, granularity="hour"))
+    hourly = spend_query(scope=scope, query=SpendQuery(start=yesterday, end=hour_end, granularity="hour"))
     cut = yesterday + (hour_end - midnight)
     previous = sum(p.cost_nanos for p in hourly.series if p.bucket < cut)
     label = "yesterday" if hour_end - midnight == timedelta(days=1) else f"yesterday until {hour_end:%H:%M} UTC"
@@ -129,17 +129,17 @@ def overview_get(
     top models and the unpriced models (month granularity: its series is not read).
     """
     now = now or timezone.now()
-    tenant_ids, tenant_names = scope.tenant_ids, scope.tenant_names
+    tenant_names = scope.tenant_names
     today = utc_today(now)
     periods = overview_periods(today)
-    periods[0] = _today_so_far(tenant_ids, now, periods[0])
+    periods[0] = _today_so_far(scope, now, periods[0])
     first_day = today - timedelta(days=window_days - 1)
     days = days_between(first_day, today)
     start = day_start(min(first_day, periods[-1].previous_first))
     end = day_start(today + timedelta(days=1))
 
     daily = spend_query(
-        tenant_ids=tenant_ids,
+        scope=scope,
         query=SpendQuery(start=start, end=end, granularity="day", group_by=("tier", "environment")),
     )
     per_day: dict[date, list[int]] = defaultdict(lambda: [0, 0, 0])
@@ -168,13 +168,19 @@ def overview_get(
         return out
 
     filled = []
-    for p in periods:
-        cost, calls, tokens = span(p.first, p.last)
-        previous = p.previous_cost_nanos if p.previous_cost_nanos >= 0 else span(p.previous_first, p.previous_last)[0]
-        filled.append(replace(p, cost_nanos=cost, calls=calls, tokens=tokens, previous_cost_nanos=max(previous, 0)))
+    for period in periods:
+        cost, calls, tokens = span(period.first, period.last)
+        previous = (
+            period.previous_cost_nanos
+            if period.previous_cost_nanos >= 0
+            else span(period.previous_first, period.previous_last)[0]
+        )
+        filled.append(
+            replace(period, cost_nanos=cost, calls=calls, tokens=tokens, previous_cost_nanos=max(previous, 0))
+        )
 
     window_query = SpendQuery(start=day_start(first_day), end=end, granularity="month", group_by=("workflow", "model"))
-    by_workflow_model = spend_query(tenant_ids=tenant_ids, query=window_query, series_top=0)  # groups only
+    by_workflow_model = spend_query(scope=scope, query=window_query, series_top=0)  # groups only
     window = by_workflow_model.totals
     total = window.cost_nanos
     workflows = rows_by(by_workflow_model.groups, 0, total, {})
@@ -185,7 +191,7 @@ def overview_get(
     tenants: list[SpendRow] = []
     if with_tenants:
         by_tenant = spend_query(
-            tenant_ids=tenant_ids,
+            scope=scope,
             query=SpendQuery(**{**query_fields(window_query), "group_by": ("tenant",)}),
             series_top=0,
         )
@@ -194,7 +200,7 @@ def overview_get(
     env_rows = acc_rows(env_acc, total, ENVIRONMENT_LABELS)
     env_rank = {e: i for i, e in enumerate(ENVIRONMENT_ORDER)}
     env_order = sorted(env_acc, key=lambda e: (env_rank.get(e, 99), e))
-    has_usage = daily.totals.calls > 0 or _rollups_exist(tenant_ids)
+    has_usage = daily.totals.calls > 0 or _rollups_exist(scope)
     return Overview(
         today=today,
         periods=filled,
@@ -211,8 +217,5 @@ def overview_get(
     )
 
 
-def _rollups_exist(tenant_ids: list[int] | None) -> bool:
-    qs = UsageRollup.objects.filter(grain=UsageRollup.Grain.DAY)
-    if tenant_ids is not None:
-        qs = qs.filter(tenant_id__in=tenant_ids)
-    return qs.exists()
+def _rollups_exist(scope: TenantScope) -> bool:
+    return scope.filter(UsageRollup.objects.filter(grain=UsageRollup.Grain.DAY)).exists()

@@ -8,9 +8,11 @@ and answers is in finops.selectors.spend_types; its names are importable from he
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Iterable
 from datetime import UTC
 from decimal import Decimal
 from operator import add
+from typing import Any
 
 from django.db.models import BigIntegerField, Case, F, IntegerField, Q, QuerySet, Sum, Value, When
 from django.db.models.functions import Cast, Coalesce, TruncMonth
@@ -37,6 +39,7 @@ from finops.selectors.spend_types import (
     SpendResult,
     validate_query,
 )
+from tenants.scope import TenantScope
 
 
 def _sums() -> dict:
@@ -44,13 +47,18 @@ def _sums() -> dict:
     return {f"sum_{m}": Cast(Coalesce(Sum(m), 0), BigIntegerField()) for m in MEASURES}
 
 
+def _measure_kwargs(values: Iterable[int]) -> dict[str, Any]:
+    """Keyword arguments for the Measures fields from values in MEASURES order."""
+    return dict(zip(MEASURES, values, strict=True))
+
+
 def _totals_and_groups(query: SpendQuery, group_sums: dict[tuple, list[int]]) -> tuple[SpendGroup, list[SpendGroup]]:
     totals = [sum(column) for column in zip(*group_sums.values(), strict=True)] or [0] * len(MEASURES)
-    total = SpendGroup(key=(), **dict(zip(MEASURES, totals, strict=True)))
+    total = SpendGroup(key=(), **_measure_kwargs(totals))
     groups = []
     if query.group_by:
         for key, sums in group_sums.items():
-            group = SpendGroup(key=key, **dict(zip(MEASURES, sums, strict=True)))
+            group = SpendGroup(key=key, **_measure_kwargs(sums))
             group.share = Decimal(group.cost_nanos) / total.cost_nanos if total.cost_nanos else Decimal(0)
             groups.append(group)
         groups.sort(key=lambda g: (-g.cost_nanos, -g.calls, g.key))
@@ -70,8 +78,8 @@ def _among(columns: tuple[str, ...], values: set[tuple]) -> Q:
     return q | Q(**{f"{column}__isnull": True}) if None in flat else q
 
 
-def spend_query(*, tenant_ids: list[int] | None, query: SpendQuery, series_top: int | None = None) -> SpendResult:
-    """Spend over `query` for the given tenants (None: all tenants, operators only).
+def spend_query(*, scope: TenantScope, query: SpendQuery, series_top: int | None = None) -> SpendResult:
+    """Spend over `query` for the scope's tenants (all of them for a platform scope that names none).
 
     One query: the sums per (bucket, group) from the smallest rollup table that keeps the query's
     dimensions; groups and totals are summed from those rows here, which is cheaper than two more
@@ -82,6 +90,7 @@ def spend_query(*, tenant_ids: list[int] | None, query: SpendQuery, series_top: 
     under the key (). Two queries, groups then series, each returning few rows; 0: no series.
     """
     validate_query(query)
+    tenant_ids = scope.tenant_ids
     table = table_for(query, tenant_ids)
     qs = table_rows(query, tenant_ids, table)
     columns: list[str] = []  # once each: model and tier share model_id

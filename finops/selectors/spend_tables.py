@@ -7,11 +7,13 @@ table that keeps the dimensions a query uses (see `_DAILY`). Never raw usage.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
 
 from django.db import connection
-from django.db.models import Q, QuerySet
+from django.db.models import Model, Q, QuerySet
 
 from finops.models import (
     AllTenantsModelRollup,
@@ -32,7 +34,7 @@ from tenants.models import Tenant
 class RollupTable:
     """A rollup table `spend_query` can read: the dimensions it keeps, and how to select its rows."""
 
-    model: type
+    model: type[Model]
     dims: frozenset[str]
     source: str  # what the API reports: the grain the figures come from
     where: tuple[tuple[str, object], ...] = ()
@@ -89,7 +91,10 @@ def table_for(query: SpendQuery, tenant_ids: list[int] | None) -> RollupTable:
 
 def table_rows(query: SpendQuery, tenant_ids: list[int] | None, table: RollupTable) -> QuerySet:
     """The rows of `table` in the query's range, tenants and filters."""
-    qs = table.model.objects.filter(bucket_start__gte=query.start, bucket_start__lt=query.end, **dict(table.where))
+    # _default_manager: the generic spelling of `objects` (no rollup model declares another manager).
+    qs = table.model._default_manager.filter(
+        bucket_start__gte=query.start, bucket_start__lt=query.end, **dict(table.where)
+    )
     if table is _TAG:
         qs = qs.filter(tag_key=query.tag_key())
         if query.filters.get("tag"):
@@ -130,12 +135,13 @@ def labeller(dim: str, rows: list[tuple], columns: list[str], offset: int = 1, l
     lookups = {} if lookups is None else lookups
     if dim not in lookups:
         ids = {row[position] for row in rows} - {None}
+        found: Iterable[tuple[Any, Any]]
         if dim in ("model", "tier"):
             field_name = "name" if dim == "model" else "tier__slug"
             found = LlmModel.objects.filter(id__in=ids).order_by().values_list("id", field_name)
         else:
-            found = (Tenant if dim == "tenant" else Workflow).objects.filter(id__in=ids).order_by()
-            found = found.values_list("id", "slug")
+            owner: type[Tenant] | type[Workflow] = Tenant if dim == "tenant" else Workflow
+            found = owner.objects.filter(id__in=ids).order_by().values_list("id", "slug")
         lookups[dim] = dict(found) if ids else {}
     names = lookups[dim]
     if dim == "model":

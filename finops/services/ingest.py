@@ -151,11 +151,11 @@ def _price(c: Candidate, catalog: CatalogSnapshot) -> None:
     price = catalog.price_at(entry.id, c.occurred_at)
     if price is not None:
         c.price_id = price.id
-        c.cost = cost_nanos(price, c.buckets)
+        c.cost = cost_nanos(price, c.counted_buckets)
 
 
 def _content_hash(c: Candidate) -> str:
-    b = c.buckets
+    b = c.counted_buckets
     return usage_content_hash(
         workflow=c.workflow_slug or "",
         model_name=c.model_name,
@@ -307,7 +307,7 @@ def _insert(fresh: list[Candidate], api_key: ApiKey | None, now: datetime, resul
                 tier_id=c.tier_id,
                 occurred_at=c.occurred_at,
                 cost_nanos=c.cost,
-                tokens=c.buckets.total,
+                tokens=c.counted_buckets.total,
                 reservation_id=c.reservation_id,
                 usage_id=result.items[c.index].id,
             )
@@ -329,7 +329,7 @@ def _pg_copy(fresh: list[Candidate], key_id: int | None, now: datetime) -> list[
         copy_sql = f"COPY {table} ({', '.join(_COLUMNS)}) FROM STDIN"
         with cursor.cursor.copy(copy_sql) as copy:
             for pk, c in zip(ids, fresh, strict=True):
-                b = c.buckets
+                b = c.counted_buckets
                 copy.write_row(
                     (
                         pk,
@@ -368,11 +368,11 @@ def _orm_insert(fresh: list[Candidate], key_id: int | None, now: datetime) -> li
             model_id=c.model_id,
             model_name=c.model_name,
             environment=c.environment,
-            input_tokens=c.buckets.input,
-            cached_input_tokens=c.buckets.cached_input,
-            cache_write_tokens=c.buckets.cache_write,
-            output_tokens=c.buckets.output,
-            reasoning_tokens=c.buckets.reasoning,
+            input_tokens=c.counted_buckets.input,
+            cached_input_tokens=c.counted_buckets.cached_input,
+            cache_write_tokens=c.counted_buckets.cache_write,
+            output_tokens=c.counted_buckets.output,
+            reasoning_tokens=c.counted_buckets.reasoning,
             cost_nanos=c.cost,
             priced=c.cost is not None,
             price_id=c.price_id,

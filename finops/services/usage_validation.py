@@ -77,6 +77,13 @@ class Candidate:
     cost: int | None = None
     content_hash: str = ""
 
+    @property
+    def counted_buckets(self) -> TokenBuckets:
+        """The token buckets once counted: every candidate that reaches pricing and the insert has them."""
+        if self.buckets is None:
+            raise RuntimeError(f"record {self.index}: tokens not counted yet")
+        return self.buckets
+
 
 def _int_field(name: str, value: Any) -> int:
     # bool is an int subclass in Python; JSON true is not a token count.

@@ -165,7 +165,7 @@ def _explorer_form(params, now: datetime) -> tuple[ExplorerForm, SpendQuery | No
             start = end - timedelta(days=_PRESET_DAYS.get(form.range, 2))
     if form.errors or start is None or end is None:
         return form, None
-    filters = {f: (v,) for f, v in form.filters.items()}
+    filters: dict[str, tuple[str, ...]] = {f: (v,) for f, v in form.filters.items()}
     if form.tag:
         filters["tag"] = (form.tag,)
     return form, SpendQuery(start=start, end=end, granularity=form.granularity, group_by=form.group_by, filters=filters)
@@ -357,7 +357,7 @@ def explorer(request):
         switcher_keep=[(k, v) for k, v in params.items() if k != "tenant"],
         exploration=exploration,
     )
-    if exploration is not None:
+    if exploration is not None and query is not None:  # an exploration always has its query
         table = ExplorerTable(exploration, scope)
         last_day = (query.end - timedelta(microseconds=1)).astimezone(UTC)
         context.update(
@@ -430,7 +430,7 @@ def _labelled_stacks(exploration: Exploration, scope: TenantScope):
 @tenant_page
 def explorer_export(request):
     scope, form, query, exploration, error = _explorer_state(request, chart=False)
-    if exploration is None:
+    if exploration is None or query is None:  # an exploration always has its query
         return HttpResponse(error + "\n", status=400, content_type="text/plain; charset=utf-8")
     table = ExplorerTable(exploration, scope)
     out = io.StringIO()

@@ -31,6 +31,7 @@ from finops.models import (
 from finops.selectors.spend import SpendQuery, spend_query
 from finops.services.repricing import model_price_save
 from finops.services.rollups import hourly_retention_start, rollups_refresh
+from tenants.scope import TenantScope
 
 pytestmark = pytest.mark.django_db
 # Half past the previous hour: always in the past (ingest refuses the future), same day-split every run.
@@ -238,7 +239,7 @@ def test_spend_query_groups_and_series_add_up(api_a, catalog):
     rollups_refresh()
     tenant_ids = [api_a.key.tenant_id]
     query = SpendQuery(start=NOW - timedelta(days=5), end=NOW + timedelta(days=1), group_by=("workflow", "model"))
-    result = spend_query(tenant_ids=tenant_ids, query=query)
+    result = spend_query(scope=TenantScope.for_tenant_ids(tenant_ids), query=query)
     raw_total = UsageRecord.objects.aggregate(cost=Sum("cost_nanos"), calls=Count("id"))
     assert (result.totals.cost_nanos, result.totals.calls) == (raw_total["cost"], raw_total["calls"])
     assert sum(g.cost_nanos for g in result.groups) == raw_total["cost"]
@@ -247,15 +248,19 @@ def test_spend_query_groups_and_series_add_up(api_a, catalog):
     assert ("chat", "mystery-model") in {g.key for g in result.groups}
     assert sum(g.share for g in result.groups) == pytest.approx(1)
 
-    tier = spend_query(tenant_ids=tenant_ids, query=SpendQuery(start=query.start, end=query.end, group_by=("tier",)))
+    tier = spend_query(
+        scope=TenantScope.for_tenant_ids(tenant_ids),
+        query=SpendQuery(start=query.start, end=query.end, group_by=("tier",)),
+    )
     assert {g.key[0] for g in tier.groups} == {"standard", "premium", "(none)"}
     tagged = spend_query(
-        tenant_ids=tenant_ids,
+        scope=TenantScope.for_tenant_ids(tenant_ids),
         query=SpendQuery(start=query.start, end=query.end, group_by=("tag:region", "environment")),
     )
     assert {g.key[0] for g in tagged.groups} == {"eu", "us"} and tagged.source == "tag"
     hourly = spend_query(
-        tenant_ids=tenant_ids, query=SpendQuery(start=NOW - timedelta(days=3), end=query.end, granularity="hour")
+        scope=TenantScope.for_tenant_ids(tenant_ids),
+        query=SpendQuery(start=NOW - timedelta(days=3), end=query.end, granularity="hour"),
     )
     assert hourly.source == "hourly" and hourly.totals.calls == raw_total["calls"]
 
@@ -399,7 +404,7 @@ def test_spend_query_equals_raw_whichever_table_answers(api_a, api_b, catalog, g
     rollups_refresh()
     tenant_ids = [api_a.key.tenant_id] if scope == "one" else None
     query = SpendQuery(start=NOW - timedelta(days=5), end=NOW + timedelta(days=1), group_by=group_by)
-    result = spend_query(tenant_ids=tenant_ids, query=query)
+    result = spend_query(scope=TenantScope.for_tenant_ids(tenant_ids), query=query)
     raw = UsageRecord.objects.filter(**({"tenant_id__in": tenant_ids} if tenant_ids else {}))
     fields = {
         "tenant": "tenant__slug",
@@ -443,7 +448,7 @@ def test_spend_query_reads_the_smallest_table_that_keeps_its_dimensions(tenant_i
 
     query = SpendQuery(start=NOW - timedelta(days=5), end=NOW, group_by=group_by)
     with CaptureQueriesContext(connection) as ctx:
-        spend_query(tenant_ids=tenant_ids, query=query)
+        spend_query(scope=TenantScope.for_tenant_ids(tenant_ids), query=query)
     rollup_reads = [q["sql"] for q in ctx.captured_queries if "rollup" in q["sql"]]
     assert len(rollup_reads) == 1 and f'FROM "{table}"' in rollup_reads[0]
 
@@ -454,8 +459,8 @@ def test_spend_query_series_top_keeps_the_costliest_first_values_and_sums_the_re
     post(api_b.client, sample("b", 17))
     rollups_refresh()
     query = SpendQuery(start=NOW - timedelta(days=5), end=NOW + timedelta(days=1), group_by=group_by)
-    full = spend_query(tenant_ids=None, query=query)
-    top = spend_query(tenant_ids=None, query=query, series_top=2)
+    full = spend_query(scope=TenantScope.system(), query=query)
+    top = spend_query(scope=TenantScope.system(), query=query, series_top=2)
     assert (top.totals, top.groups) == (full.totals, full.groups)
     first: Counter = Counter()
     for g in full.groups:

@@ -10,12 +10,12 @@ from django.core.management import CommandError, call_command
 from django.test import RequestFactory
 
 from finops.catalog import get_catalog
-from tenants.errors import ApplicationError
 from finops.models import LlmModel, ModelPrice, ModelTier, UsageRecord, Workflow
 from finops.pricing import PriceRow, TokenBuckets, cost_nanos
 from finops.services import seed
 from finops.usage_identity import usage_content_hash
 from tenants.authentication import ApiKeyAuthentication
+from tenants.errors import ApplicationError
 from tenants.models import ApiKey, Membership, Tenant
 from tenants.services import hash_secret
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 import os
 import sys
 from pathlib import Path
+from types import ModuleType
 
 from django.conf import settings
 from django.core.management import call_command
@@ -122,7 +123,8 @@ class Command(BaseCommand):
 
         try:
             with app.connection_for_write() as conn:
-                conn.ensure_connection(max_retries=2, interval_start=0.5, interval_step=0.5)
+                # kombu sleeps these seconds as given (floats work); its stubs declare int.
+                conn.ensure_connection(max_retries=2, interval_start=0.5, interval_step=0.5)  # type: ignore[arg-type]
         except Exception as exc:  # kombu raises transport-specific errors
             broker = describe_broker(settings.CELERY_BROKER_URL)
             raise CommandError(f"cannot reach the Celery broker ({broker}): {exc}") from exc
@@ -200,6 +202,7 @@ class Command(BaseCommand):
             f"  API docs    {base}/api/docs/   (schema: {base}/api/schema/)",
             f"  Admin       {base}/admin/",
         ]
+        seed: ModuleType | None
         try:
             from finops.services import seed  # written lazily: the demo data set is optional here
         except ImportError:

@@ -12,7 +12,7 @@ import json
 import re
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
-from typing import IO, Any
+from typing import TYPE_CHECKING, Any
 
 from django.db import transaction
 from django.utils.dateparse import parse_date, parse_datetime
@@ -21,6 +21,9 @@ from finops.models import LlmModel, ModelPrice, ModelTier
 from finops.pricing import usd_per_mtok_to_pico
 from tenants.errors import ApplicationError
 from tenants.services import audit_record
+
+if TYPE_CHECKING:
+    from _typeshed import SupportsWrite
 
 SEED_CATALOG_PATH = Path(__file__).resolve().parents[2] / "data" / "seed_catalog.json"
 
@@ -79,7 +82,7 @@ def _counter() -> dict[str, int]:
 
 
 @transaction.atomic
-def catalog_seed(*, path: Path | None = None, stdout: IO[str] | None = None) -> dict[str, dict[str, int]]:
+def catalog_seed(*, path: Path | None = None, stdout: SupportsWrite[str] | None = None) -> dict[str, dict[str, int]]:
     """Create the tiers, models and prices of the seed file that do not exist yet.
 
     Keys: tier slug, model name (case-insensitive), price (model, effective_from). Existing rows are

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from itertools import accumulate
-from typing import IO
+from typing import TYPE_CHECKING
 
 from django.contrib.auth import get_user_model
 from django.contrib.auth.hashers import make_password
@@ -43,6 +43,9 @@ from .demo_specs import (
     WORKFLOWS,
 )
 from .demo_usage import Pair, demo_record, expected_calls, hours_to_fill, is_spiking, poisson, seed_for
+
+if TYPE_CHECKING:
+    from _typeshed import SupportsWrite
 
 _CHUNK = 10_000
 
@@ -148,7 +151,7 @@ def _demo_key(raw_key: str, tenant: Tenant | None, name: str, operator) -> ApiKe
     return key
 
 
-def _refresh_rollups(touched: set[tuple[int, date]], stdout: IO[str] | None) -> None:
+def _refresh_rollups(touched: set[tuple[int, date]], stdout: SupportsWrite[str] | None) -> None:
     """Dashboards read rollups: recompute the tenant-days this run filled, with progress."""
     if not touched:
         return
@@ -163,7 +166,7 @@ def _refresh_rollups(touched: set[tuple[int, date]], stdout: IO[str] | None) -> 
             return
 
 
-def demo_seed(*, days: int = 75, now: datetime | None = None, stdout: IO[str] | None = None) -> DemoSummary:
+def demo_seed(*, days: int = 75, now: datetime | None = None, stdout: SupportsWrite[str] | None = None) -> DemoSummary:
     """Load the demo data set: tenants, workflows, people, keys and `days` of hourly usage up to `now`,
     then run the demo seeders other apps registered (`finops.hooks.demo_seeder_register`).
 
@@ -246,6 +249,6 @@ def _insert(batch: list[UsageRecord]) -> None:
         UsageRecord.objects.bulk_create(batch, batch_size=2000, ignore_conflicts=True)
 
 
-def _progress(stdout: IO[str] | None, done: int, total: int) -> None:
+def _progress(stdout: SupportsWrite[str] | None, done: int, total: int) -> None:
     if stdout is not None:
         stdout.write(f"usage: {done:,} / {total:,} records ({done * 100 // max(total, 1)}%)\n")
