@@ -485,7 +485,7 @@ PROFILE_MARKERS = [
     ("tenant resolution", {"resolve_tenant"}, "tenants/scoping.py"),
     ("input serializer", {"is_valid", "run_validation", "to_internal_value"}, "rest_framework/serializers.py"),
     ("preflight: rest", {"preflight_decide"}, "budgets/services/preflight.py"),
-    ("catalog, budgets, controls, workflows (1 query)", {"preflight_state"}, "budgets/services/state.py"),
+    ("catalog, budgets, controls, workflows (1 query)", {"preflight_state"}, "budgets/state.py"),
     ("controls for the call", {"controls_for_call"}, "budgets/services/controls.py"),
     ("windows (cached ids)", {"window_ids_open"}, "budgets/services/windows.py"),
     ("reserve: holds + reservation + commit (1 statement)", {"reserve"}, "budgets/services/reservations.py"),

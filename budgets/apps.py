@@ -6,12 +6,12 @@ class BudgetsConfig(AppConfig):
     name = "budgets"
 
     def ready(self) -> None:
-        # Preflight caches these in process (budgets.services.state): a save or delete here makes this
+        # Preflight caches these in process (budgets.state): a save or delete here makes this
         # process look again at once; other processes notice within PREFLIGHT_STATE_TTL_SECONDS.
         from finops.models import LlmModel, ModelPrice, ModelTier, Workflow
 
         from .models import Budget, Control
-        from .services.state import state_changed
+        from .state import state_changed
 
         for model in (Budget, Control, Workflow, LlmModel, ModelPrice, ModelTier):
             post_save.connect(state_changed, sender=model, dispatch_uid=f"preflight-state-{model.__name__}-save")

@@ -181,6 +181,13 @@ def budget_burns(*, scope: TenantScope, now: datetime | None = None) -> list[Bur
     return [_burn(b, current.get(b.pk), now) for b in budgets]
 
 
+def budget_current_windows(budgets: list[Budget], now: datetime | None = None) -> dict[int, BudgetWindow]:
+    """The current period's window of each budget (already visible to the caller), by budget id."""
+    now = now or timezone.now()
+    windows = BudgetWindow.objects.filter(budget__in=budgets, starts_at__lte=now, ends_at__gt=now)
+    return {w.budget_id: w for w in windows}
+
+
 def budget_burn(*, budget: Budget, now: datetime | None = None) -> Burn:
     now = now or timezone.now()
     window = BudgetWindow.objects.filter(budget=budget, starts_at__lte=now, ends_at__gt=now).first()

@@ -146,6 +146,6 @@ def catalog(db) -> dict[str, LlmModel]:
 @pytest.fixture(autouse=True)
 def _fresh_preflight_state():
     """Each test's database is new: preflight must not reuse the previous test's cached fingerprint."""
-    from budgets.services.state import state_changed
+    from budgets.state import state_changed
 
     state_changed()

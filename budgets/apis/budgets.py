@@ -10,7 +10,7 @@ from rest_framework.response import Response
 
 from budgets.models import Budget, BudgetWindow, HardAction, Metric, Period
 from budgets.periods import period_bounds
-from budgets.selectors import budgets_visible
+from budgets.selectors import budget_current_windows, budgets_visible
 from budgets.services.budgets import (
     budget_create,
     budget_deactivate,
@@ -86,12 +86,6 @@ def budget_out(budget: Budget, window: BudgetWindow | None) -> dict:
     }
 
 
-def _current_windows(budgets: list[Budget]) -> dict[int, BudgetWindow]:
-    now = timezone.now()
-    windows = BudgetWindow.objects.filter(budget__in=budgets, starts_at__lte=now, ends_at__gt=now)
-    return {w.budget_id: w for w in windows}
-
-
 class _BudgetApiBase(TenantScopedAPIView):
     """Reads need the read scope (viewer role); writes the manage scope (admin role). Platform callers
     see every tenant's budgets and the platform-wide ones, and may name the tenant in the body."""
@@ -138,7 +132,7 @@ class BudgetCollectionApi(_BudgetApiBase):
         if active in ("true", "false"):
             budgets = budgets.filter(is_active=active == "true")
         budgets = list(budgets[:1000])
-        windows = _current_windows(budgets)
+        windows = budget_current_windows(budgets)
         return Response({"results": [budget_out(b, windows.get(b.pk)) for b in budgets]})
 
     @extend_schema(
@@ -173,7 +167,7 @@ class BudgetDetailApi(_BudgetApiBase):
     @extend_schema(operation_id="budgets_retrieve", responses={200: BudgetOutputSerializer})
     def get(self, request: Request, budget_id: int) -> Response:
         budget = self.budget(budget_id)
-        return Response(budget_out(budget, _current_windows([budget]).get(budget.pk)))
+        return Response(budget_out(budget, budget_current_windows([budget]).get(budget.pk)))
 
     @extend_schema(
         operation_id="budgets_update", request=BudgetInputSerializer, responses={200: BudgetOutputSerializer}
@@ -189,7 +183,7 @@ class BudgetDetailApi(_BudgetApiBase):
         if "metric" in data:
             fields["metric"] = metric
         budget = budget_update(budget=budget, actor=self.scope.actor, **fields)
-        return Response(budget_out(budget, _current_windows([budget]).get(budget.pk)))
+        return Response(budget_out(budget, budget_current_windows([budget]).get(budget.pk)))
 
     @extend_schema(operation_id="budgets_destroy", responses={204: None})
     def delete(self, request: Request, budget_id: int) -> Response:

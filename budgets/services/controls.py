@@ -12,13 +12,12 @@ from django.utils import timezone
 
 from budgets.models import Budget, BudgetWindow, Control, ControlKind
 from budgets.policy import PRIORITIES, control_params_validate
+from budgets.state import state_changed
 from finops.models import Environment, ModelTier, Workflow
 from tenants.errors import ApplicationError
 from tenants.models import Tenant
 from tenants.scope import Actor
 from tenants.services import audit_record
-
-from .state import state_changed
 
 # Most restrictive first: the order preflight reports and applies them in.
 RESTRICTIVENESS = [

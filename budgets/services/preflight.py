@@ -21,7 +21,9 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
+from budgets.headroom import amount_format, budget_views, windows_totals
 from budgets.models import ApprovalRequest, Control, ControlKind, HardAction, Metric
+from budgets.state import WorkflowEntry, preflight_state
 from finops.catalog import CatalogSnapshot, ModelEntry
 from finops.models import Workflow
 from finops.pricing import NANOS_PER_USD, TokenBuckets, cost_nanos, nanos_to_usd
@@ -29,9 +31,7 @@ from finops.tokens import TokenInputInvalid, count_messages, count_text
 from tenants.models import ApiKey, Tenant
 
 from .controls import CallScope, controls_for_call
-from .headroom import amount_format, budget_views, windows_totals
 from .reservations import ReservationSpec, WindowFull, reserve
-from .state import WorkflowEntry, preflight_state
 from .windows import BudgetEntry, window_ids_open
 
 ALLOW, NEEDS_APPROVAL, DENY = "allow", "needs_approval", "deny"

@@ -18,8 +18,8 @@ from budgets.periods import period_bounds
 from budgets.services.budgets import budget_create, budget_update
 from budgets.services.controls import control_start
 from budgets.services.ladder import budgets_evaluate
-from budgets.services.state import state_changed
 from budgets.services.windows import windows_open
+from budgets.state import state_changed
 from finops.models import Workflow
 from finops.pricing import NANOS_PER_USD
 from tenants.errors import ApplicationError

@@ -17,13 +17,12 @@ from django.conf import settings
 from django.db import connection
 
 from budgets.models import Control
+from budgets.services import windows
+from budgets.services.windows import BudgetSnapshot, get_budgets
 from finops import catalog as catalog_module
 from finops.catalog import CatalogSnapshot, get_catalog
 from finops.models import Workflow
 from finops.snapshots import FingerprintSnapshot
-
-from . import windows
-from .windows import BudgetSnapshot, get_budgets
 
 _CONTROLS = Control._meta.db_table
 _WORKFLOWS = Workflow._meta.db_table

@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 from budgets.models import BudgetWindow, Metric
+from budgets.services.windows import BudgetEntry
 from finops.pricing import nanos_to_usd
-
-from .windows import BudgetEntry
 
 
 def windows_totals(window_ids: list[int]) -> dict[int, tuple]:
