@@ -20,6 +20,7 @@ from rest_framework.exceptions import ValidationError
 from rest_framework.response import Response
 
 from finops.models import UsageRecord, Workflow
+from tenants.scope import Operation
 from tenants.scoping import TenantScopedAPIView
 
 
@@ -88,12 +89,12 @@ class BaselineUsageRecordSerializer(serializers.ModelSerializer):
 
 
 class BaselineUsageIngestApi(TenantScopedAPIView):
-    required_scope = "ingest"
+    write_operation = Operation.INGEST
 
     def post(self, request):
         data = request.data
         records = data["records"] if isinstance(data, dict) and "records" in data else [data]
         serializer = BaselineUsageRecordSerializer(data=records, many=True)
         serializer.is_valid(raise_exception=True)
-        serializer.save(tenant=self.tenant, api_key=self.api_key, received_at=timezone.now(), content_hash="")
+        serializer.save(tenant=self.one_tenant, api_key=self.api_key, received_at=timezone.now(), content_hash="")
         return Response(serializer.data, status=status.HTTP_201_CREATED)

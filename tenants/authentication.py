@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 from django.conf import settings
 from django.db import connection
 from django.utils import timezone
-from rest_framework import authentication, exceptions, permissions, throttling
+from rest_framework import authentication, exceptions, throttling
 
 from .models import ApiKey, Tenant
 from .services import KEY_PREFIX, hash_secret
@@ -95,22 +95,6 @@ class ApiKeyAuthentication(authentication.BaseAuthentication):
 
     def authenticate_header(self, request):
         return f'{self.keyword} realm="api"'
-
-
-class HasScope(permissions.BasePermission):
-    """Views declare `required_scope`; API keys must carry it. Signed-in people pass here and are
-    checked against their tenant memberships by the tenant-scoped base view."""
-
-    message = "This API key lacks the scope this endpoint needs."
-
-    def has_permission(self, request, view) -> bool:
-        scope = getattr(view, "required_scope", None)
-        if isinstance(request.auth, ApiKey):
-            if scope and scope not in request.auth.scopes:
-                self.message = f"This API key lacks the '{scope}' scope."
-                return False
-            return True
-        return bool(request.user and request.user.is_authenticated)
 
 
 class ApiKeyRateThrottle(throttling.SimpleRateThrottle):

@@ -9,8 +9,9 @@ from rest_framework.views import APIView
 
 from finops import tokens
 from finops.pricing import nanos_to_usd
-from tenants.authentication import ApiKeyRateThrottle, HasScope
+from tenants.authentication import ApiKeyRateThrottle
 from tenants.errors import reject_oversized_body
+from tenants.scoping import IsAuthenticatedCaller
 
 
 class _StrictCharField(serializers.CharField):
@@ -75,9 +76,10 @@ class TokenCountApi(APIView):
     """Count the tokens of text or chat messages for a model and price them as input at today's price."""
 
     parser_classes = [JSONParser]
-    permission_classes = [HasScope]
+    # Any key or signed-in person may count: nothing tenant-specific is read or written, so this route
+    # is classified public (tests/tenants/test_route_walk.py) and needs no tenant scope.
+    permission_classes = [IsAuthenticatedCaller]
     throttle_classes = [ApiKeyRateThrottle]
-    required_scope = None  # any key may count; nothing tenant-specific is read or written
 
     @extend_schema(
         operation_id="tokens_count",

@@ -271,8 +271,8 @@ def test_a_released_reservation_gives_its_hold_back_once(api_a, api_b, catalog, 
 
 
 def test_another_process_change_is_seen_within_the_state_ttl(api_a, catalog, tenant_a, monkeypatch):
-    from budgets.models import Budget
     from budgets import state
+    from budgets.models import Budget
 
     budget = BudgetFactory(tenant=tenant_a, hard_limit=1)
     assert _ask(api_a)["decision"] == "deny"
