@@ -21,6 +21,11 @@ urlpatterns = [
         name="api-approval-approve",
     ),
     path(
+        "approvals/<uuid:approval_id>/cancel",
+        approvals.ApprovalCancelApi.as_view(),
+        name="api-approval-cancel",
+    ),
+    path(
         "approvals/<uuid:approval_id>/reject",
         approvals.ApprovalDecideApi.as_view(approve=False),
         name="api-approval-reject",

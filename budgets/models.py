@@ -203,6 +203,7 @@ class ApprovalRequest(models.Model):
         REJECTED = "rejected"
         EXPIRED = "expired"
         CONSUMED = "consumed"
+        CANCELLED = "cancelled"
 
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
     kind = models.CharField(max_length=20, choices=Kind.choices, default=Kind.WORKFLOW_RUN)
@@ -210,10 +211,18 @@ class ApprovalRequest(models.Model):
     workflow = models.ForeignKey(Workflow, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
     model = models.ForeignKey(LlmModel, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
     environment = models.CharField(max_length=8, choices=Environment.choices, blank=True)
+    # The binding: a preflight presenting the approval must stay within these (cost when priced,
+    # tokens otherwise), on the same workflow and environment and the same model or a cheaper tier.
     estimated_cost_nanos = models.BigIntegerField(null=True, blank=True)
+    estimated_tokens = models.BigIntegerField(null=True, blank=True)
     reasons = models.JSONField(default=list, blank=True)
     justification = models.TextField(blank=True)
     requested_by_key = models.ForeignKey(ApiKey, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    # The person behind the request (the signed-in person, or whoever created the requesting key),
+    # fixed when it opens: four eyes means this person never decides it.
+    requested_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
     status = models.CharField(max_length=10, choices=Status.choices, default=Status.PENDING)
     created_at = models.DateTimeField()
     expires_at = models.DateTimeField()

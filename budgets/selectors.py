@@ -304,11 +304,7 @@ def alerts_visible(*, scope: TenantScope) -> QuerySet[Alert]:
 
 
 def alert_get(*, alert_id: int, scope: TenantScope) -> Alert | None:
-    return (
-        _scoped(Alert.objects.select_related("tenant"), scope)
-        .filter(pk=alert_id)
-        .first()
-    )
+    return _scoped(Alert.objects.select_related("tenant"), scope).filter(pk=alert_id).first()
 
 
 def alerts_unacknowledged_count(*, scope: TenantScope) -> int:
@@ -352,7 +348,9 @@ def approvals_visible(
     """Open requests first, newest first within each group (like the alerts)."""
     now = now or timezone.now()
     qs = (
-        ApprovalRequest.objects.select_related("tenant", "workflow", "model", "decided_by")
+        ApprovalRequest.objects.select_related(
+            "tenant", "workflow", "model", "decided_by", "requested_by", "requested_by_key"
+        )
         .annotate(
             closed=Case(When(_open_approval_q(now), then=Value(0)), default=Value(1), output_field=IntegerField())
         )
@@ -380,7 +378,12 @@ def alerts_scoped(*, scope: TenantScope) -> QuerySet[Alert]:
 
 
 def approvals_scoped(*, scope: TenantScope) -> QuerySet[ApprovalRequest]:
-    return _scoped(ApprovalRequest.objects.select_related("tenant", "workflow", "model", "decided_by"), scope)
+    return _scoped(
+        ApprovalRequest.objects.select_related(
+            "tenant", "workflow", "model", "decided_by", "requested_by", "requested_by_key"
+        ),
+        scope,
+    )
 
 
 def channels_visible(*, scope: TenantScope) -> QuerySet[NotificationChannel]:

@@ -14,7 +14,7 @@ from .services import KEY_PREFIX, hash_secret
 
 _KEY_SQL = (
     f"SELECT k.id, k.tenant_id, k.name, k.prefix, k.secret_hash, k.scopes, k.expires_at, k.revoked_at, "
-    f"k.last_used_at, t.slug, t.name, t.status FROM {ApiKey._meta.db_table} k "
+    f"k.last_used_at, k.created_by_id, t.slug, t.name, t.status FROM {ApiKey._meta.db_table} k "
     f"LEFT JOIN {Tenant._meta.db_table} t ON t.id = k.tenant_id WHERE k.prefix = %s"
 )
 
@@ -27,7 +27,8 @@ def _key_by_prefix(prefix: str) -> ApiKey | None:
         row = cursor.fetchone()
     if row is None:
         return None
-    pk, tenant_id, name, prefix, secret_hash, scopes, expires_at, revoked_at, last_used_at, slug, t_name, status = row
+    pk, tenant_id, name, prefix, secret_hash, scopes, expires_at, revoked_at, last_used_at, created_by_id = row[:10]
+    slug, t_name, status = row[10:]
     key = ApiKey(
         id=pk,
         tenant_id=tenant_id,
@@ -38,6 +39,7 @@ def _key_by_prefix(prefix: str) -> ApiKey | None:
         expires_at=_aware(expires_at),
         revoked_at=_aware(revoked_at),
         last_used_at=_aware(last_used_at),
+        created_by_id=created_by_id,  # the person behind the key: four eyes on approvals
     )
     key._state.adding, key._state.db = False, "default"
     if tenant_id is not None:

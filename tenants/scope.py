@@ -48,6 +48,7 @@ class Operation(StrEnum):
     MANAGE = "manage"  # budgets
     ACKNOWLEDGE = "acknowledge"  # alerts
     DECIDE = "decide"  # approval requests: people only, never a service's key
+    FOLLOW_APPROVAL = "follow_approval"  # a request's status, polled by the service that waits on it
     READ_CHANNELS = "read_channels"  # where alerts go: tenant admins, not a tenant's service key
     MANAGE_CHANNELS = "manage_channels"
     MANAGE_CONTROLS = "manage_controls"  # manual controls: operators and platform keys
@@ -70,6 +71,7 @@ OPERATIONS: dict[Operation, Rule] = {
     Operation.MANAGE: Rule(ApiKey.Scope.MANAGE, Membership.Role.ADMIN),
     Operation.ACKNOWLEDGE: Rule(ApiKey.Scope.MANAGE, Membership.Role.APPROVER),
     Operation.DECIDE: Rule(None, Membership.Role.APPROVER, keys="none"),
+    Operation.FOLLOW_APPROVAL: Rule(None, Membership.Role.VIEWER),
     # A service's key should not be able to read or redirect its tenant's alerts.
     Operation.READ_CHANNELS: Rule(ApiKey.Scope.READ, Membership.Role.ADMIN, keys="platform"),
     Operation.MANAGE_CHANNELS: Rule(ApiKey.Scope.MANAGE, Membership.Role.ADMIN, keys="platform"),

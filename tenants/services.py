@@ -29,14 +29,17 @@ def audit_record(
     action: str,
     actor: Actor = Actor.system(),
     tenant: Tenant | None = None,
+    tenant_id: int | None = None,
     target: Any = None,
     before: dict | None = None,
     after: dict | None = None,
     request_id: str = "",
 ) -> AuditEvent:
+    """One append-only audit row, written by the service in the transaction of the change it records.
+    `tenant_id` saves loading the tenant where only its id is at hand (bulk and hot paths)."""
     return AuditEvent.objects.create(
         action=action,
-        tenant=tenant,
+        tenant_id=tenant.pk if tenant is not None else tenant_id,
         actor_user=actor.actor_user,
         actor_key=actor.api_key,
         target_type=type(target).__name__ if target is not None else "",

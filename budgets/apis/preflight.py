@@ -134,6 +134,7 @@ class PreflightApi(TenantScopedAPIView):
                     approval_id=str(data["approval_id"]) if data.get("approval_id") else None,
                     api_key=self.api_key,
                     platform_caller=self.scope.is_platform,
+                    requested_by=self.scope.actor.actor_user,
                 )
             )
         except PreflightInputError as exc:

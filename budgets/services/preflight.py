@@ -13,7 +13,7 @@ A decision is an answer, never an error: only bad input or authentication raise.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
@@ -23,14 +23,17 @@ from django.utils import timezone
 
 from budgets.headroom import amount_format, budget_views, windows_totals
 from budgets.models import ApprovalRequest, Control, ControlKind, HardAction, Metric
-from budgets.state import WorkflowEntry, preflight_state
+from budgets.state import preflight_state
 from finops.catalog import CatalogSnapshot, ModelEntry
 from finops.models import Workflow
 from finops.pricing import NANOS_PER_USD, TokenBuckets, cost_nanos, nanos_to_usd
 from finops.tokens import TokenInputInvalid, count_messages, count_text
 from tenants.models import ApiKey, Tenant
+from tenants.scope import Actor
 
+from .approvals import approval_consume
 from .controls import CallScope, controls_for_call
+from .preflight_approvals import approval_outside_binding, approval_pending_for, approval_presented
 from .reservations import ReservationSpec, WindowFull, reserve
 from .windows import BudgetEntry, window_ids_open
 
@@ -54,6 +57,8 @@ class PreflightInput:
     # Operators and platform keys see platform-wide budgets' totals; a tenant sees that one applied to
     # its call and its headroom under it, never the platform's spend (TenantScope.is_platform).
     platform_caller: bool = False
+    # The signed-in person who asks (None for a key: the person behind the key counts, see approvals).
+    requested_by: Any = None
 
 
 @dataclass
@@ -145,17 +150,38 @@ def preflight_decide(req: PreflightInput, *, now: datetime | None = None) -> Pre
     if call.denied:
         return _finish(out, call, DENY)
 
-    approval = _approval(req, out, now)
+    if workflow is not None and workflow.approval_threshold_usd is not None:
+        # A workflow's own threshold holds always, not only while a require_approval control is active.
+        threshold = workflow.approval_threshold_usd
+        above = int(threshold * NANOS_PER_USD)
+        current = call.approval_needed_above
+        call.approval_needed_above = above if current is None else min(above, current)
+        call.approval_reasons.append(f"Approval required above ${threshold:.2f}: workflow {workflow.slug}'s threshold.")
+
+    approval = approval_presented(req, out, now)
     use_approval = False  # an approval is consumed only by a run that needed it
     downgrades_left = 3
     while True:
         cost = _estimate(call, catalog)
         inputs = call.input_tokens if call.target_input_tokens is None else call.target_input_tokens
         tokens = inputs + call.max_output_tokens
+        if approval is not None:
+            outside = approval_outside_binding(
+                approval,
+                catalog=catalog,
+                entry=call.entry,
+                workflow=workflow,
+                environment=req.environment,
+                cost=cost,
+                tokens=tokens,
+            )
+            if outside:
+                out.reasons.append(outside)
+                approval, use_approval = None, False
         needs_approval = call.approval_needed_above is not None and (cost is None or cost > call.approval_needed_above)
         if needs_approval and approval is None:
             out.reasons.extend(call.approval_reasons)
-            return _needs_approval(out, call, cost, req, workflow, now)
+            return _needs_approval(out, call, cost, tokens, req, workflow, now)
         use_approval = use_approval or needs_approval
         scope = CallScope(req.tenant.pk, workflow.pk if workflow else None, req.environment, _tier(call), "")
         budgets = state.budgets.matching(scope.tenant_id, scope.workflow_id, scope.environment, scope.tier_id)
@@ -186,7 +212,8 @@ def preflight_decide(req: PreflightInput, *, now: datetime | None = None) -> Pre
             hold = {"amounts": amounts, "read": unheld, "unchecked": approved_over, "now": now}
             if use_approval and approval is not None:  # use_approval is only ever set with an approval
                 with transaction.atomic():
-                    if not _approval_consume(approval, now):
+                    actor = Actor(user=req.requested_by, api_key=req.api_key)
+                    if not approval_consume(approval=approval, actor=actor, now=now):
                         approval = None
                         raise WindowFull(0)
                     reservation, totals = reserve(spec, ttl_seconds=settings.RESERVATION_TTL_SECONDS, **hold)
@@ -195,7 +222,7 @@ def preflight_decide(req: PreflightInput, *, now: datetime | None = None) -> Pre
         except WindowFull as full:
             if full.window_id == 0:
                 out.reasons.append("The approval was used by another request meanwhile.")
-                return _needs_approval(out, call, cost, req, workflow, now)
+                return _needs_approval(out, call, cost, tokens, req, workflow, now)
             totals = windows_totals([w for _, w, _ in pairs])
             out.budgets = budget_views(pairs, totals, platform=req.platform_caller)
             budget = next(b for b, w, _ in pairs if w == full.window_id)
@@ -214,7 +241,7 @@ def preflight_decide(req: PreflightInput, *, now: datetime | None = None) -> Pre
                 if approval is not None and not use_approval:
                     use_approval = True  # over the limit, but a person approved this run: try again
                     continue
-                return _needs_approval(out, call, cost, req, workflow, now)
+                return _needs_approval(out, call, cost, tokens, req, workflow, now)
             return _finish(out, call, DENY, cost)
         out.reservation_id = str(reservation.pk)
         out.reservation_expires_at = reservation.expires_at
@@ -335,67 +362,10 @@ def _amounts(pairs: list[tuple[BudgetEntry, int, tuple]], cost: int | None, toke
     return amounts, None
 
 
-def _approval(req: PreflightInput, out: PreflightDecision, now) -> ApprovalRequest | None:
-    """The caller's approved request, if it covers this call; otherwise say why not and return None."""
-    if not req.approval_id:
-        return None
-    approval = ApprovalRequest.objects.filter(pk=req.approval_id, tenant=req.tenant).first()
-    if approval is None:
-        out.reasons.append("The approval_id is unknown for this tenant.")
-        return None
-    out.approval_id, out.approval_status = str(approval.pk), approval.status
-    if approval.status != ApprovalRequest.Status.APPROVED:
-        out.reasons.append(f"Approval {approval.pk} is {approval.status}.")
-        return None
-    if approval.expires_at <= now:
-        out.reasons.append(f"Approval {approval.pk} expired at {approval.expires_at:%Y-%m-%d %H:%M} UTC.")
-        return None
-    if req.workflow and approval.workflow is not None and approval.workflow.slug != req.workflow:
-        out.reasons.append(f"Approval {approval.pk} is for workflow {approval.workflow.slug}, not {req.workflow}.")
-        return None
-    return approval
-
-
-def _approval_consume(approval: ApprovalRequest, now) -> bool:
-    return bool(
-        ApprovalRequest.objects.filter(
-            pk=approval.pk, status=ApprovalRequest.Status.APPROVED, expires_at__gt=now
-        ).update(status=ApprovalRequest.Status.CONSUMED)
-    )
-
-
 def _needs_approval(
-    out, call: _Call, cost, req: PreflightInput, workflow: WorkflowEntry | None, now
+    out: PreflightDecision, call: _Call, cost: int | None, tokens: int, req: PreflightInput, workflow, now: datetime
 ) -> PreflightDecision:
-    pending = None
-    if out.approval_id and out.approval_status == ApprovalRequest.Status.PENDING:
-        pending = ApprovalRequest.objects.filter(pk=out.approval_id).first()
-    if pending is None:
-        # A service retrying the same call must not flood approvers: reuse the open request for the
-        # same tenant, workflow, model and environment.
-        # Django reads `workflow_id=None` as IS NULL; django-stubs' lookup check wrongly rejects None for
-        # this FK's _id (it accepts it for model_id).
-        pending = ApprovalRequest.objects.filter(  # type: ignore[misc]
-            tenant=req.tenant,
-            workflow_id=workflow.pk if workflow else None,
-            model_id=call.entry.id if call.entry else None,
-            environment=req.environment,
-            status=ApprovalRequest.Status.PENDING,
-            expires_at__gt=now,
-        ).first()
-    if pending is None:
-        pending = ApprovalRequest.objects.create(
-            kind=ApprovalRequest.Kind.WORKFLOW_RUN,
-            tenant=req.tenant,
-            workflow_id=workflow.pk if workflow else None,
-            model_id=call.entry.id if call.entry else None,
-            environment=req.environment,
-            estimated_cost_nanos=cost,
-            reasons=list(out.reasons),
-            requested_by_key=req.api_key,
-            created_at=now,
-            expires_at=now + timedelta(seconds=settings.APPROVAL_TTL_SECONDS),
-        )
+    pending = approval_pending_for(req, out=out, entry=call.entry, workflow=workflow, cost=cost, tokens=tokens, now=now)
     out.approval_id, out.approval_status = str(pending.pk), pending.status
     out.reasons.append(f"Ask an approver to approve request {pending.pk}, then preflight again with its approval_id.")
     return _finish(out, call, NEEDS_APPROVAL, cost)

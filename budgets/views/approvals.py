@@ -40,7 +40,12 @@ def approvals_list(request):
         pending=pending,
         decided=[a for a in rows[:APPROVALS_SHOWN] if a.closed != 0],
         more=len(rows) > APPROVALS_SHOWN,
-        can_decide={a.pk for a in pending if scope.may(Operation.DECIDE, a.tenant_id)},
+        # Four eyes: nobody sees decide buttons on a request they asked for (the service refuses it too).
+        can_decide={
+            a.pk
+            for a in pending
+            if scope.may(Operation.DECIDE, a.tenant_id) and a.requested_by_id != request.user.pk
+        },
         comment_max=COMMENT_MAX,
         now=now,
     )
@@ -74,6 +79,9 @@ def _decide(request, approval_id, *, approve: bool):
     try:
         approval = approval_decide(approval=approval, approve=approve, actor=Actor(user=request.user), comment=comment)
     except ApplicationError as error:
+        if error.code == "approval_own_request":
+            messages.error(request, f"{error.message} Nothing was decided.")
+            return back
         if error.code != "approval_not_pending":
             raise
         messages.warning(

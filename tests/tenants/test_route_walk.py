@@ -61,6 +61,7 @@ ROUTES: dict[str, str] = {
     "api-approval-detail": TENANT,
     "api-approval-approve": TENANT,
     "api-approval-reject": TENANT,
+    "api-approval-cancel": TENANT,
     "api-alerts": TENANT,
     "api-alert-acknowledge": TENANT,
     "api-notification-channels": TENANT,
