@@ -41,28 +41,14 @@ import uuid
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from .usage import response_model, usage_from_response
+
 logger = logging.getLogger("tokenspend")
 
 ALLOW, NEEDS_APPROVAL, DENY = "allow", "needs_approval", "deny"
 
 # The usage fields the ingest API reads, per SDK shape (the server's finops/services/usage_validation.py): OpenAI
 # Chat Completions and Responses, Anthropic Messages. Nested *_details hold cached and reasoning tokens.
-_USAGE_FIELDS = (
-    "prompt_tokens",
-    "completion_tokens",
-    "total_tokens",
-    "input_tokens",
-    "output_tokens",
-    "cache_read_input_tokens",
-    "cache_creation_input_tokens",
-)
-_USAGE_DETAILS = {
-    "prompt_tokens_details": "cached_tokens",
-    "input_tokens_details": "cached_tokens",
-    "completion_tokens_details": "reasoning_tokens",
-    "output_tokens_details": "reasoning_tokens",
-}
-
 
 class TokenspendError(Exception):
     """Tokenspend answered with an error (bad input, key, scope): `status`, `code` and `message` from its body."""
@@ -101,37 +87,8 @@ class ApprovalRequired(Exception):
         )
 
 
-def usage_from_response(response: Any) -> dict | None:
-    """The `usage` of an LLM SDK response as a plain dict the ingest API accepts, or None if it has none.
-
-    Takes an object with a `.usage` attribute (OpenAI and Anthropic SDK responses) or a dict with a
-    "usage" key (their JSON); the usage itself may be an object or a dict. Only token fields are kept.
-    """
-    usage = response.get("usage") if isinstance(response, Mapping) else getattr(response, "usage", None)
-    if usage is None:
-        return None
-    out: dict[str, Any] = {}
-    for name in _USAGE_FIELDS:
-        value = _field(usage, name)
-        if isinstance(value, int) and not isinstance(value, bool):
-            out[name] = value
-    for name, inner in _USAGE_DETAILS.items():
-        details = _field(usage, name)
-        value = _field(details, inner) if details is not None else None
-        if isinstance(value, int) and not isinstance(value, bool):
-            out[name] = {inner: value}
-    return out or None
-
-
-def _field(container: Any, name: str) -> Any:
-    if isinstance(container, Mapping):
-        return container.get(name)
-    return getattr(container, name, None)
-
-
-def _response_model(response: Any) -> str | None:
-    model = _field(response, "model")
-    return model if isinstance(model, str) and model else None
+class ApprovalTimeout(TokenspendError):
+    """`wait_for_approval` gave up: nobody decided the request in time (it stays pending)."""
 
 
 class Tokenspend:
@@ -188,7 +145,7 @@ class Tokenspend:
         optional = {
             "workflow": workflow,
             "max_output_tokens": max_output_tokens,
-            "approval_id": approval_id,
+            "approval_id": str(approval_id) if approval_id else None,
             "tenant": tenant,
         }
         body.update({k: v for k, v in optional.items() if v is not None})
@@ -258,6 +215,30 @@ class Tokenspend:
         query = f"?{urllib.parse.urlencode({'tenant': tenant})}" if tenant else ""
         path = f"/api/v1/reservations/{urllib.parse.quote(str(reservation_id))}/release{query}"
         return self._post(path, {})[1]
+
+    def approval(self, approval_id: str, *, tenant: str | None = None) -> dict:
+        """One approval request as Tokenspend has it: status (pending, approved, rejected, expired,
+        consumed, cancelled), who decided, the comment, and what it covers."""
+        query = f"?{urllib.parse.urlencode({'tenant': tenant})}" if tenant else ""
+        return self._request("GET", f"/api/v1/approvals/{urllib.parse.quote(str(approval_id))}{query}")[1]
+
+    def wait_for_approval(
+        self, approval_id: str, *, timeout: float = 900.0, poll_every: float = 5.0, tenant: str | None = None
+    ) -> dict:
+        """Poll a request until a person decides it (or it expires or is cancelled) and return it; check
+        `["status"] == "approved"`, then preflight again with `approval_id`. Raises ApprovalTimeout
+        after `timeout` seconds still pending; a poll that cannot reach Tokenspend is retried."""
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                request = self.approval(approval_id, tenant=tenant)
+                if request.get("status") != "pending":
+                    return request
+            except TokenspendUnavailable as exc:
+                logger.warning("Polling approval %s: %s", approval_id, exc)
+            if time.monotonic() + poll_every > deadline:
+                raise ApprovalTimeout(f"Approval {approval_id} is still pending after {timeout:.0f} s.")
+            time.sleep(poll_every)
 
     # --- the guarded call -------------------------------------------------------------------------
 
@@ -339,7 +320,7 @@ class Tokenspend:
             self.report_usage(
                 request_id=request_id,
                 # The response names the exact snapshot that ran (priced by the catalog's patterns).
-                model=_response_model(result) or effective_model,
+                model=response_model(result) or effective_model,
                 usage=usage,
                 workflow=workflow,
                 environment=environment,
@@ -369,10 +350,13 @@ class Tokenspend:
     # --- HTTP ---------------------------------------------------------------------------------------
 
     def _post(self, path: str, body: dict) -> tuple[int, dict]:
+        return self._request("POST", path, body)
+
+    def _request(self, method: str, path: str, body: dict | None = None) -> tuple[int, dict]:
         request = urllib.request.Request(
             self.base_url + path,
-            data=json.dumps(body).encode(),
-            method="POST",
+            data=json.dumps(body).encode() if body is not None else None,
+            method=method,
             headers={
                 "Authorization": f"Bearer {self.api_key}",
                 "Content-Type": "application/json",

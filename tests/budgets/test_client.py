@@ -18,6 +18,7 @@ from finops.models import UsageRecord, Workflow
 from finops.pricing import NANOS_PER_USD
 from tokenspend_client import (
     ApprovalRequired,
+    ApprovalTimeout,
     PreflightDenied,
     Tokenspend,
     TokenspendError,
@@ -154,6 +155,42 @@ def test_needs_approval_raises_with_the_approval_id(client_a, tenant_a):
     assert pending.value.approval_id == str(approval.pk)
     assert pending.value.approval_status == "pending"
     assert any("every run needs a go-ahead" in r for r in pending.value.reasons)
+
+
+def test_wait_for_approval_returns_the_decision_and_the_approved_call_runs(client_a, tenant_a):
+    import threading
+
+    from budgets.services.approvals import approval_decide
+    from tenants.scope import Actor
+
+    from ..factories import UserFactory
+
+    control_start(
+        kind=ControlKind.REQUIRE_APPROVAL, tenant=tenant_a, params={}, source=Control.Source.MANUAL, reason="go-ahead"
+    )
+    llm = FakeLlm(chat_completion())
+    with pytest.raises(ApprovalRequired) as pending:
+        client_a.guarded_call(llm, workflow="ticket-summary", model="gpt-4o", input_tokens=1000, max_output_tokens=500)
+    approval = ApprovalRequest.objects.get(pk=pending.value.approval_id)
+    with pytest.raises(ApprovalTimeout):
+        client_a.wait_for_approval(approval.pk, timeout=0.3, poll_every=0.1)
+    approver = UserFactory(username="approver-on-call", is_staff=True)
+    later = threading.Timer(0.3, lambda: approval_decide(approval=approval, approve=True, actor=Actor(user=approver)))
+    later.start()
+    decided = client_a.wait_for_approval(approval.pk, timeout=30, poll_every=0.1)
+    later.join()
+    assert decided["status"] == "approved" and decided["decided_by"] == "approver-on-call"
+    client_a.guarded_call(
+        llm,
+        workflow="ticket-summary",
+        model="gpt-4o",
+        input_tokens=1000,
+        max_output_tokens=500,
+        approval_id=approval.pk,
+    )
+    assert len(llm.calls) == 1
+    approval.refresh_from_db()
+    assert approval.status == "consumed"
 
 
 def test_responses_api_dict_shape_is_reported(client_a, tenant_a):
