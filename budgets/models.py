@@ -8,7 +8,7 @@ import uuid
 from django.conf import settings
 from django.db import models
 
-from finops.models import Environment, LlmModel, ModelTier, Workflow
+from finops.models import Environment, LlmModel, ModelTier, PromptVersion, Workflow
 from tenants.models import ApiKey, Tenant
 
 
@@ -223,6 +223,14 @@ class ApprovalRequest(models.Model):
     requested_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )
+    # budget_increase: the budget, the limits asked for, and whether only its current window gets them.
+    budget = models.ForeignKey("Budget", null=True, blank=True, on_delete=models.CASCADE, related_name="+")
+    window = models.ForeignKey(BudgetWindow, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    new_soft_limit = models.BigIntegerField(null=True, blank=True)
+    new_hard_limit = models.BigIntegerField(null=True, blank=True)
+    current_window_only = models.BooleanField(default=False)
+    # prompt_change: the version under review.
+    prompt_version = models.ForeignKey(PromptVersion, null=True, blank=True, on_delete=models.CASCADE, related_name="+")
     status = models.CharField(max_length=10, choices=Status.choices, default=Status.PENDING)
     created_at = models.DateTimeField()
     expires_at = models.DateTimeField()

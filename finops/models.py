@@ -1,3 +1,4 @@
+from django.conf import settings
 from django.db import models
 
 from tenants.models import ApiKey, Tenant
@@ -120,6 +121,12 @@ class Workflow(models.Model):
     approval_threshold_usd = models.DecimalField(
         max_digits=12, decimal_places=4, null=True, blank=True, help_text="A run estimated above this needs approval."
     )
+    prompt_review_threshold_pct = models.DecimalField(
+        max_digits=6,
+        decimal_places=2,
+        default=10,
+        help_text="Percent of input growth above which a new prompt version of a high-cost workflow is reviewed.",
+    )
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -128,6 +135,44 @@ class Workflow(models.Model):
 
     def __str__(self) -> str:
         return self.name or self.slug
+
+
+class PromptVersion(models.Model):
+    """A workflow's prompt as one tenant's service sends it, versioned. Its input tokens and cost per call
+    are counted when it is registered, so that a version growing a high-cost workflow's input waits for
+    a review (a `prompt_change` approval request) and the projection can be checked against usage."""
+
+    class Status(models.TextChoices):
+        ACTIVE = "active"
+        UNDER_REVIEW = "under_review"
+        REJECTED = "rejected"
+
+    tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, related_name="+")
+    workflow = models.ForeignKey(Workflow, on_delete=models.CASCADE, related_name="prompt_versions")
+    label = models.CharField(max_length=100, help_text="What usage records and preflights name, e.g. v7 or a date.")
+    text = models.TextField(blank=True)
+    messages = models.JSONField(null=True, blank=True, help_text="Chat messages, when the prompt is a conversation.")
+    model_name = models.CharField(max_length=200, help_text="The model the tokens and cost were counted for.")
+    encoding = models.CharField(max_length=32, blank=True)
+    input_tokens = models.BigIntegerField()
+    tokens_estimated = models.BooleanField(default=False)
+    estimated_cost_per_call_nanos = models.BigIntegerField(null=True, blank=True)
+    git_commit = models.CharField(max_length=64, blank=True)
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.ACTIVE)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created_by_key = models.ForeignKey(ApiKey, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    created_at = models.DateTimeField()
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        constraints = [
+            models.UniqueConstraint(fields=["tenant", "workflow", "label"], name="promptversion_unique_label")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.workflow_id} {self.label} ({self.status})"
 
 
 class UsageRecord(models.Model):
@@ -188,6 +233,8 @@ class UsageRecord(models.Model):
         db_constraint=False,
     )
     tags = models.JSONField(default=dict, blank=True)
+    # The PromptVersion label the call used, as sent; the database default keeps COPY of older shapes working.
+    prompt_version = models.CharField(max_length=100, blank=True, default="", db_default="")
 
     class Meta:
         # Also indexed on occurred_at alone (migration 0002): BRIN on PostgreSQL, which is enough to
