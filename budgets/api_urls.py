@@ -11,6 +11,7 @@ urlpatterns = [
     ),
     path("budgets", budgets.BudgetCollectionApi.as_view(), name="api-budgets"),
     path("budgets/<int:budget_id>", budgets.BudgetDetailApi.as_view(), name="api-budget-detail"),
+    path("budgets/<int:budget_id>/increase", budgets.BudgetIncreaseApi.as_view(), name="api-budget-increase"),
     path("controls", controls.ControlCollectionApi.as_view(), name="api-controls"),
     path("controls/<int:control_id>/end", controls.ControlEndApi.as_view(), name="api-control-end"),
     path("approvals", approvals.ApprovalCollectionApi.as_view(), name="api-approvals"),

@@ -245,3 +245,32 @@ class ControlEndForm(forms.Form):
         if not reason:
             raise forms.ValidationError("Say why the control ends.", code="required")
         return reason
+
+
+class BudgetIncreaseForm(forms.Form):
+    """Ask for more room on a budget: parses the limits in the budget's unit; the service validates."""
+
+    soft_limit = forms.CharField(required=False, label="New soft limit", help_text="Empty: keep the current one.")
+    hard_limit = forms.CharField(required=False, label="New hard limit", help_text="Empty: keep the current one.")
+    current_window_only = forms.BooleanField(
+        required=False, label="This period only", help_text="The increase ends with the current period."
+    )
+    justification = forms.CharField(widget=forms.Textarea(attrs={"rows": 3}), max_length=2000)
+
+    def __init__(self, *args, budget: Budget, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.budget = budget
+        for name in ("soft_limit", "hard_limit"):
+            self.fields[name].widget.attrs.update({"inputmode": "decimal", "class": "num", "autocomplete": "off"})
+
+    def clean(self):
+        cleaned = super().clean()
+        for name in ("soft_limit", "hard_limit"):
+            raw = (cleaned.get(name) or "").strip().replace(",", "")
+            if self.budget.metric == Metric.COST:
+                raw = raw.removeprefix("$")
+            try:
+                cleaned[name] = limit_parse(raw, self.budget.metric, name)
+            except ApplicationError as error:
+                self.add_error(name, error.message)
+        return cleaned

@@ -7,6 +7,7 @@ urlpatterns = [
     path("budgets/add/", views.budget_add, name="budget_add"),
     path("budgets/<int:budget_id>/", views.budget_detail, name="budget_detail"),
     path("budgets/<int:budget_id>/edit/", views.budget_edit, name="budget_edit"),
+    path("budgets/<int:budget_id>/increase/", views.budget_increase, name="budget_increase"),
     path("controls/", views.controls_list, name="controls_list"),
     path("controls/add/", views.control_add, name="control_add"),
     path("controls/<int:control_id>/end/", views.control_end, name="control_end"),

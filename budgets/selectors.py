@@ -349,7 +349,7 @@ def approvals_visible(
     now = now or timezone.now()
     qs = (
         ApprovalRequest.objects.select_related(
-            "tenant", "workflow", "model", "decided_by", "requested_by", "requested_by_key"
+            "tenant", "workflow", "model", "decided_by", "requested_by", "requested_by_key", "budget", "prompt_version"
         )
         .annotate(
             closed=Case(When(_open_approval_q(now), then=Value(0)), default=Value(1), output_field=IntegerField())
@@ -380,7 +380,7 @@ def alerts_scoped(*, scope: TenantScope) -> QuerySet[Alert]:
 def approvals_scoped(*, scope: TenantScope) -> QuerySet[ApprovalRequest]:
     return _scoped(
         ApprovalRequest.objects.select_related(
-            "tenant", "workflow", "model", "decided_by", "requested_by", "requested_by_key"
+            "tenant", "workflow", "model", "decided_by", "requested_by", "requested_by_key", "budget", "prompt_version"
         ),
         scope,
     )

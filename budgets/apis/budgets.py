@@ -10,7 +10,8 @@ from rest_framework.response import Response
 
 from budgets.models import Budget, BudgetWindow, HardAction, Metric, Period
 from budgets.periods import period_bounds
-from budgets.selectors import budget_current_windows, budgets_visible
+from budgets.selectors import approvals_scoped, budget_current_windows, budgets_visible
+from budgets.services.budget_increases import budget_increase_ask
 from budgets.services.budgets import (
     budget_create,
     budget_deactivate,
@@ -23,6 +24,7 @@ from finops.models import Environment, ModelTier
 from finops.selectors.workflows import workflows_visible
 from tenants.scoping import TenantScopedAPIView
 
+from .approvals import ApprovalOutputSerializer, approval_out
 from .base import by_slug
 
 
@@ -190,3 +192,46 @@ class BudgetDetailApi(_BudgetApiBase):
         budget = self.budget(budget_id)
         budget_deactivate(budget=budget, actor=self.scope.actor)
         return Response(status=status.HTTP_204_NO_CONTENT)
+
+
+class BudgetIncreaseInputSerializer(serializers.Serializer):
+    soft_limit = serializers.JSONField(required=False, allow_null=True, help_text='USD string ("600.00") or tokens.')
+    hard_limit = serializers.JSONField(required=False, allow_null=True, help_text='USD string ("800.00") or tokens.')
+    current_window_only = serializers.BooleanField(
+        default=False, help_text="True: only the current period gets the new limits (ends with it)."
+    )
+    justification = serializers.CharField(max_length=2000)
+
+
+class BudgetIncreaseApi(_BudgetApiBase):
+    """Ask for a higher soft or hard limit: opens a `budget_increase` approval request that another
+    approver of the tenant decides; approving applies it at once (audited)."""
+
+    lookup_kwarg = "budget_id"
+
+    @extend_schema(
+        operation_id="budgets_increase",
+        request=BudgetIncreaseInputSerializer,
+        responses={201: ApprovalOutputSerializer},
+        examples=[
+            OpenApiExample(
+                "More room this month",
+                value={"hard_limit": "800.00", "current_window_only": True, "justification": "Launch week"},
+                request_only=True,
+            )
+        ],
+    )
+    def post(self, request: Request, budget_id: int) -> Response:
+        budget = self.object_in_scope(self.queryset(), platform_rows=True)
+        serializer = BudgetIncreaseInputSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        data = serializer.validated_data
+        approval = budget_increase_ask(
+            budget=budget,
+            new_soft_limit=limit_parse(data.get("soft_limit"), budget.metric, "soft_limit"),
+            new_hard_limit=limit_parse(data.get("hard_limit"), budget.metric, "hard_limit"),
+            current_window_only=data["current_window_only"],
+            justification=data["justification"],
+            actor=self.scope.actor,
+        )
+        return Response(approval_out(approvals_scoped(scope=self.scope).get(pk=approval.pk)), status=201)

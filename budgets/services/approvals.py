@@ -155,7 +155,16 @@ def approval_decide(*, approval: ApprovalRequest, approve: bool, actor: Actor, c
             before={"status": ApprovalRequest.Status.PENDING},
             after={"status": status, "comment": comment},
         )
+        _apply_decision(approval, approve=approve, actor=actor)
     return approval
+
+
+def _apply_decision(approval: ApprovalRequest, *, approve: bool, actor: Actor) -> None:
+    """What a decision changes besides the request, in its transaction (a failure undoes the decision)."""
+    if approval.kind == ApprovalRequest.Kind.BUDGET_INCREASE and approve:
+        from .budget_increases import budget_increase_apply  # it imports this module
+
+        budget_increase_apply(approval=approval, actor=actor)
 
 
 def approval_cancel(*, approval: ApprovalRequest, actor: Actor) -> ApprovalRequest:

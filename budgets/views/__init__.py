@@ -5,7 +5,7 @@ Writes go through the services."""
 
 from .alerts import alert_acknowledge, alerts_list
 from .approvals import approval_approve, approval_reject, approvals_list
-from .budgets import budget_add, budget_detail, budget_edit, budgets_list
+from .budgets import budget_add, budget_detail, budget_edit, budget_increase, budgets_list
 from .controls import control_add, control_end, controls_list
 
 __all__ = [
@@ -17,6 +17,7 @@ __all__ = [
     "budget_add",
     "budget_detail",
     "budget_edit",
+    "budget_increase",
     "budgets_list",
     "control_add",
     "control_end",

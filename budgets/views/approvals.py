@@ -79,21 +79,23 @@ def _decide(request, approval_id, *, approve: bool):
     try:
         approval = approval_decide(approval=approval, approve=approve, actor=Actor(user=request.user), comment=comment)
     except ApplicationError as error:
-        if error.code == "approval_own_request":
+        if error.code != "approval_not_pending":  # four eyes, or an increase whose window ended
             messages.error(request, f"{error.message} Nothing was decided.")
             return back
-        if error.code != "approval_not_pending":
-            raise
         messages.warning(
             request, f"Nothing changed: the request for {_what(approval)} is no longer pending ({_state(approval)})."
         )
         return back
-    if approve:
+    if approve and approval.kind != ApprovalRequest.Kind.WORKFLOW_RUN:
+        messages.success(request, f"Approved {_what(approval)}: it applies now.")
+    elif approve:
         messages.success(
             request,
             f"Approved {_what(approval)}: the service's next preflight with approval_id {approval.pk} will run "
             f"(once, until {approval.expires_at:%Y-%m-%d %H:%M} UTC).",
         )
+    elif approval.kind != ApprovalRequest.Kind.WORKFLOW_RUN:
+        messages.success(request, f"Rejected {_what(approval)}: nothing changes.")
     else:
         messages.success(
             request,
@@ -104,6 +106,11 @@ def _decide(request, approval_id, *, approve: bool):
 
 def _what(approval: ApprovalRequest) -> str:
     """ "the run of chat-assistant on gpt-4.1 for Northwind Traders", as far as the request says."""
+    if approval.kind == ApprovalRequest.Kind.BUDGET_INCREASE:
+        return f"the increase of {approval.budget.name if approval.budget else 'a budget'} for {approval.tenant.name}"
+    if approval.kind == ApprovalRequest.Kind.PROMPT_CHANGE:
+        label = approval.prompt_version.label if approval.prompt_version else "a new prompt"
+        return f"prompt version {label} for {approval.tenant.name}"
     what = f"the run of {approval.workflow.slug}" if approval.workflow is not None else "the run"
     if approval.model is not None:
         what += f" on {approval.model.name}"

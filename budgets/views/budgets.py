@@ -11,7 +11,7 @@ from django.utils import timezone
 from django.views.decorators.http import require_http_methods
 
 from budgets import charts
-from budgets.forms import BudgetForm
+from budgets.forms import BudgetForm, BudgetIncreaseForm
 from budgets.models import Budget
 from budgets.policy import policy_effective
 from budgets.selectors import (
@@ -23,6 +23,7 @@ from budgets.selectors import (
     budget_windows,
     burn_series,
 )
+from budgets.services.budget_increases import budget_increase_ask
 from budgets.services.budgets import budget_create, budget_update
 from finops.charts import figure_payload
 from finops.selectors.workflows import workflows_visible
@@ -72,6 +73,10 @@ def budget_detail(request, budget_id: int):
         policy=policy_effective(budget.policy),
         default_policy=not budget.policy,
         can_edit=scope.may(Operation.MANAGE, budget.tenant_id),
+        can_ask_increase=budget.tenant_id is not None
+        and budget.is_active
+        and scope.may(Operation.MANAGE, budget.tenant_id),
+        increase_form=BudgetIncreaseForm(budget=budget),
         now=now,
     )
     return render(request, "budgets/budget_detail.html", context)
@@ -123,3 +128,38 @@ def _budget_form(request, *, budget: Budget | None) -> HttpResponse:
     context = budget_layout_context(request, scope, switcher_action=reverse("budgets_list"))
     context.update(form=form, budget=budget)
     return render(request, "budgets/budget_form.html", context)
+
+
+@tenant_page
+@require_http_methods(["POST"])
+def budget_increase(request, budget_id: int):
+    """A tenant admin asks for more room; the request waits on the approvals page for someone else."""
+    scope = request.scope
+    budget = _visible_budget(scope, budget_id)
+    if not scope.may(Operation.MANAGE, budget.tenant_id):
+        raise PermissionDenied("Only operators and the tenant's admins ask for budget increases.")
+    back = redirect(reverse("budget_detail", kwargs={"budget_id": budget.pk}) + scope.query)
+    form = BudgetIncreaseForm(request.POST, budget=budget)
+    if not form.is_valid():
+        problems = "; ".join(
+            f"{form.fields[f].label if f in form.fields else f}: {' '.join(e)}" for f, e in form.errors.items()
+        )
+        messages.error(request, f"Nothing was asked: {problems}")
+        return back
+    data = form.cleaned_data
+    try:
+        approval = budget_increase_ask(
+            budget=budget,
+            new_soft_limit=data["soft_limit"],
+            new_hard_limit=data["hard_limit"],
+            current_window_only=data["current_window_only"],
+            justification=data["justification"],
+            actor=Actor(user=request.user),
+        )
+    except ApplicationError as error:
+        messages.error(request, f"Nothing was asked: {error.message}")
+        return back
+    messages.success(
+        request, f"Asked for the increase (request {approval.pk}): another approver of {budget.tenant} decides it."
+    )
+    return redirect(reverse("approvals_list") + scope.query)
