@@ -17,4 +17,5 @@ urlpatterns = [
     path("api/v1/", include("budgets.api_urls_alerts")),
     path("", include("budgets.page_urls")),
     path("", include("finops.page_urls")),
+    path("", include("tenants.page_urls")),
 ]

@@ -1,4 +1,7 @@
+from typing import Any
+
 from django.conf import settings
+from django.core.exceptions import ObjectDoesNotExist
 from django.db import models
 
 
@@ -82,14 +85,30 @@ class ApiKey(models.Model):
 
 
 class AuditEvent(models.Model):
-    """Append-only record of who changed what, written in the same transaction as the change."""
+    """Append-only record of who changed what, written in the same transaction as the change.
+
+    The database refuses UPDATE, DELETE and TRUNCATE on this table (triggers, migration 0002). So the
+    references below are historical ids, not constraints: deleting a person, a key or a tenant leaves
+    its events as they were (DO_NOTHING, no FK constraint), and `actor_label` / `tenant_label` say
+    when the referent is gone. On SQLite, a migration that rebuilds this table drops its triggers:
+    such a migration must create them again (the tests on SQLite catch it).
+    """
 
     at = models.DateTimeField(auto_now_add=True, db_index=True)
     actor_user = models.ForeignKey(
-        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.DO_NOTHING,
+        db_constraint=False,
+        related_name="+",
     )
-    actor_key = models.ForeignKey(ApiKey, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
-    tenant = models.ForeignKey(Tenant, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    actor_key = models.ForeignKey(
+        ApiKey, null=True, blank=True, on_delete=models.DO_NOTHING, db_constraint=False, related_name="+"
+    )
+    tenant = models.ForeignKey(
+        Tenant, null=True, blank=True, on_delete=models.DO_NOTHING, db_constraint=False, related_name="+"
+    )
     action = models.CharField(max_length=100)
     target_type = models.CharField(max_length=100, blank=True)
     target_id = models.CharField(max_length=100, blank=True)
@@ -102,3 +121,30 @@ class AuditEvent(models.Model):
 
     def __str__(self) -> str:
         return f"{self.at:%Y-%m-%d %H:%M} {self.action} {self.target_type}:{self.target_id}"
+
+    @property
+    def actor_label(self) -> str:
+        """Who acted: a username, `key <prefix>` or `system`; a deleted referent by its id."""
+        if self.actor_key_id is not None:
+            key = _referent(self, "actor_key")
+            return f"key {key.prefix}" if key is not None else f"key #{self.actor_key_id} (deleted)"
+        if self.actor_user_id is not None:
+            user = _referent(self, "actor_user")
+            return user.get_username() if user is not None else f"user #{self.actor_user_id} (deleted)"
+        return "system"
+
+    @property
+    def tenant_label(self) -> str:
+        """The tenant's slug, `""` for a platform-wide event, or its id once the tenant is deleted."""
+        if self.tenant_id is None:
+            return ""
+        tenant = _referent(self, "tenant")
+        return tenant.slug if tenant is not None else f"#{self.tenant_id} (deleted)"
+
+
+def _referent(event: AuditEvent, name: str) -> Any:
+    """The related row of an audit event, or None once it was deleted (there is no FK constraint)."""
+    try:
+        return getattr(event, name)
+    except ObjectDoesNotExist:
+        return None

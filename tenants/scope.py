@@ -52,6 +52,7 @@ class Operation(StrEnum):
     READ_CHANNELS = "read_channels"  # where alerts go: tenant admins, not a tenant's service key
     MANAGE_CHANNELS = "manage_channels"
     MANAGE_CONTROLS = "manage_controls"  # manual controls: operators and platform keys
+    READ_AUDIT = "read_audit"  # the audit log: tenant admins and operators, people only
     COUNT_TOKENS = "count_tokens"  # reads nothing tenant-specific: any key, any member
 
 
@@ -78,6 +79,8 @@ OPERATIONS: dict[Operation, Rule] = {
     # A manual control can stop a tenant's traffic: operators and platform keys only.
     Operation.MANAGE_CONTROLS: Rule(ApiKey.Scope.MANAGE, Membership.Role.ADMIN, keys="platform", members=False),
     Operation.COUNT_TOKENS: Rule(None, Membership.Role.VIEWER),
+    # Who changed what, with before and after values: for the people who answer for a tenant.
+    Operation.READ_AUDIT: Rule(None, Membership.Role.ADMIN, keys="none"),
 }
 
 

@@ -1,11 +1,16 @@
 """Shared fixtures. The test database always holds two tenants (a and b) with their own keys and
 members, and a small priced catalog, so every endpoint can be tested across the tenant boundary."""
 
+import importlib
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
 
 import pytest
+from django.db import connection
+from django.test import TransactionTestCase
 from rest_framework.test import APIClient
 
 from finops.models import LlmModel
@@ -149,3 +154,47 @@ def _fresh_preflight_state():
     from budgets.state import state_changed
 
     state_changed()
+
+
+# --- the append-only audit log and transactional tests ---------------------------------------------
+
+_audit_guard = importlib.import_module("tenants.migrations.0002_audit_append_only")
+
+
+@contextmanager
+def audit_guard_lifted() -> Iterator[None]:
+    """The audit table's triggers (tenants migration 0002) out of the way, for the test suite's own
+    `flush` only. PostgreSQL: `session_replication_role = replica` skips ordinary triggers for this
+    session (superuser only, as the test user is); SQLite: the triggers are dropped and made again."""
+    vendor = connection.vendor
+    with connection.cursor() as cursor:
+        if vendor == "postgresql":
+            cursor.execute("SET session_replication_role = replica")
+        else:
+            for sql in _audit_guard.guard_sql(vendor, "drop"):
+                cursor.execute(sql)
+    try:
+        yield
+    finally:
+        with connection.cursor() as cursor:
+            if vendor == "postgresql":
+                cursor.execute("SET session_replication_role = DEFAULT")
+            else:
+                for sql in _audit_guard.guard_sql(vendor, "create"):
+                    cursor.execute(sql)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _flush_empties_the_audit_log_too():
+    """Transactional tests (live server, `transaction=True`) end with `flush`, which empties every
+    table; the audit log's triggers would refuse it. The guard is lifted around that flush only, so
+    every test still runs against the append-only table."""
+    teardown = TransactionTestCase._fixture_teardown
+
+    def flush_with_the_guard_lifted(self):
+        with audit_guard_lifted():
+            teardown(self)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(TransactionTestCase, "_fixture_teardown", flush_with_the_guard_lifted)
+        yield
