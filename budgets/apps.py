@@ -17,12 +17,15 @@ class BudgetsConfig(AppConfig):
             post_save.connect(state_changed, sender=model, dispatch_uid=f"preflight-state-{model.__name__}-save")
             post_delete.connect(state_changed, sender=model, dispatch_uid=f"preflight-state-{model.__name__}-delete")
 
-        # finops never imports budgets (DESIGN.md section 3): ingest charges budget windows, and the demo
-        # data set gets its budgets, through the hooks registered here.
+        # finops never imports budgets (DESIGN.md section 3): ingest charges budget windows, the demo
+        # data set gets its budgets, and a grown prompt version opens a prompt_change approval request,
+        # through the hooks registered here.
         from finops import hooks
 
         from .services.demo import budgets_demo_seed
+        from .services.prompt_reviews import PROMPT_REVIEWER
         from .services.windows import budgets_charge
 
         hooks.usage_charger_register(budgets_charge)
         hooks.demo_seeder_register(budgets_demo_seed)
+        hooks.prompt_reviewer_register(PROMPT_REVIEWER)

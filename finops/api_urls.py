@@ -1,6 +1,6 @@
 from django.urls import path
 
-from .apis import exports, spend, tokens, usage
+from .apis import exports, prompts, spend, tokens, usage
 
 urlpatterns = [
     path("usage", usage.UsageCollectionApi.as_view(), name="api-usage"),
@@ -10,4 +10,9 @@ urlpatterns = [
     # The same view as CSV: the groups shown plus a totals row.
     path("spend.csv", spend.SpendApi.as_view(), {"as_csv": True}, name="api-spend-csv"),
     path("exports/focus.csv", exports.FocusExportApi.as_view(), name="api-exports-focus"),
+    path(
+        "workflows/<str:slug>/prompt-versions",
+        prompts.PromptVersionCollectionApi.as_view(),
+        name="api-prompt-versions",
+    ),
 ]

@@ -113,3 +113,16 @@ class ModelPriceForm(forms.ModelForm):
 def _not_negative(value: Decimal | None) -> None:
     if value is not None and value < 0:
         raise forms.ValidationError("A price cannot be negative.", code="negative")
+
+
+class PromptVersionForm(forms.Form):
+    """A prompt version typed on the workflow page; `prompt_version_register` validates the rest."""
+
+    label = forms.CharField(max_length=100, help_text="What usage records and preflights name, e.g. v8.")
+    model = forms.CharField(
+        max_length=200, required=False, help_text="Empty: the model of the tenant's active version."
+    )
+    text = forms.CharField(
+        label="Prompt", strip=False, widget=forms.Textarea(attrs={"rows": 8, "spellcheck": "false"})
+    )
+    git_commit = forms.CharField(max_length=64, required=False, label="Git commit")

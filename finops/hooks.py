@@ -1,9 +1,10 @@
 """Hooks through which a higher app takes part in finops' work without finops importing it.
 
 Imports run budgets -> finops -> tenants (DESIGN.md section 3). Where finops must trigger work in
-budgets (ingest charging budget windows, the demo data set seeding demo budgets), budgets registers
-a function here from its `AppConfig.ready()`, and finops calls whatever is registered. With nothing
-registered finops works on its own: ingest stores and prices records, the demo seeds spend only.
+budgets (ingest charging budget windows, the demo data set seeding demo budgets, a grown prompt
+opening a review), budgets registers a function here from its `AppConfig.ready()`, and finops calls
+whatever is registered. With nothing registered finops works on its own: ingest stores and prices
+records, the demo seeds spend only, and a new prompt version is active at once.
 
 The hot path reads `usage_charger` as a plain module attribute: one lookup, no signal dispatch.
 """
@@ -12,7 +13,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
+
+if TYPE_CHECKING:
+    from finops.models import PromptVersion
+    from tenants.scope import Actor
 
 
 @dataclass(slots=True)
@@ -42,8 +47,29 @@ class DemoSeeder(Protocol):
     def __call__(self, *, now: datetime) -> Any: ...
 
 
+@dataclass(frozen=True, slots=True)
+class PromptReview:
+    """The request a prompt version waits on (or waited on), as finops shows it."""
+
+    id: str
+    status: str
+
+
+class PromptReviewer(Protocol):
+    """Opens and finds the reviews of prompt versions (budgets: `prompt_change` approval requests)."""
+
+    def open(self, *, version: PromptVersion, reasons: list[str], actor: Actor) -> PromptReview:
+        """Open a review of `version` (stored `under_review`), inside the registration's transaction."""
+        ...
+
+    def latest(self, *, version_ids: list[int]) -> dict[int, PromptReview]:
+        """The newest review of each of these versions that has one."""
+        ...
+
+
 usage_charger: UsageCharger | None = None
 demo_seeders: list[DemoSeeder] = []
+prompt_reviewer: PromptReviewer | None = None
 
 
 def usage_charger_register(charger: UsageCharger) -> None:
@@ -62,3 +88,11 @@ def demo_seeder_register(seeder: DemoSeeder) -> None:
     """Add `seeder` to the demo seeders, which `demo_seed` calls in registration order."""
     if seeder not in demo_seeders:
         demo_seeders.append(seeder)
+
+
+def prompt_reviewer_register(reviewer: PromptReviewer) -> None:
+    """Make `reviewer` the one that reviews grown prompt versions; one slot, like `usage_charger`."""
+    global prompt_reviewer
+    if prompt_reviewer is not None and prompt_reviewer is not reviewer:
+        raise RuntimeError(f"A prompt reviewer is already registered ({prompt_reviewer!r}); cannot add {reviewer!r}.")
+    prompt_reviewer = reviewer

@@ -10,6 +10,10 @@ urlpatterns = [
     path("explore/export.csv", views.explorer_export, name="explore_export"),
     path("tenants/<str:slug>/", views.tenant_detail, name="tenant_detail"),
     path("workflows/<str:slug>/", views.workflow_detail, name="workflow_detail"),
+    path("workflows/<str:slug>/prompt-versions/", views.prompt_version_add, name="prompt_version_add"),
+    path(
+        "workflows/<str:slug>/prompt-versions/<str:label>/", views.prompt_version_detail, name="prompt_version_detail"
+    ),
     path("models/", views.models_list, name="models"),
     # Names may hold slashes (path converter), so the routes under a model come before its page.
     path("models/<path:name>/prices/add/", views.model_price_add, name="model_price_add"),

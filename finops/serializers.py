@@ -38,6 +38,7 @@ class UsageRecordSerializer(serializers.ModelSerializer):
             "received_at",
             "tags",
             "reservation_id",
+            "prompt_version",
         ]
         read_only_fields = fields
 
@@ -93,6 +94,9 @@ class UsageRecordInputSerializer(serializers.Serializer):
     messages = serializers.ListField(child=serializers.DictField(), required=False, help_text="Chat messages to count.")
     completion = serializers.CharField(required=False, help_text="Completion text to count; never stored.")
     reservation_id = serializers.UUIDField(required=False, help_text="The preflight reservation this call settles.")
+    prompt_version = serializers.CharField(
+        required=False, max_length=100, help_text="The label of the workflow's prompt version the call sent."
+    )
 
 
 class UsageBatchInputSerializer(serializers.Serializer):

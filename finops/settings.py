@@ -98,6 +98,9 @@ AUTH_PASSWORD_VALIDATORS = [
 ]
 vars().update(env.email_url("EMAIL_URL", default="consolemail://"))
 DEFAULT_FROM_EMAIL = env.str("DEFAULT_FROM_EMAIL", default="tokenspend@localhost")
+# Where people reach this app: links in notifications (approval requests) start with it.
+PUBLIC_BASE_URL = env.str("PUBLIC_BASE_URL", default="http://127.0.0.1:8000").rstrip("/")
+
 LOGIN_URL = "login"
 LOGIN_REDIRECT_URL = "home"
 LOGOUT_REDIRECT_URL = "login"
@@ -170,6 +173,9 @@ PREFLIGHT_ASYNC_COMMIT = env.bool("PREFLIGHT_ASYNC_COMMIT", default=True)
 PREFLIGHT_STATE_TTL_SECONDS = env.float("PREFLIGHT_STATE_TTL_SECONDS", default=1.0)
 RESERVATION_TTL_SECONDS = env.int("RESERVATION_TTL_SECONDS", default=600)
 APPROVAL_TTL_SECONDS = env.int("APPROVAL_TTL_SECONDS", default=24 * 3600)
+# A workflow is high-cost for prompt-change reviews when its priority is high or critical, or when its
+# last 30 days are more than this share of the tenant's spend over the same 30 days (docs/budgets.md).
+PROMPT_REVIEW_SPEND_SHARE = env.float("PROMPT_REVIEW_SPEND_SHARE", default=0.10)
 CONTROL_HYSTERESIS_PERCENT = env.int("CONTROL_HYSTERESIS_PERCENT", default=5)
 CONTROL_MIN_SECONDS = env.int("CONTROL_MIN_SECONDS", default=900)
 WEBHOOK_TIMEOUT_SECONDS = env.float("WEBHOOK_TIMEOUT_SECONDS", default=5.0)

@@ -19,13 +19,15 @@ def usage_content_hash(
     reasoning_tokens: int,
     tags: dict[str, str],
     reservation_id: str | None = None,
+    prompt_version: str = "",
 ) -> str:
     """A 32-hex-char digest of a record's content as stored (after mapping and counting).
 
     The same request_id with the same digest is a duplicate; with another digest, a conflict.
     `occurred_at` is normalised to UTC so '+02:00' and 'Z' spellings of one instant agree. It is
     None when the client left it out (the server's clock filled it in): a retry of such a record
-    arrives at another instant and must still be a duplicate.
+    arrives at another instant and must still be a duplicate. `prompt_version` joins the material only
+    when given, so records stored before it existed keep their digest.
     """
     when = occurred_at.astimezone(UTC).isoformat(timespec="microseconds") if occurred_at is not None else ""
     tag_part = "\x1f".join(f"{k}\x1e{v}" for k, v in sorted(tags.items()))
@@ -44,6 +46,8 @@ def usage_content_hash(
             reservation_id or "",
         )
     )
+    if prompt_version:
+        material += "\x1d" + prompt_version
     return hashlib.blake2b(material.encode(), digest_size=16).hexdigest()
 
 

@@ -41,11 +41,19 @@ class PreflightInputSerializer(serializers.Serializer):
         help_text="When missing: the model's output limit, capped by PREFLIGHT_DEFAULT_MAX_OUTPUT_TOKENS.",
     )
     approval_id = serializers.UUIDField(required=False, help_text="An approved request from an earlier answer.")
+    prompt_version = _StrictCharField(
+        required=False,
+        max_length=100,
+        help_text="The label of the workflow's prompt version the call sends: under review answers "
+        "needs_approval, rejected answers deny.",
+    )
 
     def validate(self, attrs):
         given = [k for k in ("input_tokens", "prompt", "messages") if k in attrs]
         if len(given) != 1:
             raise ValidationError("Send exactly one of input_tokens, prompt or messages.")
+        if attrs.get("prompt_version") and not attrs.get("workflow"):
+            raise ValidationError({"prompt_version": ["A prompt version belongs to a workflow: send workflow too."]})
         return attrs
 
 
@@ -132,6 +140,7 @@ class PreflightApi(TenantScopedAPIView):
                     messages=data.get("messages"),
                     max_output_tokens=data.get("max_output_tokens"),
                     approval_id=str(data["approval_id"]) if data.get("approval_id") else None,
+                    prompt_version=data.get("prompt_version") or None,
                     api_key=self.api_key,
                     platform_caller=self.scope.is_platform,
                     requested_by=self.scope.actor.actor_user,

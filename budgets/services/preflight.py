@@ -34,6 +34,7 @@ from tenants.scope import Actor
 from .approvals import approval_consume
 from .controls import CallScope, controls_for_call
 from .preflight_approvals import approval_outside_binding, approval_pending_for, approval_presented
+from .prompt_reviews import preflight_prompt_verdict
 from .reservations import ReservationSpec, WindowFull, reserve
 from .windows import BudgetEntry, window_ids_open
 
@@ -53,6 +54,7 @@ class PreflightInput:
     messages: list | None = None
     max_output_tokens: int | None = None
     approval_id: str | None = None
+    prompt_version: str | None = None  # the label of the workflow's prompt version the call sends
     api_key: ApiKey | None = None
     # Operators and platform keys see platform-wide budgets' totals; a tenant sees that one applied to
     # its call and its headroom under it, never the platform's spend (TenantScope.is_platform).
@@ -145,6 +147,10 @@ def preflight_decide(req: PreflightInput, *, now: datetime | None = None) -> Pre
     if req.workflow and workflow is None:
         out.reasons.append(f"Workflow '{req.workflow}' is not registered yet; treated as normal priority.")
     call = _Call(entry=entry, model_name=out.model, input_tokens=input_tokens, max_output_tokens=max_output)
+    if req.prompt_version:
+        held = preflight_prompt_verdict(req, workflow, out)  # one indexed lookup, only when a version is named
+        if held is not None:
+            return _finish(out, call, held)
 
     _apply_controls(call, req, workflow, state, out, now)
     if call.denied:

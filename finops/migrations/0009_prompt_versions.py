@@ -22,7 +22,7 @@ class Migration(migrations.Migration):
         migrations.AddField(
             model_name='workflow',
             name='prompt_review_threshold_pct',
-            field=models.DecimalField(decimal_places=2, default=10, help_text='A new prompt version whose input grows by more than this (percent) is reviewed on a high-cost workflow.', max_digits=6),
+            field=models.DecimalField(decimal_places=2, default=10, help_text='Percent of input growth above which a new prompt version of a high-cost workflow is reviewed.', max_digits=6),
         ),
         migrations.CreateModel(
             name='PromptVersion',

@@ -168,6 +168,7 @@ def _content_hash(c: Candidate) -> str:
         reasoning_tokens=b.reasoning,
         tags=c.tags,
         reservation_id=c.reservation_id,
+        prompt_version=c.prompt_version,
     )
 
 
@@ -280,6 +281,7 @@ _COLUMNS = (
     "reservation_id",
     "api_key_id",
     "tags",
+    "prompt_version",
 )
 
 
@@ -355,6 +357,7 @@ def _pg_copy(fresh: list[Candidate], key_id: int | None, now: datetime) -> list[
                         c.reservation_id,
                         key_id,
                         orjson.dumps(c.tags).decode(),
+                        c.prompt_version,
                     )
                 )
     return ids
@@ -385,6 +388,7 @@ def _orm_insert(fresh: list[Candidate], key_id: int | None, now: datetime) -> li
             reservation_id=c.reservation_id,
             api_key_id=key_id,
             tags=c.tags,
+            prompt_version=c.prompt_version,
         )
         for c in fresh
     ]

@@ -33,6 +33,7 @@ KNOWN_FIELDS = frozenset(
         "tags",
         "usage",
         "reservation_id",
+        "prompt_version",
         *TOKEN_FIELDS,
         *TEXT_FIELDS,
     }
@@ -41,6 +42,7 @@ ENVIRONMENTS = frozenset(Environment.values)
 MAX_TOKENS = 10**9  # per bucket, per record: far above any real call, far below overflow
 _SLUG_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
 _MAX_TEXT_CHARS = 2_000_000
+PROMPT_VERSION_MAX = 100  # PromptVersion.label / UsageRecord.prompt_version
 
 
 class RecordError(Exception):
@@ -66,6 +68,7 @@ class Candidate:
     occurred_at: datetime
     tags: dict[str, str]
     reservation_id: str | None
+    prompt_version: str = ""
     buckets: TokenBuckets | None = None  # None until text is counted
     tokens_counted: bool = False
     tokens_estimated: bool = False
@@ -280,6 +283,15 @@ def validate_record(index: int, raw: Any, limits: Limits, bound_slug: str | None
         except ValueError:
             raise RecordError("reservation_id", "Must be the reservation id returned by preflight.") from None
 
+    # The label as sent, not looked up: a plain bounded string keeps the hot path one comparison long.
+    prompt_version = raw.get("prompt_version")
+    if prompt_version is None:
+        prompt_version = ""
+    elif type(prompt_version) is not str or len(prompt_version) > PROMPT_VERSION_MAX or "\x00" in prompt_version:
+        raise RecordError(
+            "prompt_version", f"Must be a prompt version label: a string of at most {PROMPT_VERSION_MAX} characters."
+        )
+
     candidate = Candidate(
         index=index,
         raw=raw,
@@ -291,6 +303,7 @@ def validate_record(index: int, raw: Any, limits: Limits, bound_slug: str | None
         occurred_at=_parse_occurred_at(raw.get("occurred_at"), limits),
         tags=_parse_tags(raw.get("tags"), limits.max_tags),
         reservation_id=reservation_id,
+        prompt_version=prompt_version,
     )
 
     has_canonical = any(f in raw for f in TOKEN_FIELDS)

@@ -6,6 +6,7 @@ from .catalog import focus_export, model_detail, model_price_add, model_price_ed
 from .details import tenant_detail, workflow_detail
 from .explore import explorer, explorer_export
 from .overview import home
+from .prompts import prompt_version_add, prompt_version_detail
 from .usage import usage_detail, usage_list
 
 __all__ = [
@@ -17,6 +18,8 @@ __all__ = [
     "model_price_add",
     "model_price_edit",
     "models_list",
+    "prompt_version_add",
+    "prompt_version_detail",
     "tenant_detail",
     "usage_detail",
     "usage_list",

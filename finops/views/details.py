@@ -16,6 +16,7 @@ from tenants.scoping import tenant_page
 
 from .explore import explorer_url, tenant_url
 from .layout import layout_context
+from .prompts import workflow_prompts_context
 
 DETAIL_DAYS = (30, 90)
 
@@ -125,6 +126,7 @@ def workflow_detail(request, slug: str):
         has_envelope=envelope,
         explore_url=explorer_url({**scope.tenant_param(), "workflow": workflow.slug, "by": "model"}),
         **figures,
+        **workflow_prompts_context(scope, workflow),
     )
     return render(request, "finops/workflow_detail.html", context)
 

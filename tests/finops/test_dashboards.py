@@ -517,8 +517,9 @@ def test_workflow_page_cross_tenant(viewer_a, viewer_b, operator, spend):
 
 def test_workflow_page_query_count(operator, spend, django_assert_max_num_queries):
     client = client_for(operator)
-    # session, user, tenants, workflow; by model (3), by tenant (3), daily profile
-    with django_assert_max_num_queries(11):
+    # session, user, tenants, workflow; by model (3), by tenant (3), daily profile; prompt versions and
+    # their usage (2; +1 for their reviews when there are versions)
+    with django_assert_max_num_queries(13):
         page(client, "/workflows/ticket-summary/")
 
 

@@ -24,7 +24,7 @@ from rest_framework.test import APIClient
 from rest_framework.views import APIView
 
 from budgets.models import Alert, ApprovalRequest, Budget, Control, Notification, NotificationChannel, Reservation
-from finops.models import TenantWorkflowRollup, UsageRecord, Workflow
+from finops.models import PromptVersion, TenantWorkflowRollup, UsageRecord, Workflow
 from finops.services.rollups import rollups_refresh
 from tenants.models import AuditEvent, Membership
 from tenants.scoping import TenantScopedAPIView
@@ -51,10 +51,13 @@ ROUTES: dict[str, str] = {
     "api-spend": TENANT,
     "api-spend-csv": TENANT,
     "api-exports-focus": TENANT,
+    "api-prompt-versions": TENANT,
     "api-preflight": TENANT,
     "api-reservation-release": TENANT,
     "api-budgets": TENANT,
     "api-budget-detail": TENANT,
+    "api-budget-increase": TENANT,
+    "budget_increase": TENANT,
     "api-controls": TENANT,
     "api-control-end": TENANT,
     "api-approvals": TENANT,
@@ -85,9 +88,13 @@ ROUTES: dict[str, str] = {
     "explore_export": TENANT,
     "tenant_detail": TENANT,
     "workflow_detail": TENANT,
+    "prompt_version_add": TENANT,
+    "prompt_version_detail": TENANT,
     "models": TENANT,
     "model_detail": TENANT,
     "focus_export": TENANT,
+    "audit_list": TENANT,
+    "audit_export": TENANT,
     "model_price_add": PLATFORM,
     "model_price_edit": PLATFORM,
 }
@@ -188,7 +195,23 @@ def world(tenant_a, tenant_b, api_a, api_b, catalog):
         created_at=now, expires_at=now + timedelta(hours=1),
     )
     ApprovalRequest.objects.create(tenant=tenant_a, reasons=["a"], created_at=now, expires_at=now + timedelta(hours=1))
+    # B's prompt version of B's workflow: its label (a URL parameter) and its text carry the marker.
+    registered = api_b.client.post(
+        f"/api/v1/workflows/{B_WORKFLOW}/prompt-versions",
+        {"label": f"{MARKER}-v1", "text": f"You are {MARKER}'s assistant.", "model": "gpt-4o"},
+        format="json",
+    )
+    assert registered.status_code == 201, registered.content
+    # The audit log: B's events and a platform-wide one carry the marker; A's admin reads A's only.
+    AuditEvent.objects.create(
+        tenant=tenant_b, action="budget.create", target_type="Budget", target_id=str(budget_b.pk),
+        after={"name": budget_b.name}, request_id=f"{MARKER}-audit",
+    )
+    AuditEvent.objects.create(tenant=None, action="catalog.seed", after={"note": MARKER})
+    AuditEvent.objects.create(tenant=tenant_a, action="budget.create", after={"name": "A monthly"})
     return {
+        "label": f"{MARKER}-v1",
+        **{f"slug:{r}": B_WORKFLOW for r in ("api-prompt-versions", "prompt_version_add", "prompt_version_detail")},
         "record_id": UsageRecord.objects.get(tenant=tenant_b).pk,
         "reservation_id": Reservation.objects.get(tenant=tenant_b).pk,
         "budget_id": budget_b.pk,
@@ -215,7 +238,7 @@ def attackers(tenant_a, api_a) -> dict[str, object]:
 
 _SNAPSHOT_MODELS: tuple[type[dj_models.Model], ...] = (
     Budget, Control, Alert, ApprovalRequest, NotificationChannel, Notification, Reservation, UsageRecord,
-    Workflow, AuditEvent,
+    Workflow, AuditEvent, PromptVersion,
 )
 
 
