@@ -264,7 +264,7 @@ class BudgetIncreaseForm(forms.Form):
             self.fields[name].widget.attrs.update({"inputmode": "decimal", "class": "num", "autocomplete": "off"})
 
     def clean(self):
-        cleaned = super().clean()
+        cleaned = super().clean() or {}
         for name in ("soft_limit", "hard_limit"):
             raw = (cleaned.get(name) or "").strip().replace(",", "")
             if self.budget.metric == Metric.COST:

@@ -249,13 +249,15 @@ class ApprovalRequest(models.Model):
 
 
 class Alert(models.Model):
-    """A budget level crossed (or an anomaly). At most one per window, kind and level."""
+    """A budget level crossed (or an anomaly, or an approval request opened or decided). At most one per
+    window, kind and level."""
 
     class Kind(models.TextChoices):
         SOFT_LIMIT = "soft_limit"
         HARD_LIMIT = "hard_limit"
         FORECAST = "forecast"
         ANOMALY = "anomaly"
+        APPROVAL = "approval"  # a request opened or decided: the notice goes through the same channels
 
     kind = models.CharField(max_length=12, choices=Kind.choices)
     level = models.PositiveSmallIntegerField(help_text="Percent of the limit crossed.")

@@ -7,18 +7,24 @@ requesting API key) is fixed when it opens and never decides it, whatever their 
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import datetime, timedelta
+from typing import Any
 
 from django.conf import settings
 from django.db import transaction
+from django.db.models import Q
 from django.utils import timezone
 
 from budgets.models import ApprovalRequest
 from finops.models import Workflow
+from finops.services.prompts import prompt_version_decide
 from tenants.errors import ApplicationError
 from tenants.models import Tenant
 from tenants.scope import Actor
 from tenants.services import audit_record
+
+from .approval_notices import approval_notify
 
 JUSTIFICATION_MAX = 2000
 
@@ -59,8 +65,11 @@ def approval_open(
     justification: str = "",
     kind: str = ApprovalRequest.Kind.WORKFLOW_RUN,
     now: datetime | None = None,
+    prompt_version_id: int | None = None,
+    extra: Mapping[str, Any] | None = None,
 ) -> ApprovalRequest:
-    """Open a pending request (audited). Preflight calls it when a run needs a person's go-ahead."""
+    """Open a pending request (audited) and tell the tenant's approvers through its channels. Preflight
+    calls it when a run needs a person's go-ahead; `extra` holds a kind's own fields (an increase's)."""
     now = now or timezone.now()
     with transaction.atomic():
         approval = ApprovalRequest.objects.create(
@@ -75,10 +84,13 @@ def approval_open(
             justification=justification,
             requested_by_key=actor.api_key,
             requested_by_id=approval_requester_id(actor),
+            prompt_version_id=prompt_version_id,
             created_at=now,
             expires_at=now + timedelta(seconds=settings.APPROVAL_TTL_SECONDS),
+            **(extra or {}),
         )
         audit_record(action="approval.open", tenant=tenant, actor=actor, target=approval, after=_snapshot(approval))
+        approval_notify(approval, event="opened", now=now)
     return approval
 
 
@@ -156,6 +168,7 @@ def approval_decide(*, approval: ApprovalRequest, approve: bool, actor: Actor, c
             after={"status": status, "comment": comment},
         )
         _apply_decision(approval, approve=approve, actor=actor)
+        approval_notify(approval, event=status, now=now)
     return approval
 
 
@@ -165,6 +178,8 @@ def _apply_decision(approval: ApprovalRequest, *, approve: bool, actor: Actor) -
         from .budget_increases import budget_increase_apply  # it imports this module
 
         budget_increase_apply(approval=approval, actor=actor)
+    if approval.kind == ApprovalRequest.Kind.PROMPT_CHANGE and approval.prompt_version_id is not None:
+        prompt_version_decide(version_id=approval.prompt_version_id, approve=approve, actor=actor)
 
 
 def approval_cancel(*, approval: ApprovalRequest, actor: Actor) -> ApprovalRequest:
@@ -178,9 +193,9 @@ def approval_cancel(*, approval: ApprovalRequest, actor: Actor) -> ApprovalReque
     now = timezone.now()
     with transaction.atomic():
         before = approval.status
-        changed = ApprovalRequest.objects.filter(
-            pk=approval.pk, status__in=[ApprovalRequest.Status.PENDING, ApprovalRequest.Status.APPROVED]
-        ).update(status=ApprovalRequest.Status.CANCELLED, decided_at=now)
+        changed = ApprovalRequest.objects.filter(_LIVE, pk=approval.pk).update(
+            status=ApprovalRequest.Status.CANCELLED, decided_at=now
+        )
         approval.refresh_from_db()
         if not changed:
             raise ApplicationError(
@@ -194,7 +209,23 @@ def approval_cancel(*, approval: ApprovalRequest, actor: Actor) -> ApprovalReque
             before={"status": before},
             after={"status": ApprovalRequest.Status.CANCELLED},
         )
+        _withdrawn(approval, actor=actor)
+        approval_notify(approval, event=ApprovalRequest.Status.CANCELLED, now=now)
     return approval
+
+
+# What can still be cancelled or expire: a pending request, or an approved run not used yet (an approved
+# budget increase or prompt change was applied when it was decided; it is history, not a hold).
+_LIVE = Q(status=ApprovalRequest.Status.PENDING) | Q(
+    status=ApprovalRequest.Status.APPROVED, kind=ApprovalRequest.Kind.WORKFLOW_RUN
+)
+
+
+def _withdrawn(approval: ApprovalRequest, *, actor: Actor) -> None:
+    """A prompt version whose review was cancelled or expired is not left waiting forever: it is rejected
+    (register the prompt again under a new label to ask once more)."""
+    if approval.kind == ApprovalRequest.Kind.PROMPT_CHANGE and approval.prompt_version_id is not None:
+        prompt_version_decide(version_id=approval.prompt_version_id, approve=False, actor=actor)
 
 
 def approval_consume(*, approval: ApprovalRequest, actor: Actor, now: datetime) -> bool:
@@ -217,16 +248,14 @@ def approval_consume(*, approval: ApprovalRequest, actor: Actor, now: datetime) 
 def approvals_expire(*, now: datetime | None = None) -> int:
     """Mark pending and approved-but-unused requests past their expiry as expired, one audit event each."""
     now = now or timezone.now()
-    live = [ApprovalRequest.Status.PENDING, ApprovalRequest.Status.APPROVED]
     expired = 0
-    for approval in ApprovalRequest.objects.filter(status__in=live, expires_at__lte=now).only(
-        "pk", "tenant_id", "status"
+    for approval in ApprovalRequest.objects.filter(_LIVE, expires_at__lte=now).only(
+        "pk", "tenant_id", "status", "kind", "prompt_version_id"
     ):
         with transaction.atomic():
-            if ApprovalRequest.objects.filter(pk=approval.pk, status__in=live).update(
-                status=ApprovalRequest.Status.EXPIRED
-            ):
+            if ApprovalRequest.objects.filter(_LIVE, pk=approval.pk).update(status=ApprovalRequest.Status.EXPIRED):
                 expired += 1
+                _withdrawn(approval, actor=Actor.system())
                 audit_record(
                     action="approval.expire",
                     tenant_id=approval.tenant_id,

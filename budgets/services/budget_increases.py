@@ -70,27 +70,25 @@ def budget_increase_ask(
         if new is not None
     )
     span = "for the current window only" if current_window_only else "from now on"
-    with transaction.atomic():
-        approval = approval_open(
-            tenant=budget.tenant,
-            workflow_id=budget.workflow_id,
-            model_id=None,
-            environment=budget.environment,
-            estimated_cost_nanos=None,
-            estimated_tokens=None,
-            reasons=[f"Budget '{budget.name}': {what}, {span}."],
-            justification=justification,
-            kind=ApprovalRequest.Kind.BUDGET_INCREASE,
-            actor=actor,
-        )
-        ApprovalRequest.objects.filter(pk=approval.pk).update(
-            budget=budget,
-            window=window if current_window_only else None,
-            new_soft_limit=new_soft_limit,
-            new_hard_limit=new_hard_limit,
-            current_window_only=current_window_only,
-        )
-        approval.refresh_from_db()
+    approval = approval_open(
+        tenant=budget.tenant,
+        workflow_id=budget.workflow_id,
+        model_id=None,
+        environment=budget.environment,
+        estimated_cost_nanos=None,
+        estimated_tokens=None,
+        reasons=[f"Budget '{budget.name}': {what}, {span}."],
+        justification=justification,
+        kind=ApprovalRequest.Kind.BUDGET_INCREASE,
+        actor=actor,
+        extra={
+            "budget": budget,
+            "window": window if current_window_only else None,
+            "new_soft_limit": new_soft_limit,
+            "new_hard_limit": new_hard_limit,
+            "current_window_only": current_window_only,
+        },
+    )
     return approval
 
 

@@ -44,9 +44,10 @@ from budgets.services.controls import active_controls_q
 from finops.catalog import get_catalog
 from finops.models import Environment, Workflow
 from finops.pricing import NANOS_PER_USD, TokenBuckets, cost_nanos
-from tenants.models import Tenant
+from tenants.models import ApiKey, Tenant
 from tenants.scope import Actor
 
+from .budget_increases import budget_increase_ask
 from .budgets import budget_create
 from .ladder import budget_levels, budgets_evaluate
 from .notifications import channel_create
@@ -156,13 +157,14 @@ def budgets_demo_seed(*, now: datetime | None = None) -> dict:
         window_reconcile(window_id=window.pk, now=now)
     evaluated = budgets_evaluate(now=now)
     approvals = _approval_demo_seed(tenant=tenants[APPROVAL_TENANT], now=now)
+    approvals += _increase_demo_seed(tenant=tenants[APPROVAL_TENANT], now=now)
     return {"budgets_created": created, "approvals_created": approvals, **evaluated}
 
 
 def _approval_demo_seed(*, tenant: Tenant, now: datetime) -> int:
     """One pending request for the spiking tenant, written the way preflight writes one; only when it has none."""
     if ApprovalRequest.objects.filter(
-        tenant=tenant, status=ApprovalRequest.Status.PENDING, expires_at__gt=now
+        kind=ApprovalRequest.Kind.WORKFLOW_RUN, tenant=tenant, status=ApprovalRequest.Status.PENDING, expires_at__gt=now
     ).exists():
         return 0
     workflow = Workflow.objects.filter(slug=APPROVAL_WORKFLOW).first()
@@ -184,9 +186,38 @@ def _approval_demo_seed(*, tenant: Tenant, now: datetime) -> int:
         model_id=entry.id if entry else None,
         environment=Environment.PROD,
         estimated_cost_nanos=cost_nanos(price, APPROVAL_TOKENS) if price else None,
+        estimated_tokens=APPROVAL_TOKENS.input + APPROVAL_TOKENS.output,
+        requested_by_key=ApiKey.objects.filter(tenant=tenant).order_by("id").first(),
         reasons=[f"Approval required{above}: {why}"],
         created_at=now,
         expires_at=now + timedelta(seconds=settings.APPROVAL_TTL_SECONDS),
+    )
+    return 1
+
+
+def _increase_demo_seed(*, tenant: Tenant, now: datetime) -> int:
+    """The spiking tenant's admin asks for a higher hard limit on its daily budget for today; only when no
+    increase is waiting. The demo approver (or an operator) decides it on the approvals page."""
+    if ApprovalRequest.objects.filter(
+        kind=ApprovalRequest.Kind.BUDGET_INCREASE,
+        tenant=tenant,
+        status=ApprovalRequest.Status.PENDING,
+        expires_at__gt=now,
+    ).exists():
+        return 0
+    budget = Budget.objects.filter(tenant=tenant, period=Period.DAY, is_active=True).order_by("id").first()
+    admin = get_user_model().objects.filter(username=f"{tenant.slug}-admin").first()
+    if budget is None or budget.hard_limit is None or admin is None:
+        return 0
+    window = windows_open([(budget, *period_bounds(budget.period, budget.time_zone, now))])
+    current = next(iter(window.values())).hard_limit or budget.hard_limit
+    budget_increase_ask(
+        budget=budget,
+        new_soft_limit=None,
+        new_hard_limit=current * 2,
+        current_window_only=True,
+        justification="The chat assistant release tripled traffic; we need today's calls to go through.",
+        actor=Actor(user=admin),
     )
     return 1
 

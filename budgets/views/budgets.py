@@ -142,7 +142,8 @@ def budget_increase(request, budget_id: int):
     form = BudgetIncreaseForm(request.POST, budget=budget)
     if not form.is_valid():
         problems = "; ".join(
-            f"{form.fields[f].label if f in form.fields else f}: {' '.join(e)}" for f, e in form.errors.items()
+            f"{form.fields[f].label if f in form.fields else f}: {' '.join(map(str, e))}"
+            for f, e in form.errors.items()
         )
         messages.error(request, f"Nothing was asked: {problems}")
         return back

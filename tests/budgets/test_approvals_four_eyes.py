@@ -243,3 +243,28 @@ def test_a_service_polls_its_request_and_filters_the_list(api_a, tenant_a, gated
     assert [a["id"] for a in listed.json()["results"]] == [held["approval_id"]]
     assert api_a.client.get(APPROVALS, {"kind": "nope"}).status_code == 400
     assert Workflow.objects.get(slug="batch-summary").approval_threshold_usd == Decimal("0.10")
+
+
+def test_approvers_are_told_when_a_request_opens_and_the_requester_when_it_is_decided(
+    api_a, tenant_a, tenant_b, gated, people, django_capture_on_commit_callbacks, mailoutbox
+):
+    from budgets.models import Alert, NotificationChannel
+
+    NotificationChannel.objects.create(tenant=tenant_a, kind="email", target="approvers@acme.example")
+    NotificationChannel.objects.create(tenant=tenant_b, kind="email", target="finops@globex.example")
+    with django_capture_on_commit_callbacks(execute=True):
+        held = _preflight(api_a.client)
+    assert [m.to for m in mailoutbox] == [["approvers@acme.example"]]
+    opened = mailoutbox[0]
+    assert "Run of batch-summary on gpt-4o" in opened.subject and "waits for an approver" in opened.subject
+    assert "http://127.0.0.1:8000/approvals/?tenant=acme" in opened.body and "batch-summary's threshold" in opened.body
+    with django_capture_on_commit_callbacks(execute=True):
+        _session(people["approver"]).post(
+            f"{APPROVALS}/{held['approval_id']}/approve", {"comment": "go"}, format="json"
+        )
+    decided = mailoutbox[1]
+    assert (
+        "was approved" in decided.subject and "Decided by approver-a." in decided.body and "Comment: go" in decided.body
+    )
+    # Notices are not open alerts: they do not raise the alerts badge.
+    assert not Alert.objects.filter(kind="approval", acknowledged_at__isnull=True).exists()
