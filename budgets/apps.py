@@ -8,12 +8,12 @@ class BudgetsConfig(AppConfig):
     def ready(self) -> None:
         # Preflight caches these in process (budgets.state): a save or delete here makes this
         # process look again at once; other processes notice within PREFLIGHT_STATE_TTL_SECONDS.
-        from finops.models import LlmModel, ModelPrice, ModelTier, Workflow
+        from finops.models import LlmModel, ModelPrice, ModelTier, TenantWorkflowPolicy, Workflow
 
         from .models import Budget, Control
         from .state import state_changed
 
-        for model in (Budget, Control, Workflow, LlmModel, ModelPrice, ModelTier):
+        for model in (Budget, Control, Workflow, TenantWorkflowPolicy, LlmModel, ModelPrice, ModelTier):
             post_save.connect(state_changed, sender=model, dispatch_uid=f"preflight-state-{model.__name__}-save")
             post_delete.connect(state_changed, sender=model, dispatch_uid=f"preflight-state-{model.__name__}-delete")
 

@@ -229,6 +229,9 @@ class ApprovalRequest(models.Model):
     new_soft_limit = models.BigIntegerField(null=True, blank=True)
     new_hard_limit = models.BigIntegerField(null=True, blank=True)
     current_window_only = models.BooleanField(default=False)
+    # The rules in force when it opened (the threshold that held it and where it came from, who may
+    # decide): what the request page shows and what decisions follow, whatever changes later.
+    rules = models.JSONField(default=dict, blank=True)
     # prompt_change: the version under review.
     prompt_version = models.ForeignKey(PromptVersion, null=True, blank=True, on_delete=models.CASCADE, related_name="+")
     status = models.CharField(max_length=10, choices=Status.choices, default=Status.PENDING)

@@ -21,11 +21,12 @@ from budgets.services import windows
 from budgets.services.windows import BudgetSnapshot, get_budgets
 from finops import catalog as catalog_module
 from finops.catalog import CatalogSnapshot, get_catalog
-from finops.models import Workflow
+from finops.models import TenantWorkflowPolicy, Workflow
 from finops.snapshots import FingerprintSnapshot
 
 _CONTROLS = Control._meta.db_table
 _WORKFLOWS = Workflow._meta.db_table
+_POLICIES = TenantWorkflowPolicy._meta.db_table
 _STATE_SQL = (
     "SELECT "
     + catalog_module.FINGERPRINT_SELECT
@@ -33,6 +34,7 @@ _STATE_SQL = (
     + windows.FINGERPRINT_SELECT
     + f", (SELECT COUNT(*) FROM {_CONTROLS}), (SELECT MAX(updated_at) FROM {_CONTROLS})"
     + f", (SELECT COUNT(*) FROM {_WORKFLOWS}), (SELECT MAX(updated_at) FROM {_WORKFLOWS})"
+    + f", (SELECT COUNT(*) FROM {_POLICIES}), (SELECT MAX(updated_at) FROM {_POLICIES})"
 )
 
 
@@ -61,6 +63,15 @@ class WorkflowEntry:
     slug: str
     priority: str
     approval_threshold_usd: Decimal | None
+    # Tenants' own thresholds (TenantWorkflowPolicy), never above the workflow's.
+    tenant_thresholds: dict[int, Decimal] = field(default_factory=dict)
+
+    def threshold_for(self, tenant_id: int) -> tuple[Decimal | None, str]:
+        """The approval threshold a run of this tenant meets, and whose it is ("tenant" or "workflow")."""
+        own = self.tenant_thresholds.get(tenant_id)
+        if own is not None and (self.approval_threshold_usd is None or own < self.approval_threshold_usd):
+            return own, "tenant"
+        return self.approval_threshold_usd, "workflow"
 
 
 @dataclass
@@ -101,7 +112,7 @@ def preflight_state() -> PreflightState:
         catalog=get_catalog(fingerprint=row[:n_catalog]),
         budgets=get_budgets(fingerprint=row[n_catalog:budgets_end]),
         controls=_controls.get(row[budgets_end : budgets_end + 2]),
-        workflows=_workflows.get(row[budgets_end + 2 : budgets_end + 4]),
+        workflows=_workflows.get(row[budgets_end + 2 : budgets_end + 6]),
     )
 
 
@@ -131,8 +142,16 @@ def _load_controls() -> list[ControlEntry]:
 
 
 def _load_workflows() -> dict[str, WorkflowEntry]:
+    own: dict[int, dict[int, Decimal]] = {}
+    for tenant_id, workflow_id, threshold in TenantWorkflowPolicy.objects.values_list(
+        "tenant_id", "workflow_id", "approval_threshold_usd"
+    ):
+        if threshold is not None:
+            own.setdefault(workflow_id, {})[tenant_id] = threshold
     return {
-        slug: WorkflowEntry(pk=pk, slug=slug, priority=priority, approval_threshold_usd=threshold)
+        slug: WorkflowEntry(
+            pk=pk, slug=slug, priority=priority, approval_threshold_usd=threshold, tenant_thresholds=own.get(pk, {})
+        )
         for pk, slug, priority, threshold in Workflow.objects.values_list(
             "id", "slug", "priority", "approval_threshold_usd"
         )

@@ -1,6 +1,6 @@
 from django.urls import path
 
-from .apis import exports, prompts, spend, tokens, usage
+from .apis import exports, prompts, spend, tokens, usage, workflow_policies
 
 urlpatterns = [
     path("usage", usage.UsageCollectionApi.as_view(), name="api-usage"),
@@ -15,4 +15,5 @@ urlpatterns = [
         prompts.PromptVersionCollectionApi.as_view(),
         name="api-prompt-versions",
     ),
+    path("workflows/<str:slug>/policy", workflow_policies.WorkflowPolicyApi.as_view(), name="api-workflow-policy"),
 ]

@@ -137,6 +137,33 @@ class Workflow(models.Model):
         return self.name or self.slug
 
 
+class TenantWorkflowPolicy(models.Model):
+    """A tenant's own rules for a shared workflow. Its approval threshold can only be stricter than the
+    workflow's: preflight holds a run above the lower of the two (budgets.state reads both)."""
+
+    tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, related_name="+")
+    workflow = models.ForeignKey(Workflow, on_delete=models.CASCADE, related_name="tenant_policies")
+    approval_threshold_usd = models.DecimalField(
+        max_digits=12,
+        decimal_places=4,
+        null=True,
+        blank=True,
+        help_text="A run of this tenant estimated above this needs approval.",
+    )
+    updated_at = models.DateTimeField(auto_now=True)
+    updated_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["tenant", "workflow"], name="tenant_workflow_policy_once"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.tenant_id}/{self.workflow_id}: {self.approval_threshold_usd}"
+
+
 class PromptVersion(models.Model):
     """A workflow's prompt as one tenant's service sends it, versioned. Its input tokens and cost per call
     are counted when it is registered, so that a version growing a high-cost workflow's input waits for

@@ -49,6 +49,7 @@ def _snapshot(approval: ApprovalRequest) -> dict:
         "estimated_tokens": approval.estimated_tokens,
         "requested_by_id": approval.requested_by_id,
         "requested_by_key_id": approval.requested_by_key_id,
+        "rules": approval.rules,
     }
 
 
@@ -67,10 +68,30 @@ def approval_open(
     now: datetime | None = None,
     prompt_version_id: int | None = None,
     extra: Mapping[str, Any] | None = None,
+    held_by: list[dict] | None = None,
 ) -> ApprovalRequest:
     """Open a pending request (audited) and tell the tenant's approvers through its channels. Preflight
-    calls it when a run needs a person's go-ahead; `extra` holds a kind's own fields (an increase's)."""
+    calls it when a run needs a person's go-ahead; `extra` holds a kind's own fields (an increase's),
+    `held_by` the rules that held the run (a threshold, a control, a hard limit)."""
     now = now or timezone.now()
+    requester_id = approval_requester_id(actor)
+    rules = {
+        "held_by": list(held_by or ()),
+        # Four eyes, fixed now: this person never decides it, whoever created or holds the key later.
+        "requester_id": requester_id,
+        "deciders": "the tenant's approvers and admins, and operators; never the requester",
+        "ttl_seconds": settings.APPROVAL_TTL_SECONDS,
+    }
+    if kind == ApprovalRequest.Kind.WORKFLOW_RUN:
+        rules["binding"] = {
+            "workflow_id": workflow_id,
+            "environment": environment,
+            "model_id": model_id,
+            "cheaper_tiers": True,
+            "max_cost_nanos": estimated_cost_nanos,
+            "max_tokens": estimated_tokens if estimated_cost_nanos is None else None,
+            "uses": 1,
+        }
     with transaction.atomic():
         approval = ApprovalRequest.objects.create(
             kind=kind,
@@ -83,8 +104,9 @@ def approval_open(
             reasons=reasons,
             justification=justification,
             requested_by_key=actor.api_key,
-            requested_by_id=approval_requester_id(actor),
+            requested_by_id=requester_id,
             prompt_version_id=prompt_version_id,
+            rules=rules,
             created_at=now,
             expires_at=now + timedelta(seconds=settings.APPROVAL_TTL_SECONDS),
             **(extra or {}),
@@ -141,7 +163,9 @@ def approval_decide(*, approval: ApprovalRequest, approve: bool, actor: Actor, c
     user = actor.actor_user
     if user is None:
         raise ApplicationError("permission_denied", "Only a signed-in person decides requests.", status_code=403)
-    if approval.requested_by_id is not None and approval.requested_by_id == user.pk:
+    # The requester as fixed when the request opened (kept in its rules too, so it holds even once the
+    # person's row was deleted and `requested_by` went NULL).
+    if user.pk in {approval.requested_by_id, (approval.rules or {}).get("requester_id")} - {None}:
         raise ApplicationError(
             "approval_own_request",
             "You asked for this run: another approver of the tenant must decide it (four eyes).",

@@ -120,6 +120,7 @@ class _Call:
     target_input_tokens: int | None = None
     approval_needed_above: int | None = None  # nano-USD; 0 = every run
     approval_reasons: list[str] = field(default_factory=list)
+    approval_rules: list[dict] = field(default_factory=list)  # what held it, kept on the request it opens
     denied: bool = False
 
 
@@ -156,13 +157,19 @@ def preflight_decide(req: PreflightInput, *, now: datetime | None = None) -> Pre
     if call.denied:
         return _finish(out, call, DENY)
 
-    if workflow is not None and workflow.approval_threshold_usd is not None:
-        # A workflow's own threshold holds always, not only while a require_approval control is active.
-        threshold = workflow.approval_threshold_usd
+    threshold, whose = workflow.threshold_for(req.tenant.pk) if workflow is not None else (None, "")
+    if workflow is not None and threshold is not None:
+        # A workflow's threshold (or the tenant's stricter one) holds always, not only under a control.
         above = int(threshold * NANOS_PER_USD)
         current = call.approval_needed_above
         call.approval_needed_above = above if current is None else min(above, current)
-        call.approval_reasons.append(f"Approval required above ${threshold:.2f}: workflow {workflow.slug}'s threshold.")
+        owner = (
+            f"{req.tenant.name}'s threshold for workflow {workflow.slug}"
+            if whose == "tenant"
+            else (f"workflow {workflow.slug}'s threshold")
+        )
+        call.approval_reasons.append(f"Approval required above ${threshold:.2f}: {owner}.")
+        call.approval_rules.append({"rule": f"{whose}_threshold", "above_usd": f"{threshold:.4f}"})
 
     approval = approval_presented(req, out, now)
     use_approval = False  # an approval is consumed only by a run that needed it
@@ -247,6 +254,7 @@ def preflight_decide(req: PreflightInput, *, now: datetime | None = None) -> Pre
                 if approval is not None and not use_approval:
                     use_approval = True  # over the limit, but a person approved this run: try again
                     continue
+                call.approval_rules.append({"rule": "hard_limit", "budget_id": budget.id})
                 return _needs_approval(out, call, cost, tokens, req, workflow, now)
             return _finish(out, call, DENY, cost)
         out.reservation_id = str(reservation.pk)
@@ -291,9 +299,12 @@ def _apply_controls(call: _Call, req: PreflightInput, workflow, state, out: Pref
             out.reasons.append(f"Denied by a control: {reason}")
         elif control.kind == ControlKind.REQUIRE_APPROVAL:
             threshold = params.get("above_usd")
-            if threshold is None and workflow is not None and workflow.approval_threshold_usd is not None:
-                threshold = workflow.approval_threshold_usd
+            if threshold is None and workflow is not None:
+                threshold = workflow.threshold_for(req.tenant.pk)[0]
             above = int(Decimal(str(threshold)) * NANOS_PER_USD) if threshold is not None else 0
+            call.approval_rules.append(
+                {"rule": "control", "control_id": control.pk, "above_usd": f"{Decimal(above) / NANOS_PER_USD:.4f}"}
+            )
             call.approval_needed_above = (
                 above if call.approval_needed_above is None else min(above, call.approval_needed_above)
             )
@@ -371,7 +382,9 @@ def _amounts(pairs: list[tuple[BudgetEntry, int, tuple]], cost: int | None, toke
 def _needs_approval(
     out: PreflightDecision, call: _Call, cost: int | None, tokens: int, req: PreflightInput, workflow, now: datetime
 ) -> PreflightDecision:
-    pending = approval_pending_for(req, out=out, entry=call.entry, workflow=workflow, cost=cost, tokens=tokens, now=now)
+    pending = approval_pending_for(
+        req, out=out, entry=call.entry, workflow=workflow, cost=cost, tokens=tokens, now=now, rules=call.approval_rules
+    )
     out.approval_id, out.approval_status = str(pending.pk), pending.status
     out.reasons.append(f"Ask an approver to approve request {pending.pk}, then preflight again with its approval_id.")
     return _finish(out, call, NEEDS_APPROVAL, cost)

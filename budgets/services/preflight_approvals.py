@@ -89,6 +89,7 @@ def approval_pending_for(
     cost: int | None,
     tokens: int,
     now: datetime,
+    rules: list[dict] | None = None,
 ) -> ApprovalRequest:
     """The pending request this held call waits on: the one it presented, or an open one for the same
     call by the same requester (a retrying service must not flood approvers), or a new one."""
@@ -130,5 +131,6 @@ def approval_pending_for(
             reasons=list(out.reasons),
             actor=actor,
             now=now,
+            held_by=rules or [],
         )
     return pending

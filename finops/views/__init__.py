@@ -8,6 +8,7 @@ from .explore import explorer, explorer_export
 from .overview import home
 from .prompts import prompt_version_add, prompt_version_detail
 from .usage import usage_detail, usage_list
+from .workflow_policies import workflow_threshold
 
 __all__ = [
     "explorer",
@@ -24,4 +25,5 @@ __all__ = [
     "usage_detail",
     "usage_list",
     "workflow_detail",
+    "workflow_threshold",
 ]

@@ -17,6 +17,7 @@ from tenants.scoping import tenant_page
 from .explore import explorer_url, tenant_url
 from .layout import layout_context
 from .prompts import workflow_prompts_context
+from .workflow_policies import workflow_policy_context
 
 DETAIL_DAYS = (30, 90)
 
@@ -127,6 +128,7 @@ def workflow_detail(request, slug: str):
         explore_url=explorer_url({**scope.tenant_param(), "workflow": workflow.slug, "by": "model"}),
         **figures,
         **workflow_prompts_context(scope, workflow),
+        **workflow_policy_context(scope, workflow),
     )
     return render(request, "finops/workflow_detail.html", context)
 

@@ -139,6 +139,24 @@ def test_a_request_made_with_a_key_counts_as_made_by_the_keys_creator(tenant_a, 
     )
 
 
+def test_the_requester_fixed_when_the_request_opened_still_applies(tenant_a, gated, people):
+    key, raw = api_key_create(
+        tenant=tenant_a, name="approver's own key", scopes="preflight", actor=Actor(user=people["approver"])
+    )
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Bearer {raw}")
+    held = _preflight(client)
+    approval = ApprovalRequest.objects.get(pk=held["approval_id"])
+    assert approval.rules["requester_id"] == people["approver"].pk
+    assert approval.rules["held_by"] == [{"rule": "workflow_threshold", "above_usd": "0.1000"}]
+    # Later changes do not move the rule: the key handed to someone else, the request's column cleared.
+    type(key).objects.filter(pk=key.pk).update(created_by=people["admin"])
+    ApprovalRequest.objects.filter(pk=approval.pk).update(requested_by=None)
+    refused = _session(people["approver"]).post(f"{APPROVALS}/{approval.pk}/approve", format="json")
+    assert refused.status_code == 403 and refused.json()["error"]["code"] == "approval_own_request"
+    assert _session(people["admin"]).post(f"{APPROVALS}/{approval.pk}/approve", format="json").status_code == 200
+
+
 def _approved(client, approver, **fields) -> str:
     held = _preflight(client, **fields)
     approved = _session(approver).post(f"{APPROVALS}/{held['approval_id']}/approve", format="json")
