@@ -8,8 +8,10 @@ budgets/apps.py (finops.hooks).
   over its soft limit and at 96% of its hard limit, so the evaluation that follows starts the ladder's
   controls for it and raises its alerts;
 - one email channel that receives every alert, and the spiking tenant's own one;
-- one pending approval request for the spiking tenant: a long chat-assistant run that preflight held
-  because the ladder's require-approval control is on (or, without it, the workflow's threshold).
+- one pending approval request of each kind for the spiking tenant: a long chat-assistant run that
+  preflight held because the ladder's require-approval control is on (or, without it, the workflow's
+  threshold), its admin's request to double today's hard limit, and a chat-assistant prompt version
+  whose system prompt grew well past its review threshold (a prompt_change review).
 
 Limits are sized from the demo's own spend when a budget is created, so the picture is the same
 whatever range of days was seeded. Idempotent: budgets and the channel are created only when
@@ -44,6 +46,7 @@ from budgets.services.controls import active_controls_q
 from finops.catalog import get_catalog
 from finops.models import Environment, Workflow
 from finops.pricing import NANOS_PER_USD, TokenBuckets, cost_nanos
+from finops.services.prompts import prompt_version_register
 from tenants.models import ApiKey, Tenant
 from tenants.scope import Actor
 
@@ -158,6 +161,7 @@ def budgets_demo_seed(*, now: datetime | None = None) -> dict:
     evaluated = budgets_evaluate(now=now)
     approvals = _approval_demo_seed(tenant=tenants[APPROVAL_TENANT], now=now)
     approvals += _increase_demo_seed(tenant=tenants[APPROVAL_TENANT], now=now)
+    approvals += _prompt_demo_seed(tenant=tenants[APPROVAL_TENANT], now=now)
     return {"budgets_created": created, "approvals_created": approvals, **evaluated}
 
 
@@ -189,6 +193,12 @@ def _approval_demo_seed(*, tenant: Tenant, now: datetime) -> int:
         estimated_tokens=APPROVAL_TOKENS.input + APPROVAL_TOKENS.output,
         requested_by_key=ApiKey.objects.filter(tenant=tenant).order_by("id").first(),
         reasons=[f"Approval required{above}: {why}"],
+        rules={
+            "held_by": [{"rule": "control", "control_id": control.pk} if control else {"rule": "workflow_threshold"}],
+            "requester_id": None,
+            "deciders": "the tenant's approvers and admins, and operators; never the requester",
+            "ttl_seconds": settings.APPROVAL_TTL_SECONDS,
+        },
         created_at=now,
         expires_at=now + timedelta(seconds=settings.APPROVAL_TTL_SECONDS),
     )
@@ -220,6 +230,46 @@ def _increase_demo_seed(*, tenant: Tenant, now: datetime) -> int:
         actor=Actor(user=admin),
     )
     return 1
+
+
+# The demo's prompt change: the chat assistant's system prompt gains the whole returns policy.
+PROMPT_BASE = (
+    "You are Northwind Traders' in-app assistant. Answer questions about orders, deliveries and returns.\n"
+    "Be brief: three sentences at most, then offer to do more.\n"
+    "Never promise refunds; link the returns page instead.\n"
+    "If the customer is angry, apologise once and hand over to a person with the handover tool.\n"
+)
+PROMPT_GROWN = PROMPT_BASE + (
+    "\nReturns policy, quoted in full when a customer asks about a return:\n"
+    "- Items can be returned within 30 days of delivery, unused and in their original packaging.\n"
+    "- Perishable goods, gift cards and personalised items cannot be returned.\n"
+    "- Refunds go to the original payment method within 5 to 10 business days of our receiving the item.\n"
+    "- Customers in the EU may withdraw from a purchase within 14 days without giving a reason.\n"
+    "Always end a returns answer with the link to the returns page and the order number.\n"
+)
+
+
+def _prompt_demo_seed(*, tenant: Tenant, now: datetime) -> int:
+    """The spiking tenant's chat assistant has an active prompt version and a longer one waiting for a
+    review (a prompt_change request), as a CI pipeline would have registered them; idempotent."""
+    workflow = Workflow.objects.filter(slug=APPROVAL_WORKFLOW).first()
+    admin = get_user_model().objects.filter(username=f"{tenant.slug}-admin").first()
+    if workflow is None or admin is None:
+        return 0
+    grown = None
+    for label, text, commit in (("assistant-v2", PROMPT_BASE, "4be1c07"), ("assistant-v3", PROMPT_GROWN, "9f2c1ab")):
+        grown = prompt_version_register(
+            tenant=tenant,
+            workflow=workflow,
+            label=label,
+            text=text,
+            model_name=APPROVAL_MODEL,
+            git_commit=commit,
+            actor=Actor(user=admin),
+            now=now,
+        )
+    assert grown is not None
+    return int(grown.created and grown.review is not None)
 
 
 def _limits(draft: Budget, *, spiking: bool, now: datetime) -> tuple[int, int]:
