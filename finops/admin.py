@@ -1,6 +1,6 @@
 from django.contrib import admin
 
-from tenants.scope import Actor
+from tenants.admin_audit import AuditedModelAdmin, admin_actor, audited_formset_save
 
 from .models import (
     LlmModel,
@@ -16,7 +16,7 @@ from .services.repricing import llm_model_save, model_price_save
 
 
 @admin.register(ModelTier)
-class ModelTierAdmin(admin.ModelAdmin):
+class ModelTierAdmin(AuditedModelAdmin):
     list_display = ["slug", "name", "rank"]
 
 
@@ -36,25 +36,26 @@ class ModelPriceInline(admin.TabularInline):
 
 
 @admin.register(LlmModel)
-class LlmModelAdmin(admin.ModelAdmin):
+class LlmModelAdmin(AuditedModelAdmin):
     list_display = ["name", "provider", "tier", "encoding", "context_window", "is_active"]
     list_filter = ["provider", "tier", "is_active"]
     search_fields = ["name", "display_name"]
     inlines = [ModelPriceInline]
 
     def save_model(self, request, obj, form, change):
-        llm_model_save(model=obj, actor=Actor(user=request.user))
+        llm_model_save(model=obj, actor=admin_actor(request))  # audits llm_model.create / update
 
     def save_formset(self, request, form, formset, change):
-        # Prices go through the service so each change is audited and re-prices affected usage.
-        for price in formset.save(commit=False):
-            model_price_save(price=price, actor=Actor(user=request.user))
-        for obj in formset.deleted_objects:
-            obj.delete()
+        # Prices are saved through the service, which audits each and re-prices affected usage;
+        # deleted prices are audited as model_price.delete.
+        actor = admin_actor(request)
+        audited_formset_save(
+            formset, actor=actor, service_save=lambda price: model_price_save(price=price, actor=actor)
+        )
 
 
 @admin.register(ModelPrice)
-class ModelPriceAdmin(admin.ModelAdmin):
+class ModelPriceAdmin(AuditedModelAdmin):
     list_display = [
         "model",
         "effective_from",
@@ -69,11 +70,11 @@ class ModelPriceAdmin(admin.ModelAdmin):
     search_fields = ["model__name"]
 
     def save_model(self, request, obj, form, change):
-        model_price_save(price=obj, actor=Actor(user=request.user))
+        model_price_save(price=obj, actor=admin_actor(request))  # audits model_price.save
 
 
 @admin.register(Workflow)
-class WorkflowAdmin(admin.ModelAdmin):
+class WorkflowAdmin(AuditedModelAdmin):
     list_display = ["slug", "name", "owner", "priority", "default_tier", "status"]
     list_filter = ["priority", "status"]
     search_fields = ["slug", "name", "owner"]
