@@ -5,6 +5,7 @@ field it names (`add_service_error`)."""
 from __future__ import annotations
 
 import json
+from datetime import timedelta
 from decimal import Decimal
 from typing import cast
 from zoneinfo import available_timezones
@@ -14,8 +15,9 @@ from django.conf import settings
 from django.db.models import QuerySet
 from django.utils import timezone
 
-from budgets.models import Budget, ControlKind, HardAction, Metric, Period
+from budgets.models import ApprovalRequest, Budget, ControlKind, HardAction, Metric, Period
 from budgets.policy import PRIORITIES
+from budgets.selectors import ApprovalFilters
 from budgets.services.budgets import limit_parse
 from finops.models import Environment, ModelTier, Workflow
 from finops.pricing import nanos_to_decimal
@@ -274,3 +276,74 @@ class BudgetIncreaseForm(forms.Form):
             except ApplicationError as error:
                 self.add_error(name, error.message)
         return cleaned
+
+
+class ApprovalFilterForm(forms.Form):
+    """The approvals queue's `?kind=&workflow=&status=&age=` (the tenant is the scope's own `?tenant=`).
+    An invalid value filters nothing; the page says which."""
+
+    AGES = {"1h": timedelta(hours=1), "24h": timedelta(hours=24), "7d": timedelta(days=7)}
+
+    kind = forms.ChoiceField(
+        required=False,
+        choices=[
+            ("", "Any kind"),
+            (ApprovalRequest.Kind.WORKFLOW_RUN, "Run"),
+            (ApprovalRequest.Kind.BUDGET_INCREASE, "Budget increase"),
+            (ApprovalRequest.Kind.PROMPT_CHANGE, "Prompt change"),
+        ],
+    )
+    workflow = forms.ChoiceField(required=False)
+    status = forms.ChoiceField(
+        required=False,
+        choices=[
+            ("", "Any status"),
+            (ApprovalRequest.Status.PENDING, "Waiting"),
+            (ApprovalRequest.Status.APPROVED, "Approved"),
+            (ApprovalRequest.Status.CONSUMED, "Used (an approved run)"),
+            (ApprovalRequest.Status.REJECTED, "Rejected"),
+            (ApprovalRequest.Status.EXPIRED, "Expired"),
+            (ApprovalRequest.Status.CANCELLED, "Cancelled"),
+        ],
+    )
+    age = forms.ChoiceField(
+        required=False,
+        choices=[
+            ("", "Any age"),
+            ("1h", "Older than 1 hour"),
+            ("24h", "Older than 24 hours"),
+            ("7d", "Older than 7 days"),
+        ],
+    )
+
+    def __init__(self, *args, workflows: QuerySet[Workflow], **kwargs):
+        super().__init__(*args, **kwargs)
+        workflow = cast(forms.ChoiceField, self.fields["workflow"])
+        workflow.choices = [("", "Any workflow"), *((w.slug, w.name or w.slug) for w in workflows)]
+
+    def filters(self) -> ApprovalFilters:
+        self.is_valid()
+        value = {name: self.cleaned_data.get(name) or "" for name in self.fields if name not in self.errors}
+        return ApprovalFilters(
+            kind=value.get("kind", ""),
+            workflow=value.get("workflow", ""),
+            status=value.get("status", ""),
+            older_than=self.AGES.get(value.get("age", "")),
+        )
+
+    @property
+    def given(self) -> list[tuple[str, str]]:
+        """The filters as chosen, to keep them when the tenant switcher reloads the page."""
+        return [(name, str(self.data[name])) for name in self.fields if self.data.get(name)]
+
+    def described(self) -> list[str]:
+        """The valid filters in words ("kind: prompt change", "older than 24 hours"), for the empty state."""
+        self.is_valid()
+        words = []
+        for name in self.fields:
+            raw = self.cleaned_data.get(name) if name not in self.errors else None
+            if raw:
+                choices = cast(list[tuple[str, str]], cast(forms.ChoiceField, self.fields[name]).choices)
+                label = dict(choices)[raw]
+                words.append(str(label).lower() if name == "age" else f"{name}: {str(label).lower()}")
+        return words

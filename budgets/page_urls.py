@@ -1,6 +1,7 @@
 from django.urls import path
 
 from . import views
+from .views import approvals as approval_views
 
 urlpatterns = [
     path("budgets/", views.budgets_list, name="budgets_list"),
@@ -14,6 +15,8 @@ urlpatterns = [
     path("alerts/", views.alerts_list, name="alerts_list"),
     path("alerts/<int:alert_id>/acknowledge/", views.alert_acknowledge, name="alert_acknowledge"),
     path("approvals/", views.approvals_list, name="approvals_list"),
+    path("approvals/<uuid:approval_id>/", approval_views.approval_detail, name="approval_detail"),
+    path("approvals/<uuid:approval_id>/cancel/", approval_views.approval_cancel, name="approval_cancel"),
     path("approvals/<uuid:approval_id>/approve/", views.approval_approve, name="approval_approve"),
     path("approvals/<uuid:approval_id>/reject/", views.approval_reject, name="approval_reject"),
 ]

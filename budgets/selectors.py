@@ -8,7 +8,7 @@ platform keys whatever tenant they picked, because they apply to every tenant, a
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime, time, timedelta
 from typing import TYPE_CHECKING, TypedDict
 
 from django.db.models import Case, IntegerField, Prefetch, Q, QuerySet, Value, When
@@ -28,7 +28,10 @@ from budgets.models import (
 from budgets.periods import period_bounds
 from budgets.services.controls import active_controls_q
 from budgets.services.ladder import budget_levels
+from finops.models import Workflow
+from finops.selectors.spend import SpendGroup, SpendQuery, spend_query
 from finops.selectors.spend_totals import spend_series
+from tenants.models import AuditEvent
 from tenants.scope import TenantScope
 
 if TYPE_CHECKING:
@@ -368,6 +371,110 @@ def approval_get(*, approval_id, scope: TenantScope) -> ApprovalRequest | None:
 def approvals_pending_count(*, scope: TenantScope, now: datetime | None = None) -> int:
     qs = ApprovalRequest.objects.filter(_open_approval_q(now or timezone.now()))
     return _scoped(qs, scope).count()
+
+
+@dataclass(frozen=True)
+class ApprovalFilters:
+    """What the approvals queue narrows to; empty values filter nothing."""
+
+    kind: str = ""
+    workflow: str = ""  # a slug
+    status: str = ""  # a status as the page shows it: a pending request past its expiry counts as expired
+    older_than: timedelta | None = None
+
+    @property
+    def any(self) -> bool:
+        return bool(self.kind or self.workflow or self.status or self.older_than)
+
+
+def approvals_queue(
+    *, scope: TenantScope, filters: ApprovalFilters, now: datetime | None = None
+) -> QuerySet[WithAnnotations[ApprovalRequest, _ApprovalClosed]]:
+    """`approvals_visible` narrowed by the queue's filters: still open requests first, newest first."""
+    now = now or timezone.now()
+    qs = approvals_visible(scope=scope, now=now)
+    if filters.kind:
+        qs = qs.filter(kind=filters.kind)
+    if filters.workflow:
+        qs = qs.filter(workflow__slug=filters.workflow)
+    if filters.status == ApprovalRequest.Status.PENDING:
+        qs = qs.filter(_open_approval_q(now))
+    elif filters.status == ApprovalRequest.Status.EXPIRED:
+        # The expiry beat marks them within a minute; until then the page already calls them expired.
+        qs = qs.filter(
+            Q(status=ApprovalRequest.Status.EXPIRED) | Q(status=ApprovalRequest.Status.PENDING, expires_at__lte=now)
+        )
+    elif filters.status:
+        qs = qs.filter(status=filters.status)
+    if filters.older_than is not None:
+        qs = qs.filter(created_at__lte=now - filters.older_than)
+    return qs
+
+
+def approval_workflows(*, scope: TenantScope) -> QuerySet[Workflow]:
+    """The workflows the scope's approval requests name (the queue's workflow filter offers these only)."""
+    named = _scoped(ApprovalRequest.objects.filter(workflow__isnull=False), scope).values("workflow_id")
+    return Workflow.objects.filter(pk__in=named).order_by("name", "slug")
+
+
+def approval_budget_burns(*, approval: ApprovalRequest, scope: TenantScope, now: datetime | None = None) -> list[Burn]:
+    """The active budgets the request's calls count against, as far as the scope sees them (a tenant
+    never sees platform-wide ones), with their current period; the tenant's own first. A budget
+    applies when each of its scope fields is empty or matches the request: its workflow, its
+    environment (any, for a request that names none) and its model's tier (any, without a model)."""
+    now = now or timezone.now()
+    qs = budgets_visible(scope=scope).filter(Q(tenant_id=approval.tenant_id) | Q(tenant__isnull=True), is_active=True)
+    if approval.workflow_id is not None:
+        qs = qs.filter(Q(workflow__isnull=True) | Q(workflow_id=approval.workflow_id))
+    else:
+        qs = qs.filter(workflow__isnull=True)
+    if approval.environment:
+        qs = qs.filter(Q(environment="") | Q(environment=approval.environment))
+    if approval.model is not None:
+        qs = qs.filter(Q(tier__isnull=True) | Q(tier_id=approval.model.tier_id))
+    budgets = sorted(qs, key=lambda b: (b.tenant_id is None, b.name, b.pk))
+    current = budget_current_windows(budgets, now)
+    return [_burn(b, current.get(b.pk), now) for b in budgets]
+
+
+def workflow_recent_usage(
+    *, scope: TenantScope, workflow: Workflow, days: int, now: datetime | None = None
+) -> SpendGroup:
+    """The scope's calls of the workflow and their cost over the last `days` UTC days, today included,
+    from the daily (tenant, workflow) rollups (`spend_query`), never raw usage."""
+    today = (now or timezone.now()).astimezone(UTC).date()
+    query = SpendQuery(
+        start=datetime.combine(today - timedelta(days=days - 1), time.min, tzinfo=UTC),
+        end=datetime.combine(today + timedelta(days=1), time.min, tzinfo=UTC),
+        filters={"workflow": (workflow.slug,)},
+    )
+    return spend_query(scope=scope, query=query).totals
+
+
+# The audit actions that make up a request's history, as the page words them.
+APPROVAL_EVENTS = {
+    "approval.open": "opened",
+    "approval.approved": "approved",
+    "approval.rejected": "rejected",
+    "approval.consume": "used by a preflight",
+    "approval.cancel": "cancelled",
+    "approval.expire": "expired",
+}
+
+
+def approval_history(*, approval: ApprovalRequest, scope: TenantScope) -> list[AuditEvent]:
+    """The request's own audit events, oldest first. Whoever sees the request sees who opened, decided,
+    used, cancelled or let it expire (facts the request shows anyway); the rest of the audit log stays
+    the admins' (`Operation.READ_AUDIT`)."""
+    events = AuditEvent.objects.filter(
+        target_type=ApprovalRequest.__name__,
+        target_id=str(approval.pk),
+        action__in=list(APPROVAL_EVENTS),
+        # Nothing happens to a request before it opens: the range keeps the read on the `at` index
+        # (target ids are not indexed); the minute allows for the two clocks of one transaction.
+        at__gte=approval.created_at - timedelta(minutes=1),
+    )
+    return list(scope.filter(events).select_related("actor_user", "actor_key").order_by("at", "id"))
 
 
 # --- The API's plain reads (their own ordering and pagination) ------------------------------------------

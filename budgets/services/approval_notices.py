@@ -46,7 +46,8 @@ def approval_notify(approval: ApprovalRequest, *, event: str, now: datetime | No
     """Create the notice for `event` ("opened", or the status a decision or cancel moved it to)."""
     now = now or timezone.now()
     tenant = approval.tenant
-    link = f"{settings.PUBLIC_BASE_URL}{reverse('approvals_list')}?{urlencode({'tenant': tenant.slug})}"
+    page = reverse("approval_detail", args=[approval.pk])
+    link = f"{settings.PUBLIC_BASE_URL}{page}?{urlencode({'tenant': tenant.slug})}"
     who = approval.requested_by.get_username() if approval.requested_by is not None else None
     if who is None and approval.requested_by_key is not None:
         who = f"key {approval.requested_by_key.prefix}"

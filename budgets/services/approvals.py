@@ -38,6 +38,13 @@ def approval_requester_id(actor: Actor) -> int | None:
     return None
 
 
+def approval_requesters(approval: ApprovalRequest) -> set[int]:
+    """Who never decides this request: the requester as fixed when it opened (kept in its rules too, so
+    it holds once the person's row was deleted and `requested_by` went NULL)."""
+    ids = (approval.requested_by_id, (approval.rules or {}).get("requester_id"))
+    return {int(i) for i in ids if i is not None}
+
+
 def _snapshot(approval: ApprovalRequest) -> dict:
     return {
         "kind": approval.kind,
@@ -163,9 +170,7 @@ def approval_decide(*, approval: ApprovalRequest, approve: bool, actor: Actor, c
     user = actor.actor_user
     if user is None:
         raise ApplicationError("permission_denied", "Only a signed-in person decides requests.", status_code=403)
-    # The requester as fixed when the request opened (kept in its rules too, so it holds even once the
-    # person's row was deleted and `requested_by` went NULL).
-    if user.pk in {approval.requested_by_id, (approval.rules or {}).get("requester_id")} - {None}:
+    if user.pk in approval_requesters(approval):
         raise ApplicationError(
             "approval_own_request",
             "You asked for this run: another approver of the tenant must decide it (four eyes).",

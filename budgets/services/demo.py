@@ -49,6 +49,7 @@ from finops.pricing import NANOS_PER_USD, TokenBuckets, cost_nanos
 from finops.services.prompts import prompt_version_register
 from tenants.models import ApiKey, Tenant
 from tenants.scope import Actor
+from tenants.services import audit_record
 
 from .budget_increases import budget_increase_ask
 from .budgets import budget_create
@@ -183,7 +184,7 @@ def _approval_demo_seed(*, tenant: Tenant, now: datetime) -> int:
         .first()
     )
     why = control.reason if control else f"the {workflow.name if workflow else 'workflow'}'s approval threshold"
-    ApprovalRequest.objects.create(
+    held = ApprovalRequest.objects.create(
         kind=ApprovalRequest.Kind.WORKFLOW_RUN,
         tenant=tenant,
         workflow=workflow,
@@ -201,6 +202,14 @@ def _approval_demo_seed(*, tenant: Tenant, now: datetime) -> int:
         },
         created_at=now,
         expires_at=now + timedelta(seconds=settings.APPROVAL_TTL_SECONDS),
+    )
+    # As preflight's approval_open records it (without the notice: the demo's channels are examples).
+    audit_record(
+        action="approval.open",
+        tenant=tenant,
+        actor=Actor(api_key=held.requested_by_key),
+        target=held,
+        after={"kind": held.kind, "status": held.status, "rules": held.rules},
     )
     return 1
 

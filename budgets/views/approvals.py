@@ -1,24 +1,43 @@
-"""The approvals page: runs preflight held for a person's go-ahead, open ones first, then the decided ones.
+"""The approvals queue, one request's page, and the decide and cancel endpoints they post to.
 
 A tenant's approvers and admins, and operators, decide its approval requests (`Operation.DECIDE`).
-Deciding goes through `approval_decide`, which is audited and refuses a request that is no longer pending.
+Deciding goes through `approval_decide`, which is audited and refuses a request that is no longer pending
+or that the deciding person asked for (four eyes); the requester may withdraw it (`approval_cancel`).
 """
 
 from __future__ import annotations
 
+from decimal import Decimal
+
 from django.contrib import messages
 from django.core.exceptions import PermissionDenied
-from django.http import Http404
+from django.http import Http404, HttpResponseRedirect
 from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.utils import timezone
-from django.views.decorators.http import require_POST
+from django.utils.http import url_has_allowed_host_and_scheme
+from django.views.decorators.http import require_GET, require_POST
 
-from budgets.models import ApprovalRequest
-from budgets.selectors import approval_get, approvals_visible
-from budgets.services.approvals import approval_decide
+from budgets.forms import ApprovalFilterForm
+from budgets.models import ApprovalRequest, Budget
+from budgets.selectors import (
+    APPROVAL_EVENTS,
+    approval_budget_burns,
+    approval_get,
+    approval_history,
+    approval_workflows,
+    approvals_queue,
+    approvals_visible,
+    budget_burn,
+    workflow_recent_usage,
+)
+from budgets.services.approvals import approval_cancel as approval_withdraw
+from budgets.services.approvals import approval_decide, approval_requesters
+from finops.selectors.catalog import catalog_model_get
+from finops.selectors.prompts import prompt_projection, prompt_version_baseline, prompt_version_text
+from finops.views.prompts import prompt_diff
 from tenants.errors import ApplicationError
-from tenants.scope import Actor, Operation
+from tenants.scope import Actor, Operation, TenantScope
 from tenants.scoping import tenant_page
 
 from .layout import budget_layout_context
@@ -31,9 +50,9 @@ COMMENT_MAX = 2000  # as the API's decision serializer
 def approvals_list(request):
     scope = request.scope
     now = timezone.now()
-    rows = list(
-        approvals_visible(scope=scope, now=now)[: APPROVALS_SHOWN + 1]
-    )
+    form = ApprovalFilterForm(request.GET, workflows=approval_workflows(scope=scope))
+    filters = form.filters()
+    rows = list(approvals_queue(scope=scope, filters=filters, now=now)[: APPROVALS_SHOWN + 1])
     pending = [a for a in rows[:APPROVALS_SHOWN] if a.closed == 0]
     context = budget_layout_context(request, scope)
     context.update(
@@ -44,12 +63,161 @@ def approvals_list(request):
         can_decide={
             a.pk
             for a in pending
-            if scope.may(Operation.DECIDE, a.tenant_id) and a.requested_by_id != request.user.pk
+            if scope.may(Operation.DECIDE, a.tenant_id) and request.user.pk not in approval_requesters(a)
         },
         comment_max=COMMENT_MAX,
         now=now,
+        form=form,
+        filtered=filters.any,
+        switcher_keep=form.given,
+        # What the filters left out, said only when they left nothing (one COUNT).
+        filter_words=form.described() if filters.any and not rows else [],
+        unfiltered_count=approvals_visible(scope=scope, now=now).count() if filters.any and not rows else 0,
+        here=request.get_full_path(),
     )
     return render(request, "budgets/approvals_list.html", context)
+
+
+RECENT_DAYS = 7  # "the recent cost per call" a run's estimate is set against
+
+
+def _visible(scope: TenantScope, approval_id) -> ApprovalRequest:
+    approval = approval_get(approval_id=approval_id, scope=scope)
+    if approval is None:
+        raise Http404("No such approval request.")
+    return approval
+
+
+@tenant_page
+@require_GET
+def approval_detail(request, approval_id):
+    """What a person needs to decide one request: what it is for, what it would cost against what,
+    the budgets it counts against, and what happened to it so far."""
+    scope = request.scope
+    approval = _visible(scope, approval_id)
+    now = timezone.now()
+    is_open = approval.status == ApprovalRequest.Status.PENDING and approval.expires_at > now
+    is_requester = request.user.pk in approval_requesters(approval)
+    # What `approval_cancel` still withdraws: a pending request, or an approved run not used yet.
+    live = is_open or (
+        approval.status == ApprovalRequest.Status.APPROVED
+        and approval.kind == ApprovalRequest.Kind.WORKFLOW_RUN
+        and approval.expires_at > now
+    )
+    context = budget_layout_context(request, scope, switcher_action=reverse("approvals_list"))
+    context.update(
+        approval=approval,
+        now=now,
+        is_open=is_open,
+        is_requester=is_requester,
+        can_decide=is_open and not is_requester and scope.may(Operation.DECIDE, approval.tenant_id),
+        can_cancel=live and is_requester,
+        comment_max=COMMENT_MAX,
+        here=request.get_full_path(),
+        burns=approval_budget_burns(approval=approval, scope=scope, now=now),
+        history=[(event, APPROVAL_EVENTS[event.action]) for event in approval_history(approval=approval, scope=scope)],
+        rules=_rules_lines(approval),
+    )
+    if approval.kind == ApprovalRequest.Kind.WORKFLOW_RUN:
+        context.update(_run_context(approval, now))
+    elif approval.kind == ApprovalRequest.Kind.BUDGET_INCREASE and approval.budget is not None:
+        context.update(_increase_context(approval, approval.budget, now))
+    elif approval.kind == ApprovalRequest.Kind.PROMPT_CHANGE and approval.prompt_version is not None:
+        context.update(_prompt_context(approval))
+    return render(request, "budgets/approval_detail.html", context)
+
+
+def _rules_lines(approval: ApprovalRequest) -> list[str]:
+    """The rules kept on the request when it opened, in words (older requests kept none)."""
+    rules = approval.rules or {}
+    lines = []
+    for held in rules.get("held_by", ()):
+        above = f" above ${Decimal(held['above_usd']).normalize():,f}" if held.get("above_usd") else ""
+        lines.append(
+            {
+                "workflow_threshold": f"Held by the workflow's approval threshold{above}.",
+                "tenant_threshold": f"Held by the tenant's own threshold for this workflow{above}.",
+                "control": f"Held by require-approval control #{held.get('control_id')}{above}.",
+                "hard_limit": f"Held by the hard limit of budget #{held.get('budget_id')}, whose action is to ask.",
+            }.get(held.get("rule"), f"Held by {held.get('rule')}.")
+        )
+    if "requester_id" in rules:
+        who = approval.requested_by.get_username() if approval.requested_by is not None else None
+        lines.append(
+            f"Four eyes: {who} never decides it, whatever their role."
+            if who
+            else "Four eyes: whoever asked never decides it; a request from a key nobody created may be decided "
+            "by any approver of the tenant."
+        )
+    if rules.get("ttl_seconds"):
+        lines.append(f"Open for {int(rules['ttl_seconds']) // 3600} hours, then it expires undecided.")
+    return lines
+
+
+def _run_context(approval: ApprovalRequest, now) -> dict:
+    """A run's estimate beside its model's price, the workflow's envelope and its recent calls."""
+    catalog = catalog_model_get(name=approval.model.name, now=now) if approval.model is not None else None
+    recent = None
+    if approval.workflow is not None:
+        # The request's own tenant: the scope sees it, and the figures are about that tenant alone.
+        recent = workflow_recent_usage(
+            scope=TenantScope.for_tenant(approval.tenant), workflow=approval.workflow, days=RECENT_DAYS, now=now
+        )
+    calls = recent.calls if recent is not None else 0
+    per_call = recent.cost_per_call_nanos if recent is not None else None
+    return {
+        "price": catalog.current if catalog is not None else None,
+        "recent": recent,
+        "recent_days": RECENT_DAYS,
+        # Means over the recent calls, beside the envelope's expectations.
+        "recent_input_per_call": recent.prompt_tokens // calls if recent is not None and calls else None,
+        "recent_output_per_call": recent.output_tokens // calls if recent is not None and calls else None,
+        "recent_calls_per_day": round(calls / RECENT_DAYS, 1) if calls else None,
+        # "as much as 240 typical calls": how far the run is from the workflow's everyday calls.
+        "calls_worth": approval.estimated_cost_nanos // per_call
+        if approval.estimated_cost_nanos is not None and per_call
+        else None,
+    }
+
+
+def _increase_context(approval: ApprovalRequest, budget: Budget, now) -> dict:
+    """An increase's limits now against the asked ones, beside the budget's current period."""
+    burn = budget_burn(budget=budget, now=now)
+    # A period-only increase is measured against the current window's limits, a lasting one the budget's.
+    if approval.current_window_only:
+        soft, hard = burn.soft_limit, burn.hard_limit
+    else:
+        soft, hard = budget.soft_limit, budget.hard_limit
+    rows = [
+        (label, current, asked, asked - current if asked is not None and current is not None else None)
+        for label, current, asked in (
+            ("Soft limit", soft, approval.new_soft_limit),
+            ("Hard limit", hard, approval.new_hard_limit),
+        )
+    ]
+    return {"increase": burn, "increase_rows": rows}
+
+
+def _prompt_context(approval: ApprovalRequest) -> dict:
+    """The prompt version page's diff and projection (finops/views/prompts.py), for the version under review."""
+    version = approval.prompt_version
+    assert version is not None
+    own = TenantScope.for_tenant(approval.tenant)
+    baseline = prompt_version_baseline(scope=own, workflow=version.workflow, before=version)
+    projection = prompt_projection(
+        scope=own,
+        workflow=version.workflow,
+        baseline=baseline,
+        new_tokens=version.input_tokens,
+        new_cost_nanos=version.estimated_cost_per_call_nanos,
+    )
+    diff = prompt_diff(
+        prompt_version_text(baseline) if baseline is not None else "",
+        prompt_version_text(version),
+        old_name=baseline.label if baseline is not None else "(none)",
+        new_name=version.label,
+    )
+    return {"version": version, "baseline": baseline, "projection": projection, "diff": diff}
 
 
 @tenant_page
@@ -64,14 +232,53 @@ def approval_reject(request, approval_id):
     return _decide(request, approval_id, approve=False)
 
 
+@tenant_page
+@require_POST
+def approval_cancel(request, approval_id):
+    """The requester withdraws their request (the service refuses anyone else); back to where they were."""
+    scope = request.scope
+    approval = _visible(scope, approval_id)
+    back = _back(request, reverse("approval_detail", kwargs={"approval_id": approval.pk}) + scope.query)
+    try:
+        approval = approval_withdraw(approval=approval, actor=Actor(user=request.user))
+    except ApplicationError as error:
+        messages.error(request, f"{error.message} Nothing was cancelled.")
+        return back
+    if approval.kind == ApprovalRequest.Kind.WORKFLOW_RUN:
+        messages.success(
+            request,
+            f"Cancelled {_what(approval)}: a preflight presenting approval_id {approval.pk} "
+            "answers needs_approval again.",
+        )
+    elif approval.kind == ApprovalRequest.Kind.PROMPT_CHANGE:
+        messages.success(
+            request, f"Cancelled {_what(approval)}: the version is rejected; register the prompt again to ask anew."
+        )
+    else:
+        messages.success(request, f"Cancelled {_what(approval)}: nothing changes.")
+    return back
+
+
+def _back(request, default: str) -> HttpResponseRedirect:
+    """Where a form came from (`next`, this site only), else `default`."""
+    target = request.POST.get("next") or ""
+    if target and url_has_allowed_host_and_scheme(
+        target, allowed_hosts={request.get_host()}, require_https=request.is_secure()
+    ):
+        return redirect(target)
+    return redirect(default)
+
+
 def _decide(request, approval_id, *, approve: bool):
     scope = request.scope
-    approval = approval_get(approval_id=approval_id, scope=scope)
-    if approval is None:
-        raise Http404("No such approval request.")
+    approval = _visible(scope, approval_id)
     if not scope.may(Operation.DECIDE, approval.tenant_id):
         raise PermissionDenied("Only the tenant's approvers and admins, and operators, decide its approval requests.")
-    back = redirect(reverse("approvals_list") + scope.query)
+    back = _back(request, reverse("approvals_list") + scope.query)
+    # The request page asks the person to confirm they read the estimate (the queue decides in one step).
+    if request.POST.get("confirm") == "required" and not request.POST.get("confirmed"):
+        messages.error(request, "Tick “I have read the estimate and the budget state” to decide; nothing was decided.")
+        return back
     comment = (request.POST.get("comment") or "").strip()
     if len(comment) > COMMENT_MAX:
         messages.error(request, f"The comment is longer than {COMMENT_MAX:,} characters; nothing was decided.")

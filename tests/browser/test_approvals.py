@@ -32,7 +32,8 @@ def test_approver_approves_the_demo_request_and_the_next_preflight_runs(page, de
     waiting = page.locator("section:has(#pending-approvals) tbody tr")
     pending = waiting.count()
     assert pending >= 2, "the demo has a held run and a budget increase waiting"
-    row = waiting.filter(has_text="In-app chat assistant")
+    # The held run (the demo's prompt change to the same workflow waits too, in a row of its own).
+    row = waiting.filter(has_text="In-app chat assistant").filter(has_not_text="Prompt change")
     assert row.count() == 1
     approval_id = row.get_attribute("data-approval")
     text = row.inner_text()
@@ -86,3 +87,96 @@ def test_viewer_sees_the_request_without_buttons(page, demo):
     assert page.locator("section:has(#pending-approvals) tbody tr").count() >= 2
     assert page.get_by_role("button", name="Approve").count() == 0
     assert page.get_by_role("button", name="Reject").count() == 0
+
+
+# A pull-request bot's prompt (a high-priority workflow), then a version that drops a line and grows.
+PR_PROMPT_V1 = (
+    "You review pull requests for Northwind Traders' services.\n"
+    "Flag security issues first.\n"
+    "Keep each comment under two sentences.\n"
+)
+PR_PROMPT_V2 = (
+    "You review pull requests for Northwind Traders' services.\n"
+    "Flag security issues first.\n"
+    "Check every SQL query for injection and every template for unescaped output.\n"
+    "Quote the offending line, say why it is a problem, and propose the smallest fix that solves it.\n"
+    "Group comments by file and order them by severity: security, correctness, performance, style.\n"
+)
+
+
+def test_a_prompt_change_request_shows_the_same_diff_and_projection_as_the_version_page(page, demo):
+    from django.contrib.auth import get_user_model
+
+    from finops.models import PromptVersion, Workflow
+    from finops.selectors.prompts import prompt_projection, prompt_version_baseline
+    from finops.services.prompts import prompt_version_register
+    from finops.templatetags.money import usd
+    from tenants.models import Tenant
+    from tenants.scope import Actor, TenantScope
+
+    tenant = Tenant.objects.get(slug=demo.tenant_slug)
+    workflow = Workflow.objects.get(slug="code-review-bot")
+    assert workflow.priority == Workflow.Priority.HIGH
+    admin = Actor(user=get_user_model().objects.get(username="northwind-admin"))
+    common = {"tenant": tenant, "workflow": workflow, "actor": admin}
+    prompt_version_register(label="pr-v1", text=PR_PROMPT_V1, model_name="o3", **common)
+    grown = prompt_version_register(label="pr-v2", text=PR_PROMPT_V2, **common).version
+    assert grown.status == PromptVersion.Status.UNDER_REVIEW
+    own = TenantScope.for_tenant(tenant)
+    projection = prompt_projection(
+        scope=own, workflow=workflow, baseline=prompt_version_baseline(scope=own, workflow=workflow, before=grown),
+        new_tokens=grown.input_tokens, new_cost_nanos=grown.estimated_cost_per_call_nanos,
+    )  # fmt: skip
+    monthly = f"+{usd(projection.monthly_cost_change_nanos)}"
+    assert projection.monthly_cost_change_nanos and projection.monthly_cost_change_nanos > 0
+
+    sign_in(page, "northwind-approver", demo.password, next="/approvals/?kind=prompt_change")
+    rows = page.locator("section:has(#pending-approvals) tbody tr").filter(has_text="Pull request review bot")
+    assert rows.count() == 1
+    with page.expect_navigation():
+        rows.get_by_role("link", name="Review the request →").click()
+    page.wait_for_load_state("load")
+    screenshot(page, "approval-prompt-change")
+    request_url = page.url
+
+    def diff_and_projection() -> tuple[list[str], list[str], str, str]:
+        return (
+            page.locator(".diff .diff__line--add").all_inner_texts(),
+            page.locator(".diff .diff__line--del").all_inner_texts(),
+            page.locator("[data-monthly-change]").inner_text(),
+            page.locator("[data-token-change]").inner_text(),
+        )
+
+    added, removed, shown_monthly, token_change = diff_and_projection()
+    assert "Prompt change: Pull request review bot" in page.locator("h1").inner_text()
+    assert removed == ["-Keep each comment under two sentences."]
+    assert "+Check every SQL query for injection and every template for unescaped output." in added
+    assert len(added) == 3
+    assert shown_monthly == monthly
+    assert token_change == f"+{projection.token_change:,}"
+    assert page.locator(".card__value").filter(has_text="$").count() >= 2
+
+    # The version's own page shows the same diff and the same projection.
+    with page.expect_navigation():
+        page.get_by_role("link", name="version pr-v2's page →").click()
+    page.wait_for_load_state("load")
+    assert "/workflows/code-review-bot/prompt-versions/pr-v2/" in page.url
+    assert diff_and_projection() == (added, removed, shown_monthly, token_change)
+
+    # Back on the request: Approve needs the confirmation ticked (the browser refuses the form without it).
+    page.goto(request_url)
+    decision = page.locator("#decide")
+    decision.get_by_role("button", name="Approve").click()
+    assert page.url == request_url and page.locator("#decide form").count() == 1
+    assert PromptVersion.objects.get(pk=grown.pk).status == PromptVersion.Status.UNDER_REVIEW
+    decision.get_by_label("Comment").fill("Security checks are worth the tokens")
+    decision.get_by_label("I have read the estimate and the budget state").check()
+    with page.expect_navigation():
+        decision.get_by_role("button", name="Approve").click()
+    page.wait_for_load_state("load")
+    screenshot(page, "approval-prompt-change-approved")
+    assert page.url == request_url
+    assert "Approved prompt version pr-v2" in page.locator(".messages").inner_text()
+    assert "approved" in page.locator("h1 .badge").inner_text()
+    assert "Security checks are worth the tokens" in page.locator("section:has(#history-heading)").inner_text()
+    assert PromptVersion.objects.get(pk=grown.pk).status == PromptVersion.Status.ACTIVE

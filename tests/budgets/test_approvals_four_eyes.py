@@ -275,7 +275,8 @@ def test_approvers_are_told_when_a_request_opens_and_the_requester_when_it_is_de
     assert [m.to for m in mailoutbox] == [["approvers@acme.example"]]
     opened = mailoutbox[0]
     assert "Run of batch-summary on gpt-4o" in opened.subject and "waits for an approver" in opened.subject
-    assert "http://127.0.0.1:8000/approvals/?tenant=acme" in opened.body and "batch-summary's threshold" in opened.body
+    assert f"http://127.0.0.1:8000/approvals/{held['approval_id']}/?tenant=acme" in opened.body
+    assert "batch-summary's threshold" in opened.body
     with django_capture_on_commit_callbacks(execute=True):
         _session(people["approver"]).post(
             f"{APPROVALS}/{held['approval_id']}/approve", {"comment": "go"}, format="json"

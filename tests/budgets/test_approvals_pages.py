@@ -94,7 +94,7 @@ def test_page_lists_pending_first_then_decided_with_who_and_comment(approver_a, 
     # the decided one: its status, who decided and what they said, and no buttons
     assert '<span class="badge badge--danger">rejected</span>' in body
     assert "by approver-a" in body and "Run it on the nightly batch instead" in body
-    assert f"/approvals/{decided.pk}/" not in body
+    assert f"/approvals/{decided.pk}/approve/" not in body and f"/approvals/{decided.pk}/reject/" not in body
     # the menu counts the one request still waiting; tenant b's never shows
     assert 'title="1 approval request waiting">1</span>' in body
     assert MARKER_B not in body

@@ -52,6 +52,7 @@ ROUTES: dict[str, str] = {
     "api-spend-csv": TENANT,
     "api-exports-focus": TENANT,
     "api-prompt-versions": TENANT,
+    "api-workflow-policy": TENANT,
     "api-preflight": TENANT,
     "api-reservation-release": TENANT,
     "api-budgets": TENANT,
@@ -79,8 +80,10 @@ ROUTES: dict[str, str] = {
     "alerts_list": TENANT,
     "alert_acknowledge": TENANT,
     "approvals_list": TENANT,
+    "approval_detail": TENANT,
     "approval_approve": TENANT,
     "approval_reject": TENANT,
+    "approval_cancel": TENANT,
     "home": TENANT,
     "usage_list": TENANT,
     "usage_detail": TENANT,
@@ -89,6 +92,7 @@ ROUTES: dict[str, str] = {
     "tenant_detail": TENANT,
     "workflow_detail": TENANT,
     "prompt_version_add": TENANT,
+    "workflow_threshold": TENANT,
     "prompt_version_detail": TENANT,
     "models": TENANT,
     "model_detail": TENANT,
@@ -177,8 +181,13 @@ def world(tenant_a, tenant_b, api_a, api_b, catalog):
         tenant=tenant_b, kind="deny", source="manual", reason=f"{MARKER} stop", starts_at=now
     )
     alert_b = Alert.objects.create(
-        kind=Alert.Kind.SOFT_LIMIT, level=85, tenant=tenant_b, budget=budget_b, subject=f"{MARKER} 85%",
-        message=MARKER, created_at=now,
+        kind=Alert.Kind.SOFT_LIMIT,
+        level=85,
+        tenant=tenant_b,
+        budget=budget_b,
+        subject=f"{MARKER} 85%",
+        message=MARKER,
+        created_at=now,
     )
     channel_b = NotificationChannel.objects.create(tenant=tenant_b, kind="email", target=f"{MARKER}@b.example")
     # The operators' platform-wide channel: its target and errors are not for any tenant's eyes.
@@ -187,12 +196,18 @@ def world(tenant_a, tenant_b, api_a, api_b, catalog):
         kind=Alert.Kind.SOFT_LIMIT, level=85, tenant=tenant_a, subject="A 85%", message="a", created_at=now
     )
     Notification.objects.create(
-        alert=alert_a, channel=platform_channel, status=Notification.Status.FAILED, next_attempt_at=now,
+        alert=alert_a,
+        channel=platform_channel,
+        status=Notification.Status.FAILED,
+        next_attempt_at=now,
         last_error=f"connection refused by {MARKER}.ops",
     )
     approval_b = ApprovalRequest.objects.create(
-        tenant=tenant_b, workflow=Workflow.objects.get(slug=B_WORKFLOW), reasons=[MARKER],
-        created_at=now, expires_at=now + timedelta(hours=1),
+        tenant=tenant_b,
+        workflow=Workflow.objects.get(slug=B_WORKFLOW),
+        reasons=[MARKER],
+        created_at=now,
+        expires_at=now + timedelta(hours=1),
     )
     ApprovalRequest.objects.create(tenant=tenant_a, reasons=["a"], created_at=now, expires_at=now + timedelta(hours=1))
     # B's prompt version of B's workflow: its label (a URL parameter) and its text carry the marker.
@@ -204,14 +219,27 @@ def world(tenant_a, tenant_b, api_a, api_b, catalog):
     assert registered.status_code == 201, registered.content
     # The audit log: B's events and a platform-wide one carry the marker; A's admin reads A's only.
     AuditEvent.objects.create(
-        tenant=tenant_b, action="budget.create", target_type="Budget", target_id=str(budget_b.pk),
-        after={"name": budget_b.name}, request_id=f"{MARKER}-audit",
+        tenant=tenant_b,
+        action="budget.create",
+        target_type="Budget",
+        target_id=str(budget_b.pk),
+        after={"name": budget_b.name},
+        request_id=f"{MARKER}-audit",
     )
     AuditEvent.objects.create(tenant=None, action="catalog.seed", after={"note": MARKER})
     AuditEvent.objects.create(tenant=tenant_a, action="budget.create", after={"name": "A monthly"})
     return {
         "label": f"{MARKER}-v1",
-        **{f"slug:{r}": B_WORKFLOW for r in ("api-prompt-versions", "prompt_version_add", "prompt_version_detail")},
+        **{
+            f"slug:{r}": B_WORKFLOW
+            for r in (
+                "api-prompt-versions",
+                "prompt_version_add",
+                "prompt_version_detail",
+                "api-workflow-policy",
+                "workflow_threshold",
+            )
+        },
         "record_id": UsageRecord.objects.get(tenant=tenant_b).pk,
         "reservation_id": Reservation.objects.get(tenant=tenant_b).pk,
         "budget_id": budget_b.pk,
@@ -237,8 +265,17 @@ def attackers(tenant_a, api_a) -> dict[str, object]:
 
 
 _SNAPSHOT_MODELS: tuple[type[dj_models.Model], ...] = (
-    Budget, Control, Alert, ApprovalRequest, NotificationChannel, Notification, Reservation, UsageRecord,
-    Workflow, AuditEvent, PromptVersion,
+    Budget,
+    Control,
+    Alert,
+    ApprovalRequest,
+    NotificationChannel,
+    Notification,
+    Reservation,
+    UsageRecord,
+    Workflow,
+    AuditEvent,
+    PromptVersion,
 )
 
 
@@ -278,8 +315,10 @@ def attack(routes: list[Route], world: dict, attackers: dict) -> list[str]:
     problems: list[str] = []
 
     def check(who: str, method: str, url: str, response, *, refused: bool) -> None:
-        body = response.content.decode("utf-8", "replace") if not getattr(response, "streaming", False) else (
-            b"".join(response.streaming_content).decode("utf-8", "replace")
+        body = (
+            response.content.decode("utf-8", "replace")
+            if not getattr(response, "streaming", False)
+            else (b"".join(response.streaming_content).decode("utf-8", "replace"))
         )
         where = f"{who} {method.upper()} {url}"
         if response.status_code >= 500:
