@@ -19,8 +19,9 @@ from budgets.models import ApprovalRequest, Budget, ControlKind, HardAction, Met
 from budgets.policy import PRIORITIES
 from budgets.selectors import ApprovalFilters
 from budgets.services.budgets import limit_parse
-from finops.models import Environment, ModelTier, Workflow
+from finops.models import Environment, Workflow
 from finops.pricing import nanos_to_decimal
+from finops.selectors.catalog import model_tiers
 from tenants.errors import ApplicationError
 from tenants.models import Tenant
 
@@ -65,9 +66,7 @@ class BudgetForm(ServiceErrorForm):
         queryset=Workflow.objects.order_by("name"), required=False, to_field_name="slug", empty_label="All workflows"
     )
     environment = forms.ChoiceField(choices=[("", "All environments"), *Environment.choices], required=False)
-    tier = forms.ModelChoiceField(
-        queryset=ModelTier.objects.order_by("rank"), required=False, to_field_name="slug", empty_label="All tiers"
-    )
+    tier = forms.ModelChoiceField(queryset=model_tiers(), required=False, to_field_name="slug", empty_label="All tiers")
     metric = forms.ChoiceField(choices=Metric.choices, initial=Metric.COST, widget=forms.RadioSelect)
     period = forms.ChoiceField(choices=Period.choices, initial=Period.MONTH)
     time_zone = forms.ChoiceField(choices=[(z, z) for z in TIME_ZONES], help_text="Periods start at midnight here.")
@@ -181,9 +180,7 @@ class ControlForm(ServiceErrorForm):
         queryset=Workflow.objects.order_by("name"), required=False, to_field_name="slug", empty_label="All workflows"
     )
     environment = forms.ChoiceField(choices=[("", "All environments"), *Environment.choices], required=False)
-    tier = forms.ModelChoiceField(
-        queryset=ModelTier.objects.order_by("rank"), required=False, to_field_name="slug", empty_label="All tiers"
-    )
+    tier = forms.ModelChoiceField(queryset=model_tiers(), required=False, to_field_name="slug", empty_label="All tiers")
     priorities = forms.MultipleChoiceField(
         choices=[(p, p) for p in PRIORITIES],
         required=False,

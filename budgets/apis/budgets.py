@@ -20,7 +20,8 @@ from budgets.services.budgets import (
     limit_format,
     limit_parse,
 )
-from finops.models import Environment, ModelTier
+from finops.models import Environment
+from finops.selectors.catalog import model_tiers
 from finops.selectors.workflows import workflows_visible
 from tenants.scoping import TenantScopedAPIView
 
@@ -110,7 +111,7 @@ class _BudgetApiBase(TenantScopedAPIView):
         if "workflow" in data:
             fields["workflow"] = by_slug(workflows_visible(scope=self.scope), data["workflow"], "workflow")
         if "tier" in data:
-            fields["tier"] = by_slug(ModelTier.objects.all(), data["tier"], "tier")
+            fields["tier"] = by_slug(model_tiers(), data["tier"], "tier")
         for name in ("soft_limit", "hard_limit"):
             if name in data:
                 fields[name] = limit_parse(data[name], metric, name)

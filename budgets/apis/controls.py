@@ -11,7 +11,8 @@ from budgets.models import Control, ControlKind
 from budgets.policy import PRIORITIES
 from budgets.selectors import controls_visible
 from budgets.services.controls import active_controls_q, control_end, control_start
-from finops.models import Environment, ModelTier
+from finops.models import Environment
+from finops.selectors.catalog import model_tiers
 from finops.selectors.workflows import workflows_visible
 from tenants.errors import ApplicationError
 from tenants.scope import Operation
@@ -138,7 +139,7 @@ class ControlCollectionApi(_ControlsBase):
             tenant=by_slug(self.scope.tenants(), data.get("tenant"), "tenant"),
             workflow=by_slug(workflows_visible(scope=self.scope), data.get("workflow"), "workflow"),
             environment=data.get("environment") or "",
-            tier=by_slug(ModelTier.objects.all(), data.get("tier"), "tier"),
+            tier=by_slug(model_tiers(), data.get("tier"), "tier"),
             priorities=data.get("priorities", []),
             params=data.get("params", {}),
             source=Control.Source.MANUAL,

@@ -13,13 +13,13 @@ from rest_framework.response import Response
 
 from finops import hooks, tokens
 from finops.apis.tokens import _MessagesField, _StrictCharField
-from finops.models import PromptVersion, Workflow
+from finops.models import PromptVersion
 from finops.pricing import nanos_to_usd
 from finops.selectors.prompts import PromptProjection, prompt_versions_of
-from finops.selectors.workflows import workflow_get
+from finops.selectors.workflows import workflow_required
 from finops.services.prompts import PromptRegistration, prompt_version_register
 from tenants.errors import reject_oversized_body
-from tenants.scope import Operation, not_found
+from tenants.scope import Operation
 from tenants.scoping import TenantScopedAPIView
 
 LIST_MAX = 500
@@ -127,19 +127,14 @@ class PromptVersionCollectionApi(TenantScopedAPIView):
     read_operation = Operation.READ
     write_operation = Operation.MANAGE
 
-    def workflow(self, slug: str) -> Workflow:
-        workflow = workflow_get(scope=self.scope, slug=slug)
-        if workflow is None:
-            raise not_found("No such workflow.")
-        return workflow
-
     @extend_schema(
         operation_id="prompt_versions_list",
         parameters=[OpenApiParameter("tenant", str, description="Platform callers: the tenant.")],
         responses={200: PromptVersionOutputSerializer(many=True)},
     )
     def get(self, request: Request, slug: str) -> Response:
-        versions = list(prompt_versions_of(scope=self.scope, workflow=self.workflow(slug))[:LIST_MAX])
+        workflow = workflow_required(scope=self.scope, slug=slug)
+        versions = list(prompt_versions_of(scope=self.scope, workflow=workflow)[:LIST_MAX])
         reviewer = hooks.prompt_reviewer
         reviews = reviewer.latest(version_ids=[v.pk for v in versions]) if reviewer is not None and versions else {}
         return Response({"results": [version_out(v, reviews.get(v.pk)) for v in versions]})
@@ -163,7 +158,7 @@ class PromptVersionCollectionApi(TenantScopedAPIView):
     )
     def post(self, request: Request, slug: str) -> Response:
         reject_oversized_body(request, settings.DATA_UPLOAD_MAX_MEMORY_SIZE)
-        workflow = self.workflow(slug)
+        workflow = workflow_required(scope=self.scope, slug=slug)
         serializer = PromptVersionInputSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         data = serializer.validated_data

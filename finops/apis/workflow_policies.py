@@ -10,10 +10,10 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 
 from finops.models import TenantWorkflowPolicy, Workflow
-from finops.selectors.workflows import workflow_get
+from finops.selectors.workflows import workflow_required
 from finops.services.workflow_policies import threshold_parse, workflow_threshold_set
 from tenants.errors import ApplicationError, reject_oversized_body
-from tenants.scope import Operation, not_found
+from tenants.scope import Operation
 from tenants.scoping import TenantScopedAPIView
 
 
@@ -56,19 +56,13 @@ class WorkflowPolicyApi(TenantScopedAPIView):
     read_operation = Operation.READ
     write_operation = Operation.MANAGE
 
-    def _workflow(self, slug: str) -> Workflow:
-        workflow = workflow_get(scope=self.scope, slug=slug)
-        if workflow is None:
-            raise not_found("No such workflow.")
-        return workflow
-
     @extend_schema(
         operation_id="workflow_policy_get",
         parameters=[OpenApiParameter("tenant", str, description="Platform callers: the tenant.")],
         responses={200: WorkflowPolicyOutputSerializer},
     )
     def get(self, request: Request, slug: str) -> Response:
-        workflow, tenant = self._workflow(slug), self.one_tenant
+        workflow, tenant = workflow_required(scope=self.scope, slug=slug), self.one_tenant
         policy = TenantWorkflowPolicy.objects.filter(tenant=tenant, workflow=workflow).first()
         return Response(policy_out(workflow, tenant.slug, policy))
 
@@ -80,7 +74,7 @@ class WorkflowPolicyApi(TenantScopedAPIView):
     )
     def put(self, request: Request, slug: str) -> Response:
         reject_oversized_body(request, settings.DATA_UPLOAD_MAX_MEMORY_SIZE)
-        workflow, tenant = self._workflow(slug), self.one_tenant
+        workflow, tenant = workflow_required(scope=self.scope, slug=slug), self.one_tenant
         if not isinstance(request.data, dict) or "approval_threshold_usd" not in request.data:
             raise ApplicationError(
                 "invalid",

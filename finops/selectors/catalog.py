@@ -14,7 +14,7 @@ from urllib.parse import urlsplit
 from django.db.models import Count, Max, Min, Prefetch, QuerySet
 from django.utils import timezone
 
-from finops.models import LlmModel, ModelPrice, UsageRecord
+from finops.models import LlmModel, ModelPrice, ModelTier, UsageRecord
 from tenants.scope import TenantScope
 
 if TYPE_CHECKING:
@@ -100,6 +100,11 @@ def _with_prices(models: QuerySet[LlmModel]) -> QuerySet[WithAnnotations[LlmMode
     return models.select_related("tier").prefetch_related(
         Prefetch("prices", queryset=ModelPrice.objects.order_by("-effective_from"), to_attr="prices_newest_first")
     )
+
+
+def model_tiers() -> QuerySet[ModelTier]:
+    """The model tiers, cheapest rank first (platform data every caller may read)."""
+    return ModelTier.objects.order_by("rank")
 
 
 def catalog_by_provider(*, now: datetime | None = None) -> list[ProviderGroup]:

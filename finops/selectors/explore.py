@@ -7,8 +7,9 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 
-from finops.models import LlmModel, ModelTier, UsageTagRollup, Workflow
+from finops.models import LlmModel, UsageTagRollup, Workflow
 from finops.pricing import cost_per_priced_call
+from finops.selectors.catalog import model_tiers
 from finops.selectors.dashboard import (
     CHART_SERIES,
     EXPLORER_MAX_ROWS,
@@ -163,6 +164,6 @@ def explorer_options(*, scope: TenantScope, today: date | None = None) -> Explor
             Workflow.objects.filter(status=Workflow.Status.REGISTERED).order_by("name").values_list("slug", "name")
         ),
         models=list(LlmModel.objects.filter(is_active=True).order_by("name").values_list("name", flat=True)),
-        tiers=list(ModelTier.objects.order_by("rank").values_list("slug", "name")),
+        tiers=list(model_tiers().values_list("slug", "name")),
         tag_keys=list(tags.order_by("tag_key").values_list("tag_key", flat=True).distinct()),
     )

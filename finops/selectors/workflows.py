@@ -10,7 +10,7 @@ from __future__ import annotations
 from django.db.models import Q, QuerySet
 
 from finops.models import TenantWorkflowRollup, Workflow
-from tenants.scope import TenantScope
+from tenants.scope import TenantScope, not_found
 
 
 def workflows_visible(*, scope: TenantScope) -> QuerySet[Workflow]:
@@ -25,6 +25,15 @@ def workflows_visible(*, scope: TenantScope) -> QuerySet[Workflow]:
 def workflow_get(*, scope: TenantScope, slug: str) -> Workflow | None:
     """The workflow with this slug if the scope sees it; None for another tenant's and a missing one alike."""
     return workflows_visible(scope=scope).filter(slug=slug).first()
+
+
+def workflow_required(*, scope: TenantScope, slug: str) -> Workflow:
+    """The workflow with this slug, or a 404 (ApplicationError `not_found`; pages under `tenant_page`
+    turn it into Http404) that reads the same for another tenant's and a missing one."""
+    workflow = workflow_get(scope=scope, slug=slug)
+    if workflow is None:
+        raise not_found("No such workflow.")
+    return workflow
 
 
 def workflow_seen_by(*, workflow: Workflow, scope: TenantScope) -> bool:

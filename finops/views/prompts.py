@@ -26,7 +26,7 @@ from finops.selectors.prompts import (
     prompt_version_usage,
     prompt_versions_of,
 )
-from finops.selectors.workflows import workflow_get
+from finops.selectors.workflows import workflow_required
 from finops.services.prompts import prompt_version_register
 from tenants.errors import ApplicationError
 from tenants.scope import Operation, TenantScope
@@ -47,13 +47,6 @@ class VersionRow:
     version: PromptVersion | None
     usage: PromptVersionUsage | None
     review: hooks.PromptReview | None = None
-
-
-def _workflow(scope: TenantScope, slug: str) -> Workflow:
-    workflow = workflow_get(scope=scope, slug=slug)
-    if workflow is None:
-        raise Http404("No such workflow.")
-    return workflow
 
 
 def workflow_prompts_context(scope: TenantScope, workflow: Workflow) -> dict:
@@ -84,7 +77,7 @@ def workflow_prompts_context(scope: TenantScope, workflow: Workflow) -> dict:
 @require_http_methods(["GET", "POST"])
 def prompt_version_add(request: HttpRequest, slug: str):
     scope = request.scope  # type: ignore[attr-defined]
-    workflow = _workflow(scope, slug)
+    workflow = workflow_required(scope=scope, slug=slug)
     tenant = scope.tenant
     if tenant is not None:
         scope.require(Operation.MANAGE, tenant.pk)
@@ -154,7 +147,7 @@ def prompt_diff(old: str, new: str, *, old_name: str, new_name: str) -> list[Dif
 @tenant_page
 def prompt_version_detail(request: HttpRequest, slug: str, label: str):
     scope = request.scope  # type: ignore[attr-defined]
-    workflow = _workflow(scope, slug)
+    workflow = workflow_required(scope=scope, slug=slug)
     version = prompt_version_get(scope=scope, workflow=workflow, label=label)
     if version is None:
         raise Http404("No such prompt version.")

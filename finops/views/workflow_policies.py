@@ -4,13 +4,13 @@ small form a tenant admin sets or clears it with."""
 from __future__ import annotations
 
 from django.contrib import messages
-from django.http import Http404, HttpRequest
+from django.http import HttpRequest
 from django.shortcuts import redirect
 from django.urls import reverse
 from django.views.decorators.http import require_POST
 
 from finops.models import TenantWorkflowPolicy, Workflow
-from finops.selectors.workflows import workflow_get
+from finops.selectors.workflows import workflow_required
 from finops.services.workflow_policies import threshold_parse, workflow_threshold_set
 from finops.templatetags.money import usd_rate
 from tenants.errors import ApplicationError
@@ -38,9 +38,7 @@ def workflow_policy_context(scope: TenantScope, workflow: Workflow) -> dict:
 @require_POST
 def workflow_threshold(request: HttpRequest, slug: str):
     scope: TenantScope = request.scope  # type: ignore[attr-defined]
-    workflow = workflow_get(scope=scope, slug=slug)
-    if workflow is None:
-        raise Http404("No such workflow.")
+    workflow = workflow_required(scope=scope, slug=slug)
     back = redirect(reverse("workflow_detail", kwargs={"slug": workflow.slug}) + scope.query + "#approval-threshold")
     tenant = scope.tenant
     if tenant is None:
