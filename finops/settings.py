@@ -182,6 +182,40 @@ WEBHOOK_TIMEOUT_SECONDS = env.float("WEBHOOK_TIMEOUT_SECONDS", default=5.0)
 WEBHOOK_MAX_ATTEMPTS = env.int("WEBHOOK_MAX_ATTEMPTS", default=6)
 API_KEY_LAST_USED_RESOLUTION_SECONDS = env.int("API_KEY_LAST_USED_RESOLUTION_SECONDS", default=60)
 
+# --- Usage from OpenTelemetry and LiteLLM (docs/api.md) -------------------------------------------------
+# Where an OTLP span's workflow comes from: the first attribute present (span, then resource), made a slug.
+OTLP_WORKFLOW_ATTRIBUTES = env.list(
+    "OTLP_WORKFLOW_ATTRIBUTES",
+    default=["tokenspend.workflow", "gen_ai.agent.name", "gen_ai.operation.name", "service.name"],
+)
+# Attributes copied onto the usage record as tags (at most USAGE_MAX_TAGS), when present.
+OTLP_TAG_ATTRIBUTES = env.list("OTLP_TAG_ATTRIBUTES", default=["gen_ai.provider.name", "service.name"])
+OTLP_TENANT_ATTRIBUTE = env.str("OTLP_TENANT_ATTRIBUTE", default="tokenspend.tenant")  # platform keys
+OTLP_RESERVATION_ATTRIBUTE = env.str("OTLP_RESERVATION_ATTRIBUTE", default="tokenspend.reservation_id")
+# LiteLLM StandardLoggingPayload: where the workflow and environment are read from (dotted paths).
+LITELLM_WORKFLOW_FIELDS = env.list(
+    "LITELLM_WORKFLOW_FIELDS",
+    default=[
+        "metadata.spend_logs_metadata.workflow",
+        "metadata.requester_metadata.workflow",
+        "metadata.user_api_key_alias",
+    ],
+)
+LITELLM_TENANT_FIELD = env.str("LITELLM_TENANT_FIELD", default="metadata.user_api_key_team_alias")  # platform keys
+
+# --- Operations: health, metrics, logs (docs/operations.md) ---------------------------------------------
+READINESS_TIMEOUT_SECONDS = env.float("READINESS_TIMEOUT_SECONDS", default=1.0)
+# /metrics: "off", "token" (Authorization: Bearer METRICS_TOKEN) or "network" (METRICS_ALLOWED_NETWORKS).
+METRICS_ACCESS = env.str("METRICS_ACCESS", default="off")
+METRICS_TOKEN = env.str("METRICS_TOKEN", default="")
+METRICS_ALLOWED_NETWORKS = env.list("METRICS_ALLOWED_NETWORKS", default=["127.0.0.1/32", "::1/128"])
+if METRICS_ACCESS not in ("off", "token", "network"):
+    raise ImproperlyConfigured("METRICS_ACCESS must be off, token or network.")
+if METRICS_ACCESS == "token" and len(METRICS_TOKEN) < 16:
+    raise ImproperlyConfigured("METRICS_ACCESS=token needs a METRICS_TOKEN of at least 16 characters.")
+# "text" (readable, the default) or "json" (one JSON object per line: for log shippers).
+LOG_FORMAT = env.str("LOG_FORMAT", default="text")
+
 # --- Celery --------------------------------------------------------------------------------------------
 # The filesystem transport needs no server: it is the embedded default. Production sets a redis:// URL.
 CELERY_BROKER_URL = env.str("CELERY_BROKER_URL", default="filesystem://localhost//")

@@ -53,6 +53,8 @@ ROUTES: dict[str, str] = {
     "api-exports-focus": TENANT,
     "api-prompt-versions": TENANT,
     "api-workflow-policy": TENANT,
+    "api-otlp-traces": TENANT,
+    "api-litellm-logs": TENANT,
     "api-preflight": TENANT,
     "api-reservation-release": TENANT,
     "api-budgets": TENANT,
