@@ -86,6 +86,11 @@ def foreign_ingest_observed(source: str, result: ForeignIngestResult, seconds: f
     INGEST_SECONDS.labels(source).observe(seconds)
 
 
+def preflight_observed(decision: str, seconds: float) -> None:
+    PREFLIGHT_DECISIONS.labels(decision).inc()
+    PREFLIGHT_SECONDS.observe(seconds)
+
+
 class _ScrapeTimeCollector(Collector):
     def collect(self) -> Iterable[Metric]:
         for reader in list(_scrape_readers):

@@ -101,6 +101,9 @@ ROUTES: dict[str, str] = {
     "focus_export": TENANT,
     "audit_list": TENANT,
     "audit_export": TENANT,
+    "healthz": PUBLIC,  # process liveness: no data at all
+    "readyz": PUBLIC,  # dependency reachability, errors named by type only
+    "metrics": PLATFORM,  # off by default; a token or allowed networks (METRICS_ACCESS)
     "model_price_add": PLATFORM,
     "model_price_edit": PLATFORM,
 }
