@@ -9,6 +9,7 @@ from pathlib import Path
 
 import environ
 from django.core.exceptions import ImproperlyConfigured
+from pythonjsonlogger.core import RESERVED_ATTRS
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 VAR_DIR = Path(environ.Env().str("FINOPS_VAR_DIR", default=str(BASE_DIR / "var")))
@@ -256,6 +257,8 @@ LOGGING = {
             "()": "pythonjsonlogger.json.JsonFormatter",
             "fmt": "%(asctime)s %(levelname)s %(name)s %(message)s %(request_id)s",
             "rename_fields": {"asctime": "time", "levelname": "level", "name": "logger"},
+            # django.request attaches the request object; its repr carries the query string: left out.
+            "reserved_attrs": [*RESERVED_ATTRS, "request"],
         },
     },
     "filters": {"request_context": {"()": "finops.request_context.RequestContextFilter"}},
