@@ -121,7 +121,7 @@ class OtlpTracesApi(TenantScopedAPIView):
         for header in ("Retry-After", "WWW-Authenticate"):
             if header in response:
                 out[header] = response[header]
-        out.exception = True
+        out.exception = True  # type: ignore[attr-defined]  # DRF marks error responses so
         return out
 
 

@@ -156,7 +156,8 @@ def _record(item: dict, workflow_fields: list[str], tenant_field: str | None) ->
         )
     uncached = prompt - cached - written if cached + written <= prompt else prompt - cached
 
-    meta = item.get("metadata") if isinstance(item.get("metadata"), dict) else {}
+    raw_meta = item.get("metadata")
+    meta: dict = raw_meta if isinstance(raw_meta, dict) else {}
     record: dict[str, Any] = {
         "request_id": f"litellm:{call_id.strip()}",
         "model": model.strip(),
