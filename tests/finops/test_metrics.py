@@ -138,3 +138,23 @@ def test_budget_state_is_read_from_the_database(token_access, tenant_a, api_a, c
     assert value(samples, "tokenspend_alerts_total", kind="anomaly") == 1
     assert value(samples, "tokenspend_alerts_unacknowledged", kind="anomaly") == 1
     assert value(samples, "tokenspend_notification_delivery_failures_total", channel="webhook") == 1
+
+
+def test_the_grafana_dashboard_reads_only_metrics_that_exist(token_access, api_a, catalog):
+    import json
+    import re
+
+    from django.conf import settings
+
+    api_a.client.post("/api/v1/usage", {"request_id": "g-1", "model": "gpt-4o", "input_tokens": 1}, format="json")
+    api_a.client.post("/api/v1/preflight", {"model": "gpt-4o", "input_tokens": 100}, format="json")
+    exposed = {name for name, _ in scrape()}
+    dashboard = json.loads((settings.BASE_DIR / "docs" / "grafana-dashboard.json").read_text())
+    used = {
+        name
+        for panel in dashboard["panels"]
+        for target in panel.get("targets", [])
+        for name in re.findall(r"tokenspend_\w+", target["expr"])
+    }
+    assert len(used) >= 10
+    assert used <= exposed, f"the dashboard queries metrics /metrics does not expose: {sorted(used - exposed)}"
