@@ -90,7 +90,10 @@ def _time(value: Any) -> datetime | None:
     if isinstance(value, bool) or value is None:
         return None
     if isinstance(value, int | float):
-        return datetime.fromtimestamp(value, UTC)
+        try:
+            return datetime.fromtimestamp(value, UTC)
+        except (OverflowError, OSError, ValueError):
+            raise MappingError("endTime", "Is not a time this product can store.") from None
     if isinstance(value, str):
         try:
             when = datetime.fromisoformat(value)

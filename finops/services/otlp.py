@@ -222,7 +222,10 @@ def _record(
         "reasoning_tokens": reasoning,
     }
     if end:
-        record["occurred_at"] = iso(_when(end))
+        try:
+            record["occurred_at"] = iso(_when(end))
+        except (OverflowError, OSError, ValueError):
+            raise MappingError("endTimeUnixNano", "Is not a time this product can store.") from None
     for name in ENVIRONMENT_ATTRIBUTES:
         env = environment_name(pick(name), name)
         if env:

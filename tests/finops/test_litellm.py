@@ -228,3 +228,27 @@ def test_the_key_needs_the_ingest_scope(make_key, tenant_a, catalog, client):
     read_only = make_key(tenant_a, scopes="read")
     assert post(read_only.client, json_array([payload("call-1")])).status_code == 403
     assert not UsageRecord.objects.exists()
+
+
+def test_absurd_items_are_rejected_never_a_5xx(api_a, catalog):
+    def changed(call_id, **changes):
+        item = payload(call_id)
+        item.update(changes)
+        return item
+
+    items = [
+        changed("a1", endTime=1e300),
+        changed("a2", prompt_tokens="100"),
+        changed("a3", completion_tokens=-1),
+        changed("a4", metadata="not an object"),
+        changed("a5", response="plain text"),
+        changed("a6", model=None, model_group=None, hidden_params=None),
+        changed("a7", endTime="yesterday"),
+        changed("a" * 300),
+        changed("a9", metadata={"spend_logs_metadata": {"environment": "qa-7"}}),
+    ]
+    response = post(api_a.client, json_array(items))
+    assert response.status_code == 207
+    answer = response.json()
+    # a4 (metadata not an object) and a5 (no usage details) still carry tokens: stored without extras
+    assert (answer["accepted"], answer["rejected"]) == (2, 7), answer

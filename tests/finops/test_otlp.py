@@ -331,3 +331,51 @@ def test_unknown_environment_is_rejected_not_guessed(api_a, catalog):
     )
     partial = ExportTraceServiceResponse.FromString(response.content).partial_success
     assert partial.rejected_spans == 1 and "Unknown environment 'qa-7'" in partial.error_message
+
+
+def test_mangled_exports_never_answer_5xx(api_a, catalog):
+    """Every byte of a valid export flipped in turn, and absurd values: 2xx or 4xx, never 5xx."""
+    import random
+
+    wire = export([{"span_id": "eee19b7ec3c1b174", "attrs": GENAI}]).SerializeToString()
+    rng = random.Random(14)
+    bodies = [wire[:i] for i in range(0, len(wire), 7)]
+    for _ in range(150):
+        mangled = bytearray(wire)
+        for _ in range(rng.randint(1, 4)):
+            mangled[rng.randrange(len(mangled))] = rng.randrange(256)
+        bodies.append(bytes(mangled))
+    absurd = export(
+        [
+            {"span_id": "0000000000000001", "attrs": GENAI, "end": 2**64 - 1},
+            {"span_id": "0000000000000002", "attrs": {**GENAI, "gen_ai.usage.input_tokens": 2**62}},
+            {"span_id": "0000000000000003", "attrs": {**GENAI, "gen_ai.usage.output_tokens": -5}},
+            {"span_id": "0000000000000004", "attrs": {**GENAI, "gen_ai.usage.output_tokens": 1.5}},
+            {"span_id": "0000000000000005", "attrs": {**GENAI, "gen_ai.response.model": "m" * 500}},
+            {"span_id": "0000000000000006", "attrs": {**GENAI, "tokenspend.reservation_id": "not-a-uuid"}},
+            {"span_id": "0000000000000007", "attrs": {**GENAI, "tokenspend.workflow": "!!!"}},
+            {"span_id": "0000000000000008", "attrs": {**GENAI, "gen_ai.usage.input_tokens": True}},
+            {"span_id": "0000000000000009", "attrs": GENAI, "trace_id": b"\x00" * 16},
+        ]
+    )
+    bodies.append(absurd.SerializeToString())
+    for body in bodies:
+        response = api_a.client.post(URL, body, content_type=PB)
+        assert response.status_code < 500, (body, response.content)
+    partial = ExportTraceServiceResponse.FromString(response.content).partial_success
+    assert partial.rejected_spans == 8  # the workflow '!!!' just has no usable slug: stored without one
+
+
+def test_otlp_usage_moves_budget_windows_and_reaches_the_spend_reads(api_a, catalog):
+    from budgets.models import Budget, BudgetWindow
+    from finops.services.rollups import rollups_refresh
+
+    budget = Budget.objects.create(
+        tenant=api_a.key.tenant, name="month", metric="cost", period="month", time_zone="UTC", hard_limit=10**12
+    )
+    post_pb(api_a.client, export([{"span_id": "eee19b7ec3c1b174", "attrs": GENAI}]))
+    assert BudgetWindow.objects.get(budget=budget).spent == 5_000_000
+    rollups_refresh()
+    spend = api_a.client.get("/api/v1/spend?group_by=workflow").json()
+    assert spend["totals"]["cost_usd"] == "0.005000000"
+    assert spend["groups"][0]["key"] == {"workflow": "ticket-summary"}
