@@ -1,8 +1,8 @@
 """Operations middleware: probe and scrape endpoints ahead of everything, and one log line per request.
 
-`OperationsEndpointsMiddleware` comes first in MIDDLEWARE: `/healthz`, `/readyz` and `/metrics` are
-answered before host validation, sessions and CSRF, because probes and Prometheus call a container
-by its address, not by the public host name in DJANGO_ALLOWED_HOSTS.
+`OperationsEndpointsMiddleware` comes right after the request log in MIDDLEWARE: `/healthz`,
+`/readyz` and `/metrics` are answered before host validation, sessions and CSRF, because probes and
+Prometheus call a container by its address, not by the public host name in DJANGO_ALLOWED_HOSTS.
 
 `RequestLogMiddleware` writes one line per request (logger `finops.requests`): method, path (never
 the query string), status, duration, a request id (the caller's `X-Request-ID` when it is a sane

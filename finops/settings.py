@@ -47,9 +47,9 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
-    # Probes and Prometheus first: answered before host validation and sessions (docs/operations.md).
-    "finops.middleware.OperationsEndpointsMiddleware",
+    # One log line per request; then probes and Prometheus, answered before host validation and sessions.
     "finops.middleware.RequestLogMiddleware",
+    "finops.middleware.OperationsEndpointsMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",

@@ -11,6 +11,7 @@ import sys
 
 import pytest
 from django.conf import settings
+from django.test import Client
 from django.utils.module_loading import import_string
 
 from finops.request_context import RequestContextFilter
@@ -89,3 +90,13 @@ def test_log_format_setting_picks_the_formatter(value, formatter):
         check=True,
     )
     assert out.stdout.strip() == formatter
+
+
+def test_probes_are_logged_at_debug_only(json_log, caplog):
+    import logging as _logging
+
+    with caplog.at_level(_logging.DEBUG, logger="finops.requests"):
+        response = Client(HTTP_HOST="10.1.2.3").get("/healthz")
+    assert response.status_code == 200 and response["X-Request-ID"]
+    probe_lines = [r for r in caplog.records if r.name == "finops.requests"]
+    assert [r.levelno for r in probe_lines] == [_logging.DEBUG]
