@@ -62,3 +62,17 @@ def budgets_readings() -> Iterable[Metric]:
     for kind in sorted(set(failed) | {"webhook", "email"}):
         failures.add_metric([kind], failed.get(kind, 0))
     yield failures
+    retrying = GaugeMetricFamily(
+        "tokenspend_notification_deliveries_retrying",
+        "Alert deliveries that failed at least once and wait for their next attempt, by channel kind.",
+        labels=["channel"],
+    )
+    waiting = dict(
+        Notification.objects.filter(status=Notification.Status.PENDING, attempts__gt=0)
+        .values_list("channel__kind")
+        .annotate(n=Count("id"))
+        .values_list("channel__kind", "n")
+    )
+    for kind in sorted(set(waiting) | {"webhook", "email"}):
+        retrying.add_metric([kind], waiting.get(kind, 0))
+    yield retrying

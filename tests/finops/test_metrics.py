@@ -138,6 +138,7 @@ def test_budget_state_is_read_from_the_database(token_access, tenant_a, api_a, c
     assert value(samples, "tokenspend_alerts_total", kind="anomaly") == 1
     assert value(samples, "tokenspend_alerts_unacknowledged", kind="anomaly") == 1
     assert value(samples, "tokenspend_notification_delivery_failures_total", channel="webhook") == 1
+    assert value(samples, "tokenspend_notification_deliveries_retrying", channel="webhook") == 0
 
 
 def test_the_grafana_dashboard_reads_only_metrics_that_exist(token_access, api_a, catalog):

@@ -66,16 +66,17 @@ def test_scrapes_of_any_worker_count_every_workers_traffic(api_a, catalog, tmp_p
         "METRICS_ACCESS": "token",
         "METRICS_TOKEN": TOKEN,
         "PROMETHEUS_MULTIPROC_DIR": str(metrics_dir),
-        "LOG_LEVEL": "WARNING",
+        "LOG_FORMAT": "json",
     }
     port = _free_port()
     base = f"http://127.0.0.1:{port}"
+    log = tmp_path / "gunicorn.log"  # a file, not a pipe: a full pipe would stall the server
     server = subprocess.Popen(
         [str(GUNICORN), "finops.wsgi:application", "--bind", f"127.0.0.1:{port}", "--workers", "2"],
         cwd=settings.BASE_DIR,
         env=env,
         stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
+        stderr=log.open("wb"),
     )
     try:
         deadline = time.monotonic() + 60
@@ -112,3 +113,9 @@ def test_scrapes_of_any_worker_count_every_workers_traffic(api_a, catalog, tmp_p
     finally:
         server.terminate()
         server.wait(timeout=30)
+    # LOG_FORMAT=json: gunicorn's own lines and the app's request lines are all JSON objects.
+    lines = [line for line in log.read_text().splitlines() if line.strip()]
+    parsed = [orjson.loads(line) for line in lines]
+    assert any(p["logger"] == "gunicorn.error" and "Booting worker" in p["message"] for p in parsed)
+    requests = [p for p in parsed if p["logger"] == "finops.requests" and p["path"] == "/api/v1/usage"]
+    assert len(requests) == sent and {p["tenant"] for p in requests} == {"acme"}
