@@ -379,3 +379,63 @@ def test_otlp_usage_moves_budget_windows_and_reaches_the_spend_reads(api_a, cata
     spend = api_a.client.get("/api/v1/spend?group_by=workflow").json()
     assert spend["totals"]["cost_usd"] == "0.005000000"
     assert spend["groups"][0]["key"] == {"workflow": "ticket-summary"}
+
+
+def _json_span(**changes) -> bytes:
+    span = {
+        "traceId": TRACE.hex(),
+        "spanId": "0102030405060708",
+        "endTimeUnixNano": str(END_NANO),
+        "attributes": [
+            {"key": "gen_ai.request.model", "value": {"stringValue": "gpt-4o"}},
+            {"key": "gen_ai.usage.input_tokens", "value": {"intValue": "1200"}},
+            {"key": "gen_ai.usage.cache_read.input_tokens", "value": {"intValue": 800}},
+            {"key": "gen_ai.usage.output_tokens", "value": {"intValue": "300"}},
+            {"key": "tags.list", "value": {"arrayValue": {"values": [{"stringValue": "a"}, {"intValue": "2"}]}}},
+            {"key": "nested", "value": {"kvlistValue": {"values": [{"key": "k", "value": {"boolValue": True}}]}}},
+            {"key": "ratio", "value": {"doubleValue": "NaN"}},
+            {"key": "future.kind", "value": {"someNewValue": 1}},
+            {"key": "empty", "value": {}},
+        ],
+    }
+    span.update(changes)
+    return orjson.dumps({"resourceSpans": [{"resource": {}, "scopeSpans": [{"spans": [span]}]}]})
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [
+        {"traceId": 5},
+        {"traceId": "zz" * 16},
+        {"spanId": "0102"},
+        {"endTimeUnixNano": "-1"},
+        {"endTimeUnixNano": 1.5},
+        {"attributes": {"key": "x"}},
+        {"attributes": [{"key": 1, "value": {"stringValue": "x"}}]},
+        {"attributes": [{"key": "gen_ai.usage.input_tokens", "value": {"intValue": "12a"}}]},
+        {"attributes": [{"key": "x", "value": {"stringValue": 3}}]},
+        {"attributes": [{"key": "x", "value": {"boolValue": "yes"}}]},
+        {"attributes": [{"key": "x", "value": {"arrayValue": []}}]},
+        {"attributes": [{"key": "x", "value": {"bytesValue": "%%%"}}]},
+        {"attributes": [{"key": "x", "value": {"intValue": str(2**63)}}]},
+    ],
+)
+def test_otlp_json_with_wrong_types_is_a_400(api_a, catalog, changes):
+    response = api_a.client.post(URL, _json_span(**changes), content_type="application/json")
+    assert response.status_code == 400, response.content
+    assert response.json()["code"] == 3
+    assert not UsageRecord.objects.exists()
+
+
+def test_otlp_json_reads_every_value_kind_and_protobuf_field_names(api_a, catalog):
+    response = api_a.client.post(URL, _json_span(), content_type="application/json")
+    assert response.status_code == 200 and response.json() == {}
+    snake = orjson.loads(_json_span())
+    span = snake["resourceSpans"][0]["scopeSpans"][0]["spans"][0]
+    span["span_id"], span["trace_id"], span["end_time_unix_nano"] = span.pop("spanId"), span.pop("traceId"), END_NANO
+    span["span_id"] = "0102030405060709"
+    snake["resource_spans"] = [{"scope_spans": snake.pop("resourceSpans")[0]["scopeSpans"]}]
+    response = api_a.client.post(URL, orjson.dumps(snake), content_type="application/json")
+    assert response.status_code == 200, response.content
+    assert UsageRecord.objects.count() == 2
+    assert {r.cost_nanos for r in UsageRecord.objects.all()} == {5_000_000}
