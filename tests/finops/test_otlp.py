@@ -287,21 +287,17 @@ def test_a_platform_key_names_the_tenant_per_span_or_in_the_url(api_platform, ca
 
 
 def test_a_span_carrying_a_reservation_settles_it(api_a, catalog):
+    from budgets.models import Budget
+
+    # A hard limit: preflight holds the estimate on it and answers with a reservation id.
+    Budget.objects.create(
+        tenant=api_a.key.tenant, name="hard", metric="cost", period="month", time_zone="UTC", hard_limit=10**12
+    )
     preflight = api_a.client.post(
         "/api/v1/preflight", {"model": "gpt-4o", "input_tokens": 1200, "max_output_tokens": 300}, format="json"
     ).json()
     reservation_id = preflight["reservation_id"]
-    from budgets.models import Budget
-
-    assert reservation_id is None or Reservation.objects.filter(pk=reservation_id).exists()
-    if reservation_id is None:
-        Budget.objects.create(
-            tenant=api_a.key.tenant, name="hard", metric="cost", period="month", time_zone="UTC", hard_limit=10**12
-        )
-        preflight = api_a.client.post(
-            "/api/v1/preflight", {"model": "gpt-4o", "input_tokens": 1200, "max_output_tokens": 300}, format="json"
-        ).json()
-        reservation_id = preflight["reservation_id"]
+    assert Reservation.objects.get(pk=reservation_id).status == Reservation.Status.HELD
     attrs = {**GENAI, "tokenspend.reservation_id": reservation_id}
     response = post_pb(api_a.client, export([{"span_id": "eee19b7ec3c1b174", "attrs": attrs}]))
     assert not ExportTraceServiceResponse.FromString(response.content).HasField("partial_success")
