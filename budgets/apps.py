@@ -29,3 +29,10 @@ class BudgetsConfig(AppConfig):
         hooks.usage_charger_register(budgets_charge)
         hooks.demo_seeder_register(budgets_demo_seed)
         hooks.prompt_reviewer_register(PROMPT_REVIEWER)
+
+        # Budget state on /metrics, read at scrape time (finops.metrics).
+        from finops.metrics import scrape_reader_register
+
+        from .metrics import budgets_readings
+
+        scrape_reader_register(budgets_readings)

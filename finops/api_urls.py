@@ -1,6 +1,6 @@
 from django.urls import path
 
-from .apis import exports, prompts, spend, tokens, usage, workflow_policies
+from .apis import exports, litellm, otlp, prompts, spend, tokens, usage, workflow_policies
 
 urlpatterns = [
     path("usage", usage.UsageCollectionApi.as_view(), name="api-usage"),
@@ -16,4 +16,7 @@ urlpatterns = [
         name="api-prompt-versions",
     ),
     path("workflows/<str:slug>/policy", workflow_policies.WorkflowPolicyApi.as_view(), name="api-workflow-policy"),
+    # Usage from where it already flows: OTLP/HTTP trace exports and LiteLLM's generic_api callback.
+    path("otlp/v1/traces", otlp.OtlpTracesApi.as_view(), name="api-otlp-traces"),
+    path("litellm/logs", litellm.LitellmLogsApi.as_view(), name="api-litellm-logs"),
 ]

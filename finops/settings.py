@@ -9,6 +9,7 @@ from pathlib import Path
 
 import environ
 from django.core.exceptions import ImproperlyConfigured
+from pythonjsonlogger.core import RESERVED_ATTRS
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 VAR_DIR = Path(environ.Env().str("FINOPS_VAR_DIR", default=str(BASE_DIR / "var")))
@@ -46,6 +47,9 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    # One log line per request; then probes and Prometheus, answered before host validation and sessions.
+    "finops.middleware.RequestLogMiddleware",
+    "finops.middleware.OperationsEndpointsMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
@@ -87,7 +91,14 @@ DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 REDIS_URL = env.str("REDIS_URL", default="")
 if REDIS_URL:
-    CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": REDIS_URL}}
+    CACHES = {
+        "default": {
+            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "LOCATION": REDIS_URL,
+            # A cache that stops answering fails fast instead of hanging requests (and /readyz).
+            "OPTIONS": {"socket_connect_timeout": 1, "socket_timeout": 1},
+        }
+    }
 else:
     CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache", "LOCATION": "finops"}}
 
@@ -182,6 +193,40 @@ WEBHOOK_TIMEOUT_SECONDS = env.float("WEBHOOK_TIMEOUT_SECONDS", default=5.0)
 WEBHOOK_MAX_ATTEMPTS = env.int("WEBHOOK_MAX_ATTEMPTS", default=6)
 API_KEY_LAST_USED_RESOLUTION_SECONDS = env.int("API_KEY_LAST_USED_RESOLUTION_SECONDS", default=60)
 
+# --- Usage from OpenTelemetry and LiteLLM (docs/api.md) -------------------------------------------------
+# Where an OTLP span's workflow comes from: the first attribute present (span, then resource), made a slug.
+OTLP_WORKFLOW_ATTRIBUTES = env.list(
+    "OTLP_WORKFLOW_ATTRIBUTES",
+    default=["tokenspend.workflow", "gen_ai.agent.name", "gen_ai.operation.name", "service.name"],
+)
+# Attributes copied onto the usage record as tags (at most USAGE_MAX_TAGS), when present.
+OTLP_TAG_ATTRIBUTES = env.list("OTLP_TAG_ATTRIBUTES", default=["gen_ai.provider.name", "service.name"])
+OTLP_TENANT_ATTRIBUTE = env.str("OTLP_TENANT_ATTRIBUTE", default="tokenspend.tenant")  # platform keys
+OTLP_RESERVATION_ATTRIBUTE = env.str("OTLP_RESERVATION_ATTRIBUTE", default="tokenspend.reservation_id")
+# LiteLLM StandardLoggingPayload: where the workflow and environment are read from (dotted paths).
+LITELLM_WORKFLOW_FIELDS = env.list(
+    "LITELLM_WORKFLOW_FIELDS",
+    default=[
+        "metadata.spend_logs_metadata.workflow",
+        "metadata.requester_metadata.workflow",
+        "metadata.user_api_key_alias",
+    ],
+)
+LITELLM_TENANT_FIELD = env.str("LITELLM_TENANT_FIELD", default="metadata.user_api_key_team_alias")  # platform keys
+
+# --- Operations: health, metrics, logs (docs/operations.md) ---------------------------------------------
+READINESS_TIMEOUT_SECONDS = env.float("READINESS_TIMEOUT_SECONDS", default=1.0)
+# /metrics: "off", "token" (Authorization: Bearer METRICS_TOKEN) or "network" (METRICS_ALLOWED_NETWORKS).
+METRICS_ACCESS = env.str("METRICS_ACCESS", default="off")
+METRICS_TOKEN = env.str("METRICS_TOKEN", default="")
+METRICS_ALLOWED_NETWORKS = env.list("METRICS_ALLOWED_NETWORKS", default=["127.0.0.1/32", "::1/128"])
+if METRICS_ACCESS not in ("off", "token", "network"):
+    raise ImproperlyConfigured("METRICS_ACCESS must be off, token or network.")
+if METRICS_ACCESS == "token" and len(METRICS_TOKEN) < 16:
+    raise ImproperlyConfigured("METRICS_ACCESS=token needs a METRICS_TOKEN of at least 16 characters.")
+# "text" (readable, the default) or "json" (one JSON object per line: for log shippers).
+LOG_FORMAT = env.str("LOG_FORMAT", default="text")
+
 # --- Celery --------------------------------------------------------------------------------------------
 # The filesystem transport needs no server: it is the embedded default. Production sets a redis:// URL.
 CELERY_BROKER_URL = env.str("CELERY_BROKER_URL", default="filesystem://localhost//")
@@ -205,11 +250,30 @@ CELERY_BEAT_SCHEDULE_FILENAME = str(VAR_DIR / "celerybeat-schedule")
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "formatters": {
+        "plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"},
+        # LOG_FORMAT=json: one JSON object per line, with the request id on every record of a request.
+        "json": {
+            "()": "pythonjsonlogger.json.JsonFormatter",
+            "fmt": "%(asctime)s %(levelname)s %(name)s %(message)s %(request_id)s",
+            "rename_fields": {"asctime": "time", "levelname": "level", "name": "logger"},
+            # django.request attaches the request object; its repr carries the query string: left out.
+            "reserved_attrs": [*RESERVED_ATTRS, "request"],
+        },
+    },
+    "filters": {"request_context": {"()": "finops.request_context.RequestContextFilter"}},
+    "handlers": {
+        "console": {
+            "class": "logging.StreamHandler",
+            "formatter": "json" if LOG_FORMAT == "json" else "plain",
+            "filters": ["request_context"],
+        }
+    },
     "root": {"handlers": ["console"], "level": env.str("LOG_LEVEL", default="INFO")},
     "loggers": {"django.db.backends": {"level": "WARNING"}},
 }
+if LOG_FORMAT not in ("text", "json"):
+    raise ImproperlyConfigured("LOG_FORMAT must be text or json.")
 
 if not DEBUG:
     SESSION_COOKIE_HTTPONLY = True

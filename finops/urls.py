@@ -3,6 +3,8 @@ from django.contrib.auth import views as auth_views
 from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
+from finops.views import operations
+
 urlpatterns = [
     path("admin/", admin.site.urls),
     # Sign-in pages only: password reset needs outgoing mail, which operators configure later.
@@ -18,4 +20,8 @@ urlpatterns = [
     path("", include("budgets.page_urls")),
     path("", include("finops.page_urls")),
     path("", include("tenants.page_urls")),
+    # Normally answered by finops.middleware.OperationsEndpointsMiddleware before routing; named here too.
+    path("healthz", operations.healthz, name="healthz"),
+    path("readyz", operations.readyz, name="readyz"),
+    path("metrics", operations.metrics, name="metrics"),
 ]

@@ -81,6 +81,9 @@ class TenantScopedAPIView(APIView):
     def initial(self, request, *args, **kwargs):
         super().initial(request, *args, **kwargs)
         self.scope = self.resolve_scope(request)
+        # What the per-request log line names (finops.middleware.RequestLogMiddleware): never the key itself.
+        request._request._log_tenant = self.scope.tenant.slug if self.scope.tenant is not None else None
+        request._request._log_key_prefix = self.api_key.prefix if self.api_key is not None else None
         self._checked = self.lookup_kwarg is None
         if self._checked:
             self.check_operation(request)

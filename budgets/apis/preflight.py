@@ -1,3 +1,5 @@
+import time
+
 from django.conf import settings
 from drf_spectacular.utils import OpenApiExample, extend_schema
 from rest_framework import serializers
@@ -7,7 +9,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 
 from budgets.services.preflight import PreflightInput, PreflightInputError, preflight_decide
-from finops import tokens
+from finops import metrics, tokens
 from finops.apis.tokens import _MessagesField, _StrictCharField
 from finops.models import Environment
 from finops.services.usage_validation import MAX_TOKENS
@@ -128,6 +130,7 @@ class PreflightApi(TenantScopedAPIView):
         serializer = PreflightInputSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         data = serializer.validated_data
+        started = time.perf_counter()
         try:
             decision = preflight_decide(
                 PreflightInput(
@@ -148,5 +151,6 @@ class PreflightApi(TenantScopedAPIView):
             )
         except PreflightInputError as exc:
             raise ValidationError({exc.field: [str(exc)]}) from exc
+        metrics.preflight_observed(decision.decision, time.perf_counter() - started)
         # The output serializer documents the shape; the dict is rendered as is (token amounts stay integers).
         return Response(decision.as_dict())

@@ -1,3 +1,5 @@
+import time
+
 import orjson
 from django.conf import settings
 from django.http import HttpResponse
@@ -7,6 +9,7 @@ from rest_framework import exceptions
 from rest_framework.pagination import CursorPagination
 from rest_framework.response import Response
 
+from finops import metrics
 from finops.parsers import OrjsonParser
 from finops.pricing import nanos_to_usd
 from finops.selectors.usage import UsageFilter, usage_list
@@ -59,7 +62,9 @@ class UsageCollectionApi(TenantScopedAPIView):
         if not (request.content_type or "").startswith("application/json"):
             raise exceptions.UnsupportedMediaType(request.content_type or "(none)")
         records = _records_from_body(request.data)
+        started = time.perf_counter()
         result = usage_ingest(records=records, bound_tenant=self.scope.tenant, api_key=self.api_key)
+        metrics.ingest_observed("api", result, time.perf_counter() - started)
         body = {
             ACCEPTED: result.count(ACCEPTED),
             DUPLICATE: result.count(DUPLICATE),

@@ -53,6 +53,8 @@ ROUTES: dict[str, str] = {
     "api-exports-focus": TENANT,
     "api-prompt-versions": TENANT,
     "api-workflow-policy": TENANT,
+    "api-otlp-traces": TENANT,
+    "api-litellm-logs": TENANT,
     "api-preflight": TENANT,
     "api-reservation-release": TENANT,
     "api-budgets": TENANT,
@@ -99,6 +101,9 @@ ROUTES: dict[str, str] = {
     "focus_export": TENANT,
     "audit_list": TENANT,
     "audit_export": TENANT,
+    "healthz": PUBLIC,  # process liveness: no data at all
+    "readyz": PUBLIC,  # dependency reachability, errors named by type only
+    "metrics": PLATFORM,  # off by default; a token or allowed networks (METRICS_ACCESS)
     "model_price_add": PLATFORM,
     "model_price_edit": PLATFORM,
 }

@@ -163,7 +163,7 @@ class Command(BaseCommand):
             "--bind", bind,
             "--workers", str(web_workers),
             "--worker-class", "sync",
-            "--access-logfile", "-",
+            # No gunicorn access log: the app writes one line per request itself (finops.requests).
             "--graceful-timeout", str(WEB_GRACEFUL_TIMEOUT_SECONDS),
         ]  # fmt: skip
         if any(s.name == "control_socket_disable" for s in KNOWN_SETTINGS):
