@@ -181,6 +181,9 @@ CONTROL_MIN_SECONDS = env.int("CONTROL_MIN_SECONDS", default=900)
 WEBHOOK_TIMEOUT_SECONDS = env.float("WEBHOOK_TIMEOUT_SECONDS", default=5.0)
 WEBHOOK_MAX_ATTEMPTS = env.int("WEBHOOK_MAX_ATTEMPTS", default=6)
 API_KEY_LAST_USED_RESOLUTION_SECONDS = env.int("API_KEY_LAST_USED_RESOLUTION_SECONDS", default=60)
+# `manage.py serve` refuses a non-loopback HOST in demo mode (debug on, or the published demo logins and
+# keys in the database) unless this is true; then it says loudly what it exposes (docs/operations.md).
+DEMO_ALLOW_NETWORK = env.bool("DEMO_ALLOW_NETWORK", default=False)
 
 # --- Celery --------------------------------------------------------------------------------------------
 # The filesystem transport needs no server: it is the embedded default. Production sets a redis:// URL.
