@@ -158,7 +158,7 @@ def test_documented_answers_are_what_the_docs_say(fresh_clone):
     listing = _run(
         root,
         port,
-        'KEY=$(.venv/bin/python manage.py create_api_key --tenant northwind --scopes read --name check)\n'
+        "KEY=$(.venv/bin/python manage.py create_api_key --tenant northwind --scopes read --name check)\n"
         f'curl -s -H "Authorization: Bearer $KEY" http://127.0.0.1:{port}/api/v1/budgets\n',
     )
     assert '"Northwind monthly"' in listing.stdout and '"500.00' in listing.stdout, listing.stdout
@@ -170,7 +170,9 @@ def test_demo_mode_refuses_the_network_unless_told_and_then_says_what_it_exposes
     refused = _run(root, port, f".venv/bin/python manage.py serve --host 0.0.0.0 --port {port}")
     assert refused.returncode != 0
     assert "refusing to listen on 0.0.0.0" in refused.stderr
-    assert "debug mode" in refused.stderr and "demo API key" in refused.stderr and "DEMO_ALLOW_NETWORK" in refused.stderr
+    assert (
+        "debug mode" in refused.stderr and "demo API key" in refused.stderr and "DEMO_ALLOW_NETWORK" in refused.stderr
+    )
 
     proc = subprocess.Popen(
         [".venv/bin/python", "manage.py", "serve", "--host", "0.0.0.0", "--port", str(port)],
