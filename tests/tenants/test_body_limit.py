@@ -189,9 +189,7 @@ def test_gunicorn_answers_413_json_on_every_endpoint_for_30_mb(gunicorn_server, 
         assert error["code"] == "payload_too_large" and error["details"] == {"limit": body_limit()}, path
 
 
-def test_gunicorn_answers_413_for_a_chunked_body_past_the_limit_and_passes_a_small_one(
-    gunicorn_server, tenant_a, catalog
-):
+def test_gunicorn_413_for_a_chunked_body_past_the_limit_passes_a_small_one(gunicorn_server, tenant_a, catalog):
     _key, raw = api_key_create(tenant=tenant_a, name="chunked", scopes="ingest,read")
     block = b" " * (1024 * 1024)
     status, _headers, payload = _exchange(
