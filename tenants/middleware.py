@@ -63,7 +63,7 @@ class BodySizeLimitMiddleware:
         if size <= limit:
             body = b"".join(parts)
             request.META["CONTENT_LENGTH"] = str(size)
-            request._stream = LimitedStream(io.BytesIO(body), size)  # type: ignore[attr-defined]
+            request._stream = LimitedStream(io.BytesIO(body), size)  # type: ignore[assignment]
             request._read_started = False  # type: ignore[attr-defined]
         return size
 

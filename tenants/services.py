@@ -267,7 +267,7 @@ def _tenant_values(
     errors = {}
     if not re.fullmatch(r"[-a-z0-9_]{1,64}", values["slug"]):
         errors["slug"] = ["Lowercase letters, digits, '-' and '_' only (at most 64)."]
-    elif Tenant.objects.filter(slug=values["slug"]).exclude(pk=getattr(tenant, "pk", None)).exists():
+    elif Tenant.objects.filter(slug=values["slug"]).exclude(pk=tenant.pk if tenant is not None else 0).exists():
         errors["slug"] = ["This slug is taken."]
     if not values["name"]:
         errors["name"] = ["Give the tenant a name."]

@@ -252,18 +252,18 @@ def _require_operator(request: HttpRequest) -> TenantScope:
 def tenants_manage(request):
     scope = _require_operator(request)
     tenants = Tenant.objects.order_by("name")
-    counts = {
-        row["tenant_id"]: row
+    counts: dict[int, int] = {
+        row["tenant_id"]: row["n"]
         for row in Membership.objects.values("tenant_id").annotate(n=models.Count("id")).order_by()
     }
-    keys = {
+    keys: dict[int, int] = {
         row["tenant_id"]: row["n"]
         for row in ApiKey.objects.filter(revoked_at__isnull=True, tenant__isnull=False)
         .values("tenant_id")
         .annotate(n=models.Count("id"))
         .order_by()
     }
-    rows = [(t, counts.get(t.pk, {}).get("n", 0), keys.get(t.pk, 0)) for t in tenants]
+    rows = [(t, counts.get(t.pk, 0), keys.get(t.pk, 0)) for t in tenants]
     return render(request, "tenants/tenants_manage.html", _layout(request, scope, rows=rows))
 
 
