@@ -113,6 +113,9 @@ ROUTES: dict[str, str] = {
     "tenant_add": PLATFORM,
     "tenant_edit": PLATFORM,
     "set_password": PUBLIC,  # the one-time link: its token is the credential
+    "workflows_list": TENANT,
+    "workflow_add": PLATFORM,  # workflows are shared product data: operators write them
+    "workflow_edit": PLATFORM,
 }
 
 METHODS = ("get", "post", "patch", "delete")
@@ -256,6 +259,7 @@ def world(tenant_a, tenant_b, api_a, api_b, catalog):
                 "prompt_version_detail",
                 "api-workflow-policy",
                 "workflow_threshold",
+                "workflow_edit",
             )
         },
         "record_id": UsageRecord.objects.get(tenant=tenant_b).pk,
