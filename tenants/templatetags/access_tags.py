@@ -1,0 +1,14 @@
+"""What the sign-in page says on an empty database: how to create the first operator."""
+
+from __future__ import annotations
+
+from django import template
+from django.contrib.auth import get_user_model
+
+register = template.Library()
+
+
+@register.simple_tag
+def nobody_can_sign_in() -> bool:
+    """True until the first person exists (one EXISTS query, on the sign-in page only)."""
+    return not get_user_model().objects.exists()
