@@ -12,3 +12,14 @@ register = template.Library()
 def nobody_can_sign_in() -> bool:
     """True until the first person exists (one EXISTS query, on the sign-in page only)."""
     return not get_user_model().objects.exists()
+
+
+@register.simple_tag(takes_context=True)
+def csv_url(context, table: str = "") -> str:
+    """This page's URL with its filters and `format=csv` (and which of its tables, where it has several)."""
+    request = context["request"]
+    params = request.GET.copy()
+    params["format"] = "csv"
+    if table:
+        params["table"] = table
+    return f"{request.path}?{params.urlencode()}"
