@@ -47,6 +47,7 @@ from finops.catalog import get_catalog
 from finops.models import Environment, Workflow
 from finops.pricing import NANOS_PER_USD, TokenBuckets, cost_nanos
 from finops.services.prompts import prompt_version_register
+from finops.templatetags.money import usd_rate
 from tenants.models import ApiKey, Tenant
 from tenants.scope import Actor
 from tenants.services import audit_record
@@ -177,7 +178,7 @@ def _approval_demo_seed(*, tenant: Tenant, now: datetime) -> int:
     entry = catalog.resolve(APPROVAL_MODEL)
     price = catalog.price_at(entry.id, now) if entry else None
     threshold = workflow.approval_threshold_usd if workflow else None
-    above = f" above ${threshold:.2f}" if threshold is not None else ""
+    above = f" above {usd_rate(threshold)}" if threshold is not None else ""
     control = (
         Control.objects.filter(active_controls_q(now), tenant=tenant, kind=ControlKind.REQUIRE_APPROVAL)
         .order_by("-starts_at")
