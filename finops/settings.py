@@ -186,6 +186,12 @@ API_KEY_LAST_USED_RESOLUTION_SECONDS = env.int("API_KEY_LAST_USED_RESOLUTION_SEC
 # `manage.py serve` refuses a non-loopback HOST in demo mode (debug on, or the published demo logins and
 # keys in the database) unless this is true; then it says loudly what it exposes (docs/operations.md).
 DEMO_ALLOW_NETWORK = env.bool("DEMO_ALLOW_NETWORK", default=False)
+# The live demo (finops/services/seed/demo_live.py): in demo mode `manage.py serve` also runs
+# `manage.py demo_traffic`, which sends usage through the ingest API with a scripted incident now and then.
+DEMO_TRAFFIC = env.bool("DEMO_TRAFFIC", default=True)
+DEMO_TRAFFIC_INTERVAL_SECONDS = env.float("DEMO_TRAFFIC_INTERVAL_SECONDS", default=5.0)
+DEMO_TRAFFIC_SPEED = env.float("DEMO_TRAFFIC_SPEED", default=1.0)  # 1: the demo tenants' real daily rhythm
+DEMO_INCIDENT_EVERY_SECONDS = env.float("DEMO_INCIDENT_EVERY_SECONDS", default=600.0)
 
 # --- Celery --------------------------------------------------------------------------------------------
 # The filesystem transport needs no server: it is the embedded default. Production sets a redis:// URL.

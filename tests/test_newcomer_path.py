@@ -200,3 +200,22 @@ def test_demo_mode_refuses_the_network_unless_told_and_then_says_what_it_exposes
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
+
+
+def test_the_demo_lives_after_make_run(fresh_clone):
+    """The banner says the demo traffic is on, and live usage arrives through the ingest API within a minute."""
+    root, port, output = fresh_clone
+    assert "Demo traffic  on:" in output and "DEMO_TRAFFIC=false" in output
+    count = (
+        "from finops.models import UsageRecord; "
+        "print(UsageRecord.objects.filter(request_id__startswith='demo-live-').count())"
+    )
+    deadline = time.monotonic() + 90
+    live = 0
+    while time.monotonic() < deadline:
+        result = _run(root, port, f'.venv/bin/python manage.py shell -c "{count}"')
+        live = int(result.stdout.strip().splitlines()[-1]) if result.returncode == 0 else 0
+        if live:
+            break
+        time.sleep(5)
+    assert live >= 1, (root.parent / "make-run.log").read_text()[-3000:]

@@ -111,6 +111,23 @@ def demo_exposure() -> list[str]:
     return exposed
 
 
+def demo_traffic_on() -> bool:
+    """The live demo runs when the demo data set is loaded (its platform key is live) unless DEMO_TRAFFIC=false."""
+    if not settings.DEMO_TRAFFIC:
+        return False
+    from tenants.models import ApiKey
+
+    try:
+        from finops.services import seed
+
+        prefix = seed.DEMO_PLATFORM_KEY.split("_")[1]
+        return ApiKey.objects.filter(prefix=prefix, revoked_at__isnull=True).exists()
+    except Exception:  # no demo module or no tables yet
+        return False
+    finally:
+        connections["default"].close()
+
+
 class Command(BaseCommand):
     help = "Start the web server (gunicorn), a Celery worker and Celery beat together in the foreground."
 
@@ -139,6 +156,13 @@ class Command(BaseCommand):
             raise CommandError(f"{host}:{port} is already in use; stop what runs there or choose another PORT.")
 
         children = self._children(host, port, web_workers)
+        self._demo_traffic = demo_traffic_on()
+        if self._demo_traffic:
+            from finops.management.commands.demo_traffic import READY
+
+            url = f"http://{_url_host(host)}:{port}"
+            argv = [sys.executable, "manage.py", "demo_traffic", "--url", url]
+            children.append(Child("demo", "demo traffic (usage through the ingest API)", argv, ready_marker=READY))
         try:
             failed = self._supervisor.run(
                 children, host=host, port=port, on_ready=lambda: self._banner(children, host, port, database, broker)
@@ -285,6 +309,15 @@ class Command(BaseCommand):
                 "",
                 "  Try it:",
                 f'    curl -H "Authorization: Bearer {api_key}" {base}/api/v1/usage',
+            ]
+        if getattr(self, "_demo_traffic", False):
+            lines += [
+                "",
+                f"  Demo traffic  on: usage every {settings.DEMO_TRAFFIC_INTERVAL_SECONDS:g} s "
+                "through POST /api/v1/usage,",
+                f"                a scripted incident every {settings.DEMO_INCIDENT_EVERY_SECONDS / 60:g} min "
+                "(runaway loop, growing prompt).",
+                "                DEMO_TRAFFIC=false make run turns it off.",
             ]
         lines += [
             "",
