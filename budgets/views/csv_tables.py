@@ -39,7 +39,7 @@ def budget_rows(burns: Iterable[Burn]) -> Iterator[list[Any]]:
         b, metric = burn.budget, burn.budget.metric
         yield [
             b.name,
-            b.tenant.slug if b.tenant_id else "",
+            b.tenant.slug if b.tenant is not None else "",
             b.scope_label(),
             metric,
             "tokens" if metric == Metric.TOKENS else "USD",
@@ -61,14 +61,14 @@ def alert_rows(alerts: Iterable[Alert]) -> Iterator[list[Any]]:
     for a in alerts:
         yield [
             _iso(a.created_at),
-            a.tenant.slug if a.tenant_id else "",
+            a.tenant.slug if a.tenant is not None else "",
             a.kind,
             a.level,
             a.subject,
             a.message,
             a.budget_id or "",
             _iso(a.acknowledged_at),
-            a.acknowledged_by.get_username() if a.acknowledged_by_id else "",
+            a.acknowledged_by.get_username() if a.acknowledged_by is not None else "",
         ]
 
 

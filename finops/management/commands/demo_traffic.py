@@ -60,6 +60,12 @@ class Command(BaseCommand):
             f"{READY} usage to {url}/api/v1/usage every {interval:g} s; "
             f"an incident every {incident_every / 60:g} min, the first in {traffic.first_incident_after:g} s.",
         )
+        try:
+            self._run(traffic, post, interval, ticks)
+        except KeyboardInterrupt:  # Ctrl-C on `make run` stops every process: no traceback for it
+            self.stdout.write("demo traffic: stopped.")
+
+    def _run(self, traffic: DemoTraffic, post: Callable[[list[dict]], int], interval: float, ticks: int) -> None:
         sent, running, done = 0, None, 0
         while not ticks or done < ticks:
             now = datetime.now(UTC)

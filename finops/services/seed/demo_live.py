@@ -257,7 +257,8 @@ class DemoTraffic:
         ticks = max(1.0, self.incident_seconds / self.interval)
         budget = RUNAWAY_SHARE_OF_DAY * max(day, 10_000_000) / ticks
         step = int(into / self.interval)
-        records, spent = [], 0
+        records: list[dict[str, Any]] = []
+        spent = 0
         while spent < budget and len(records) < MAX_CALLS_PER_TICK:
             turn = step * 20 + len(records)
             prompt = min(12_000 + 900 * turn, (entry.context_window or 128_000) * 8 // 10)
