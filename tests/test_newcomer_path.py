@@ -26,8 +26,8 @@ BASE_DIR = Path(settings.BASE_DIR)
 DOCS = ["README.md", *sorted(p.relative_to(BASE_DIR).as_posix() for p in (BASE_DIR / "docs").glob("*.md"))]
 FENCE = re.compile(r"^```(sh|bash)\n(.*?)^```", re.S | re.M)
 INLINE = re.compile(r"`(?:\.venv/bin/)?(?:python )?manage\.py ([^`]+)`")
-# The server itself is not a command to run beside `make run`: it is what `make run` runs.
-NOT_RUN_INLINE = ("serve",)
+# Not commands to run beside `make run`: they are what `make run` runs (and run until stopped).
+NOT_RUN_INLINE = ("serve", "demo_traffic")
 READY = "Token spend control plane is running."
 pytestmark = pytest.mark.skipif(
     not (BASE_DIR / ".git").exists() or not Path(sys.prefix, "pyvenv.cfg").exists(),
