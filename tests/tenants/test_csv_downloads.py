@@ -117,9 +117,12 @@ def test_overview_lists_download(hostile, admin_a):
     client = _client(admin_a)
     page = client.get("/").content.decode()
     assert "format=csv&amp;table=workflows" in page and "format=csv&amp;table=models" in page
+    assert "format=csv&amp;table=tiers" in page and "format=csv&amp;table=environments" in page
     rows = _rows(client.get("/?format=csv&table=workflows"))
     assert rows[0] == ["key", "name", "calls", "tokens", "cost_usd", "unpriced_calls", "share"]
     assert rows[1][0] == "ticket-summary" and rows[1][2] == "1" and rows[1][3] == "1100"
+    environments = _rows(client.get("/?format=csv&table=environments"))
+    assert [row[0] for row in environments[1:]] == ["prod"]
     assert client.get("/?format=csv&table=nonsense")["Content-Type"].startswith("text/html")
 
 
