@@ -26,7 +26,7 @@ help:
 	@echo "make bench    run the benchmarks in bench/ (BENCH_ARGS=--quick for a short run)"
 	@echo "make clean    remove caches, build files, collected static files and the local broker queue"
 
-run: install
+run: install .env
 	$(LOCAL_ENV) $(PY) manage.py migrate --noinput
 	$(LOCAL_ENV) $(PY) manage.py seed_demo
 	exec env $(LOCAL_ENV) HOST=$(HOST) PORT=$(PORT) $(PY) manage.py serve
@@ -56,7 +56,13 @@ $(STAMP): pyproject.toml | $(PY)
 	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[dev]'
 	@touch $(STAMP)
 
-migrate: install
+# Written once, git-ignored: debug mode and a generated secret key for this checkout, so every `manage.py`
+# command the docs show works as written after `make run`. Real environment variables win over it.
+.env: | $(PY)
+	@$(PY) -c 'import secrets; print("# Local settings for this checkout, written once by make run (git-ignored).\n# Real environment variables win. Delete this file to get a new secret key.\nDJANGO_DEBUG=true\nDJANGO_SECRET_KEY=" + secrets.token_urlsafe(50))' > $@
+	@echo "Wrote .env: DJANGO_DEBUG=true and a generated DJANGO_SECRET_KEY, for local manage.py commands."
+
+migrate: install .env
 	$(LOCAL_ENV) $(PY) manage.py migrate --noinput
 
 # mypy's django plugin imports the settings, which need a secret key unless debug mode is on.

@@ -17,7 +17,6 @@ How a call maps onto FOCUS:
 
 from __future__ import annotations
 
-import csv
 import io
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -30,6 +29,7 @@ from django.utils.dateparse import parse_date, parse_datetime
 from finops.measures import TOKEN_FIELDS
 from finops.models import Environment, LlmModel, UsageRecord
 from finops.pricing import nanos_to_usd
+from tenants.csv_safe import csv_writer
 from tenants.errors import ApplicationError
 from tenants.scope import TenantScope
 
@@ -295,7 +295,7 @@ def focus_rows(
 def focus_csv(rows: Iterable[Sequence[str]]) -> Iterator[str]:
     """The header and then `rows` as CSV text, in pieces of about 64 KB for a streaming response."""
     buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\r\n")
+    writer = csv_writer(buffer, lineterminator="\r\n")
     writer.writerow(FOCUS_COLUMNS)
     for row in rows:
         writer.writerow(row)

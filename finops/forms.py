@@ -7,7 +7,7 @@ from decimal import Decimal
 from django import forms
 from django.utils import timezone
 
-from finops.models import LlmModel, ModelPrice
+from finops.models import LlmModel, ModelPrice, ModelTier, Workflow
 
 PRICE_FIELDS = ("input", "cached_input", "cache_write", "output", "reasoning")
 
@@ -126,3 +126,20 @@ class PromptVersionForm(forms.Form):
         label="Prompt", strip=False, widget=forms.Textarea(attrs={"rows": 8, "spellcheck": "false"})
     )
     git_commit = forms.CharField(max_length=64, required=False, label="Git commit")
+
+
+class WorkflowForm(forms.Form):
+    """A workflow's identity and rules (the envelope is edited on its own)."""
+
+    name = forms.CharField(max_length=200)
+    slug = forms.CharField(max_length=100, help_text="What services send as \u201cworkflow\u201d.")
+    owner = forms.CharField(max_length=200, required=False, help_text="Team or person responsible.")
+    priority = forms.ChoiceField(choices=Workflow.Priority.choices, initial=Workflow.Priority.NORMAL)
+    default_tier = forms.ModelChoiceField(
+        queryset=ModelTier.objects.order_by("-rank"), required=False, empty_label="(none)", label="Default tier"
+    )
+    approval_threshold_usd = forms.CharField(
+        required=False,
+        label="Approval threshold (USD)",
+        help_text="A run estimated above this needs approval; empty: never.",
+    )

@@ -47,8 +47,10 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
-    # One log line per request; then probes and Prometheus, answered before host validation and sessions.
+    # One log line per request (413s included); then an oversized body answers 413 (JSON on /api/) before
+    # anything reads it; then probes and Prometheus, answered before host validation and sessions.
     "finops.middleware.RequestLogMiddleware",
+    "tenants.middleware.BodySizeLimitMiddleware",
     "finops.middleware.OperationsEndpointsMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
@@ -192,6 +194,15 @@ CONTROL_MIN_SECONDS = env.int("CONTROL_MIN_SECONDS", default=900)
 WEBHOOK_TIMEOUT_SECONDS = env.float("WEBHOOK_TIMEOUT_SECONDS", default=5.0)
 WEBHOOK_MAX_ATTEMPTS = env.int("WEBHOOK_MAX_ATTEMPTS", default=6)
 API_KEY_LAST_USED_RESOLUTION_SECONDS = env.int("API_KEY_LAST_USED_RESOLUTION_SECONDS", default=60)
+# `manage.py serve` refuses a non-loopback HOST in demo mode (debug on, or the published demo logins and
+# keys in the database) unless this is true; then it says loudly what it exposes (docs/operations.md).
+DEMO_ALLOW_NETWORK = env.bool("DEMO_ALLOW_NETWORK", default=False)
+# The live demo (finops/services/seed/demo_live.py): in demo mode `manage.py serve` also runs
+# `manage.py demo_traffic`, which sends usage through the ingest API with a scripted incident now and then.
+DEMO_TRAFFIC = env.bool("DEMO_TRAFFIC", default=True)
+DEMO_TRAFFIC_INTERVAL_SECONDS = env.float("DEMO_TRAFFIC_INTERVAL_SECONDS", default=5.0)
+DEMO_TRAFFIC_SPEED = env.float("DEMO_TRAFFIC_SPEED", default=1.0)  # 1: the demo tenants' real daily rhythm
+DEMO_INCIDENT_EVERY_SECONDS = env.float("DEMO_INCIDENT_EVERY_SECONDS", default=600.0)
 
 # --- Usage from OpenTelemetry and LiteLLM (docs/api.md) -------------------------------------------------
 # Where an OTLP span's workflow comes from: the first attribute present (span, then resource), made a slug.

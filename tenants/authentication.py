@@ -14,7 +14,8 @@ from .services import KEY_PREFIX, hash_secret
 
 _KEY_SQL = (
     f"SELECT k.id, k.tenant_id, k.name, k.prefix, k.secret_hash, k.scopes, k.expires_at, k.revoked_at, "
-    f"k.last_used_at, k.created_by_id, t.slug, t.name, t.status FROM {ApiKey._meta.db_table} k "
+    f"k.last_used_at, k.created_by_id, k.previous_secret_hash, k.previous_expires_at, t.slug, t.name, t.status "
+    f"FROM {ApiKey._meta.db_table} k "
     f"LEFT JOIN {Tenant._meta.db_table} t ON t.id = k.tenant_id WHERE k.prefix = %s"
 )
 
@@ -28,7 +29,8 @@ def _key_by_prefix(prefix: str) -> ApiKey | None:
     if row is None:
         return None
     pk, tenant_id, name, prefix, secret_hash, scopes, expires_at, revoked_at, last_used_at, created_by_id = row[:10]
-    slug, t_name, status = row[10:]
+    previous_secret_hash, previous_expires_at = row[10:12]
+    slug, t_name, status = row[12:]
     key = ApiKey(
         id=pk,
         tenant_id=tenant_id,
@@ -40,12 +42,26 @@ def _key_by_prefix(prefix: str) -> ApiKey | None:
         revoked_at=_aware(revoked_at),
         last_used_at=_aware(last_used_at),
         created_by_id=created_by_id,  # the person behind the key: four eyes on approvals
+        previous_secret_hash=previous_secret_hash or "",
+        previous_expires_at=_aware(previous_expires_at),
     )
     key._state.adding, key._state.db = False, "default"
     if tenant_id is not None:
         key.tenant = Tenant(id=tenant_id, slug=slug, name=t_name, status=status)
         key.tenant._state.adding, key.tenant._state.db = False, "default"
     return key
+
+
+def _secret_matches(key: ApiKey, digest: str, now: datetime) -> bool:
+    """The current secret, or the one before the last rotation while its overlap lasts."""
+    if hmac.compare_digest(key.secret_hash, digest):
+        return True
+    return bool(
+        key.previous_secret_hash
+        and key.previous_expires_at is not None
+        and now < key.previous_expires_at
+        and hmac.compare_digest(key.previous_secret_hash, digest)
+    )
 
 
 def _aware(value):
@@ -79,9 +95,9 @@ class ApiKeyAuthentication(authentication.BaseAuthentication):
         if len(pieces) != 3 or pieces[0] != KEY_PREFIX:
             raise exceptions.AuthenticationFailed("The API key is malformed.")
         key = _key_by_prefix(pieces[1])
-        if key is None or not hmac.compare_digest(key.secret_hash, hash_secret(raw_key)):
-            raise exceptions.AuthenticationFailed("The API key is not valid.")
         now = timezone.now()
+        if key is None or not _secret_matches(key, hash_secret(raw_key), now):
+            raise exceptions.AuthenticationFailed("The API key is not valid.")
         if key.revoked_at is not None:
             raise exceptions.AuthenticationFailed("The API key has been revoked.")
         if key.expires_at is not None and key.expires_at <= now:

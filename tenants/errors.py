@@ -45,13 +45,26 @@ _DRF_CODES = {
 }
 
 
-def reject_oversized_body(request, limit: int, *, code: str = "payload_too_large", hint: str = "") -> None:
-    """413 when the declared body is over `limit` bytes. DRF reads bodies as a stream, so Django's own
-    upload limit does not apply to API views; each one that takes a body calls this first."""
+PAYLOAD_TOO_LARGE = "payload_too_large"
+
+
+def oversized_message(length: int | None, limit: int) -> str:
+    size = f"{length:,} bytes" if length is not None else f"over {limit:,} bytes"
+    return f"The body is {size}; the limit is {limit:,}."
+
+
+def reject_oversized_body(request, limit: int, *, hint: str = "") -> None:
+    """413 when the declared body is over an endpoint's own `limit`, below the one limit that
+    tenants.middleware.BodySizeLimitMiddleware applies to every request (same code and shape)."""
     length = request.META.get("CONTENT_LENGTH") or "0"
     if length.isdigit() and int(length) > limit:
-        message = f"The body is {int(length):,} bytes; the limit is {limit:,}."
-        raise ApplicationError(code, f"{message} {hint}".strip(), status_code=status.HTTP_413_REQUEST_ENTITY_TOO_LARGE)
+        message = oversized_message(int(length), limit)
+        raise ApplicationError(
+            PAYLOAD_TOO_LARGE,
+            f"{message} {hint}".strip(),
+            details={"limit": limit},
+            status_code=status.HTTP_413_REQUEST_ENTITY_TOO_LARGE,
+        )
 
 
 def error_response(code: str, message: str, status_code: int, details: Any = None, headers=None) -> Response:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 import io
 import json
 from collections.abc import Iterator
@@ -10,22 +9,21 @@ from datetime import UTC
 
 from django.db.models import QuerySet
 
+from .csv_safe import csv_writer
 from .models import AuditEvent
 
 AUDIT_COLUMNS = ("at", "actor", "tenant", "action", "target_type", "target_id", "before", "after", "request_id")
 CHUNK_SIZE = 2000
 _FLUSH_BYTES = 64 * 1024
-# A cell a spreadsheet would run as a formula (a username or request id may start with one of these).
-_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 
 
 def audit_csv(events: QuerySet[AuditEvent]) -> Iterator[str]:
     """The header and then one row per event of `events` (in its order), in pieces of about 64 KB."""
     buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\r\n")
+    writer = csv_writer(buffer, lineterminator="\r\n")
     writer.writerow(AUDIT_COLUMNS)
     for event in events.iterator(chunk_size=CHUNK_SIZE):
-        writer.writerow(_cell(value) for value in _row(event))
+        writer.writerow(_row(event))
         if buffer.tell() >= _FLUSH_BYTES:
             yield buffer.getvalue()
             buffer.seek(0)
@@ -49,7 +47,3 @@ def _row(event: AuditEvent) -> tuple[str, ...]:
 
 def _json(value: object) -> str:
     return "" if value is None else json.dumps(value, separators=(",", ":"), sort_keys=True, ensure_ascii=False)
-
-
-def _cell(value: str) -> str:
-    return f"'{value}" if value.startswith(_FORMULA_START) else value

@@ -14,6 +14,8 @@ class Tenant(models.Model):
     name = models.CharField(max_length=200)
     external_id = models.CharField(max_length=200, blank=True)
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.ACTIVE)
+    # The tenant's own day: the default for its new budgets and the day its people read spend in.
+    time_zone = models.CharField(max_length=64, default="UTC")
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
@@ -66,6 +68,11 @@ class ApiKey(models.Model):
     expires_at = models.DateTimeField(null=True, blank=True)
     revoked_at = models.DateTimeField(null=True, blank=True)
     last_used_at = models.DateTimeField(null=True, blank=True)
+    # Rotation: the secret before the last rotation keeps working until `previous_expires_at`, so the
+    # services holding it can move to the new one; after that only `secret_hash` authenticates.
+    previous_secret_hash = models.CharField(max_length=64, blank=True)
+    previous_expires_at = models.DateTimeField(null=True, blank=True)
+    rotated_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         ordering = ["-created_at"]

@@ -54,6 +54,8 @@ class Operation(StrEnum):
     MANAGE_CONTROLS = "manage_controls"  # manual controls: operators and platform keys
     READ_AUDIT = "read_audit"  # the audit log: tenant admins and operators, people only
     COUNT_TOKENS = "count_tokens"  # reads nothing tenant-specific: any key, any member
+    MANAGE_ACCESS = "manage_access"  # a tenant's API keys and members (platform keys: operators)
+    MANAGE_TENANTS = "manage_tenants"  # create, edit and suspend tenants: operators only
 
 
 @dataclass(frozen=True)
@@ -81,6 +83,9 @@ OPERATIONS: dict[Operation, Rule] = {
     Operation.COUNT_TOKENS: Rule(None, Membership.Role.VIEWER),
     # Who changed what, with before and after values: for the people who answer for a tenant.
     Operation.READ_AUDIT: Rule(None, Membership.Role.ADMIN, keys="none"),
+    # Who may act for a tenant: its admins, signed in; a key never makes keys or people.
+    Operation.MANAGE_ACCESS: Rule(None, Membership.Role.ADMIN, keys="none"),
+    Operation.MANAGE_TENANTS: Rule(None, Membership.Role.ADMIN, keys="none", members=False),
 }
 
 

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal
+from decimal import ROUND_CEILING, Decimal
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
@@ -33,7 +33,6 @@ from django.utils import timezone
 from budgets.models import (
     ApprovalRequest,
     Budget,
-    BudgetWindow,
     Control,
     ControlKind,
     HardAction,
@@ -47,23 +46,26 @@ from finops.catalog import get_catalog
 from finops.models import Environment, Workflow
 from finops.pricing import NANOS_PER_USD, TokenBuckets, cost_nanos
 from finops.services.prompts import prompt_version_register
+from finops.services.seed.demo_live import demo_expected_spend
+from finops.templatetags.money import usd_rate
 from tenants.models import ApiKey, Tenant
 from tenants.scope import Actor
 from tenants.services import audit_record
 
 from .budget_increases import budget_increase_ask
 from .budgets import budget_create
-from .ladder import budget_levels, budgets_evaluate
+from .ladder import budgets_evaluate
 from .notifications import channel_create
-from .reconcile import window_reconcile, window_spent
+from .reconcile import window_reconcile
 from .windows import windows_open
 
 DEMO_CHANNEL_EMAIL = "finops-alerts@demo.example"
 DEMO_TENANT_CHANNEL_EMAIL = "ai-spend@northwind.demo.example"
-SPIKE_HARD_SHARE = Decimal("0.96")  # spent / hard of the spiking tenant's daily budget when created
-SPIKE_SOFT_SHARE = Decimal("0.75")  # soft / hard
-HEALTHY_HARD = Decimal("1.6")  # hard / forecast of the other budgets
-HEALTHY_SOFT = Decimal("1.25")  # soft / forecast
+# Limits as multiples of the window's expected spend at the normal rhythm.
+SPIKE_SOFT = Decimal("0.5")  # the spiking tenant's daily budget: a tight soft limit, as its own cap would be
+SPIKE_HARD = Decimal("2.5")  # room for a normal day, twice over: the release's traffic ends near it
+HEALTHY_SOFT = Decimal("1.25")
+HEALTHY_HARD = Decimal("1.6")
 CENT = NANOS_PER_USD // 100
 # The demo's held run: the spiking tenant's chat assistant with a long conversation in its context.
 APPROVAL_TENANT = "northwind"
@@ -177,7 +179,7 @@ def _approval_demo_seed(*, tenant: Tenant, now: datetime) -> int:
     entry = catalog.resolve(APPROVAL_MODEL)
     price = catalog.price_at(entry.id, now) if entry else None
     threshold = workflow.approval_threshold_usd if workflow else None
-    above = f" above ${threshold:.2f}" if threshold is not None else ""
+    above = f" above {usd_rate(threshold)}" if threshold is not None else ""
     control = (
         Control.objects.filter(active_controls_q(now), tenant=tenant, kind=ControlKind.REQUIRE_APPROVAL)
         .order_by("-starts_at")
@@ -282,21 +284,19 @@ def _prompt_demo_seed(*, tenant: Tenant, now: datetime) -> int:
 
 
 def _limits(draft: Budget, *, spiking: bool, now: datetime) -> tuple[int, int]:
-    """(soft, hard) for a new demo budget, in its unit, from what its scope spent this period so far."""
+    """(soft, hard) for a new demo budget, in its unit, from what its scope is expected to spend over its
+    whole window at the demo's normal rhythm (finops.services.seed.demo_live), never from the part of
+    the window that happens to have passed when the seed ran. The spiking tenant's budget is sized for
+    its normal day; the release that tripled its chat assistant's traffic is what takes it over."""
     start, end = period_bounds(draft.period, draft.time_zone, now)
-    spent = window_spent(draft, start, end, now=now)
-    unit = CENT if draft.metric == Metric.COST else 1
-    if spiking and spent > 0:
-        # Just after the tenant's midnight the day holds a few cents at most: round to the nano-dollar
-        # then, so the budget still sits at 96% of its hard limit and the ladder still starts.
-        unit = unit if spent >= 100 * unit else 1
-        hard = max(_round(Decimal(spent) / SPIKE_HARD_SHARE, unit, ROUND_FLOOR), spent + unit)
-        return _round(hard * SPIKE_SOFT_SHARE, unit, ROUND_FLOOR), hard
-    window = BudgetWindow(budget=draft, starts_at=start, ends_at=end, spent=spent)
-    forecast = budget_levels(draft, window, now=now).forecast
-    if forecast <= 0:
-        forecast = 100 * NANOS_PER_USD if draft.metric == Metric.COST else 10_000_000
-    return _nice(forecast * HEALTHY_SOFT), _nice(forecast * HEALTHY_HARD)
+    expected = demo_expected_spend(
+        start=start, end=end, metric=draft.metric, tenant_id=draft.tenant_id, workflow_id=draft.workflow_id, now=now
+    )
+    if expected <= 0:
+        expected = 100 * NANOS_PER_USD if draft.metric == Metric.COST else 10_000_000
+    if spiking:
+        return _nice(expected * SPIKE_SOFT), _nice(expected * SPIKE_HARD)
+    return _nice(expected * HEALTHY_SOFT), _nice(expected * HEALTHY_HARD)
 
 
 def _round(amount: Decimal | int, unit: int, rounding: str) -> int:

@@ -36,6 +36,7 @@ from django.utils import timezone
 from budgets.models import Budget, BudgetWindow, Control, Metric
 from budgets.periods import period_bounds
 from budgets.policy import HARD_ACTION_CONTROL, policy_effective, rung_key
+from finops.templatetags.money import usd_sentence
 from tenants.errors import ApplicationError
 
 from .alerts import alerts_raise
@@ -88,7 +89,8 @@ def amount_label(metric: str, amount: int | None) -> str:
         return "no"
     if metric == Metric.TOKENS:
         return f"{amount:,} tokens"
-    return f"${Decimal(amount).scaleb(-9):,.2f}"
+    # Sub-cent amounts keep their significant digits: a $0.0008 limit never reads "$0.00".
+    return usd_sentence(amount)
 
 
 def _percent(amount: int, limit: int | None) -> Decimal | None:

@@ -27,6 +27,7 @@ from budgets.state import preflight_state
 from finops.catalog import CatalogSnapshot, ModelEntry
 from finops.models import Workflow
 from finops.pricing import NANOS_PER_USD, TokenBuckets, cost_nanos, nanos_to_usd
+from finops.templatetags.money import usd_rate, usd_sentence
 from finops.tokens import TokenInputInvalid, count_messages, count_text
 from tenants.models import ApiKey, Tenant
 from tenants.scope import Actor
@@ -168,7 +169,7 @@ def preflight_decide(req: PreflightInput, *, now: datetime | None = None) -> Pre
             if whose == "tenant"
             else (f"workflow {workflow.slug}'s threshold")
         )
-        call.approval_reasons.append(f"Approval required above ${threshold:.2f}: {owner}.")
+        call.approval_reasons.append(f"Approval required above {usd_rate(threshold)}: {owner}.")
         call.approval_rules.append({"rule": f"{whose}_threshold", "above_usd": f"{threshold:.4f}"})
 
     approval = approval_presented(req, out, now)
@@ -309,7 +310,7 @@ def _apply_controls(call: _Call, req: PreflightInput, workflow, state, out: Pref
                 above if call.approval_needed_above is None else min(above, call.approval_needed_above)
             )
             call.approval_reasons.append(
-                f"Approval required{f' above ${Decimal(above) / NANOS_PER_USD:.2f}' if above else ''}: {reason}"
+                f"Approval required{f' above {usd_sentence(above)}' if above else ''}: {reason}"
             )
         elif control.kind == ControlKind.DOWNGRADE_TIER:
             if not _downgrade(call, catalog, out, reason, steps=int(params.get("steps", 1))):

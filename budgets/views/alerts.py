@@ -11,6 +11,8 @@ from django.views.decorators.http import require_POST
 
 from budgets.selectors import alert_get, alerts_visible
 from budgets.services.alerts import alert_acknowledge as alert_acknowledge_service
+from budgets.views.csv_tables import ALERT_COLUMNS, alert_rows
+from tenants.csv_safe import csv_download, wants_csv
 from tenants.scope import Actor, Operation
 from tenants.scoping import tenant_page
 
@@ -24,6 +26,9 @@ def alerts_list(request):
     scope = request.scope
     alerts = list(alerts_visible(scope=scope)[: ALERTS_SHOWN + 1])
     open_alerts = [a for a in alerts[:ALERTS_SHOWN] if a.acknowledged_at is None]
+    if wants_csv(request):
+        shown = open_alerts + [a for a in alerts[:ALERTS_SHOWN] if a.acknowledged_at is not None]
+        return csv_download(name="alerts", scope=scope, header=ALERT_COLUMNS, rows=alert_rows(shown))
     context = budget_layout_context(request, scope)
     context.update(
         open_alerts=open_alerts,

@@ -33,9 +33,11 @@ from budgets.selectors import (
 )
 from budgets.services.approvals import approval_cancel as approval_withdraw
 from budgets.services.approvals import approval_decide, approval_requesters
+from budgets.views.csv_tables import APPROVAL_COLUMNS, approval_rows
 from finops.selectors.catalog import catalog_model_get
 from finops.selectors.prompts import prompt_projection, prompt_version_baseline, prompt_version_text
 from finops.views.prompts import prompt_diff
+from tenants.csv_safe import csv_download, wants_csv
 from tenants.errors import ApplicationError
 from tenants.scope import Actor, Operation, TenantScope
 from tenants.scoping import tenant_page
@@ -54,6 +56,9 @@ def approvals_list(request):
     filters = form.filters()
     rows = list(approvals_queue(scope=scope, filters=filters, now=now)[: APPROVALS_SHOWN + 1])
     pending = [a for a in rows[:APPROVALS_SHOWN] if a.closed == 0]
+    if wants_csv(request):
+        shown = pending + [a for a in rows[:APPROVALS_SHOWN] if a.closed != 0]
+        return csv_download(name="approvals", scope=scope, header=APPROVAL_COLUMNS, rows=approval_rows(shown))
     context = budget_layout_context(request, scope)
     context.update(
         pending=pending,

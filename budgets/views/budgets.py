@@ -25,8 +25,10 @@ from budgets.selectors import (
 )
 from budgets.services.budget_increases import budget_increase_ask
 from budgets.services.budgets import budget_create, budget_update
+from budgets.views.csv_tables import BUDGET_COLUMNS, budget_rows
 from finops.charts import figure_payload
 from finops.selectors.workflows import workflows_visible
+from tenants.csv_safe import csv_download, wants_csv
 from tenants.errors import ApplicationError
 from tenants.scope import Actor, Operation
 from tenants.scoping import tenant_page
@@ -38,6 +40,8 @@ from .layout import budget_layout_context
 def budgets_list(request):
     scope = request.scope
     burns = budget_burns(scope=scope)
+    if wants_csv(request):
+        return csv_download(name="budgets", scope=scope, header=BUDGET_COLUMNS, rows=budget_rows(burns))
     context = budget_layout_context(request, scope)
     context.update(
         burns=burns,

@@ -1,4 +1,3 @@
-import csv
 import io
 from datetime import UTC, datetime, time, timedelta
 from typing import Any
@@ -14,6 +13,7 @@ from rest_framework.response import Response
 from finops.measures import MEASURES
 from finops.pricing import nanos_to_usd
 from finops.selectors.spend import SpendGroup, SpendPoint, SpendQuery, spend_query
+from tenants.csv_safe import csv_writer
 from tenants.errors import ApplicationError
 from tenants.scoping import TenantScopedAPIView
 
@@ -145,7 +145,7 @@ def _iso(when: datetime) -> str:
 
 def _csv(result, dims: tuple[str, ...], scope: str) -> HttpResponse:
     out = io.StringIO()
-    writer = csv.writer(out)
+    writer = csv_writer(out)
     writer.writerow([*dims, *_MEASURES, "cost_usd", "share"])
     for g in result.groups:
         writer.writerow([*g.key, *(getattr(g, m) for m in _MEASURES), nanos_to_usd(g.cost_nanos), f"{g.share:.4f}"])

@@ -95,7 +95,7 @@ class TokenCountApi(APIView):
         ],
     )
     def post(self, request: Request) -> Response:
-        reject_oversized_body(request, settings.DATA_UPLOAD_MAX_MEMORY_SIZE, code="too_large")
+        reject_oversized_body(request, settings.DATA_UPLOAD_MAX_MEMORY_SIZE)
         serializer = TokenCountInputSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         data = serializer.validated_data

@@ -12,6 +12,7 @@ from decimal import Decimal, InvalidOperation
 from django.db import transaction
 
 from finops.models import TenantWorkflowPolicy, Workflow
+from finops.templatetags.money import usd_rate
 from tenants.errors import ApplicationError
 from tenants.models import Tenant
 from tenants.scope import Actor
@@ -50,7 +51,7 @@ def workflow_threshold_set(
         threshold = threshold.quantize(Decimal("0.0001"))  # as the column stores it
     if threshold is not None and platform is not None and threshold >= platform:
         raise _invalid(
-            f"Workflow {workflow.slug} already holds runs above ${platform:.2f} for every tenant; "
+            f"Workflow {workflow.slug} already holds runs above {usd_rate(platform)} for every tenant; "
             "a tenant's own threshold can only be lower."
         )
     rows = TenantWorkflowPolicy.objects.filter(tenant=tenant, workflow=workflow)

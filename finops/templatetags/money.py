@@ -49,6 +49,20 @@ def usd(nanos) -> str:
 
 
 @register.filter
+def usd_sentence(nanos) -> str:
+    """Nano-USD for a sentence: whole cents as "$0.10" or "$1,234.56", but an amount with sub-cent
+    digits below a dollar keeps them ("$0.0008", "$0.000012"), so a tiny limit never reads "$0.00"."""
+    value = _as_int(nanos)
+    if value is None:
+        return EMPTY
+    amount = nanos_to_decimal(value)
+    if abs(amount) >= 1 or amount == amount.quantize(_CENT):
+        sign = "-" if amount < 0 else ""
+        return f"{sign}${abs(amount).quantize(_CENT, rounding=ROUND_HALF_UP):,}"
+    return usd(value)
+
+
+@register.filter
 def usd_exact(nanos) -> str:
     """Nano-USD -> the exact stored amount, "$0.000001234" (nine places), for detail views."""
     value = _as_int(nanos)

@@ -9,6 +9,7 @@ from .overview import home
 from .prompts import prompt_version_add, prompt_version_detail
 from .usage import usage_detail, usage_list
 from .workflow_policies import workflow_threshold
+from .workflows import workflow_add, workflow_edit, workflows_list
 
 __all__ = [
     "explorer",
@@ -26,4 +27,7 @@ __all__ = [
     "usage_list",
     "workflow_detail",
     "workflow_threshold",
+    "workflow_add",
+    "workflow_edit",
+    "workflows_list",
 ]

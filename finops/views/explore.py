@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 import io
 from datetime import UTC, timedelta
 from urllib.parse import urlencode
@@ -18,6 +17,7 @@ from finops.selectors.dashboard import Series
 from finops.selectors.explore import Exploration, explore, explorer_options
 from finops.selectors.overview import ENVIRONMENT_LABELS
 from finops.selectors.spend import TAG_PREFIX, UNKNOWN, SpendQuery
+from tenants.csv_safe import csv_writer
 from tenants.errors import ApplicationError
 from tenants.scope import TenantScope
 from tenants.scoping import tenant_page
@@ -167,7 +167,7 @@ def explorer_export(request):
         return HttpResponse(error + "\n", status=400, content_type="text/plain; charset=utf-8")
     table = ExplorerTable(exploration, scope)
     out = io.StringIO()
-    writer = csv.writer(out, lineterminator="\n")
+    writer = csv_writer(out, lineterminator="\n")
     writer.writerow(table.csv_header())
     writer.writerows(table.csv_rows())
     last = (query.end - timedelta(microseconds=1)).astimezone(UTC)

@@ -11,17 +11,25 @@ from finops import charts
 from finops.selectors.overview import (
     overview_get,
 )
+from tenants.csv_safe import csv_download, wants_csv
 from tenants.scoping import tenant_page
 
+from .csv_tables import SPEND_COLUMNS, spend_rows
 from .layout import layout_context
 
 UNPRICED_NAMES_SHOWN = 5
+# The overview's lists that download as CSV (`?format=csv&table=...`): the last 30 days, as shown.
+OVERVIEW_TABLES = ("tenants", "workflows", "models", "tiers", "environments")
 
 
 @tenant_page
 def home(request):
     scope = request.scope
     overview = overview_get(scope=scope, with_tenants=scope.spans_several)
+    table = request.GET.get("table", "")
+    if wants_csv(request) and table in OVERVIEW_TABLES:
+        rows = spend_rows(getattr(overview, table))
+        return csv_download(name=f"overview-{table}", scope=scope, header=SPEND_COLUMNS, rows=rows)
     context = layout_context(request, scope)
     context["overview"] = overview
     if not overview.has_usage:

@@ -17,8 +17,10 @@ from finops.selectors.records import (
     usage_record_get,
     usage_record_list,
 )
+from tenants.csv_safe import csv_download, wants_csv
 from tenants.scoping import tenant_page
 
+from .csv_tables import USAGE_COLUMNS, usage_rows
 from .layout import layout_context
 
 USAGE_PAGE_SIZE = 50
@@ -63,6 +65,8 @@ def usage_list(request):
     filters = _usage_filters(request.GET)
     cursor = _decode_cursor(request.GET.get("cursor", ""))
     page = usage_record_list(scope=scope, filters=filters, cursor=cursor, page_size=USAGE_PAGE_SIZE)
+    if wants_csv(request):
+        return csv_download(name="usage", scope=scope, header=USAGE_COLUMNS, rows=usage_rows(page.records))
     context = layout_context(request, scope)
     context.update(
         page=page,

@@ -421,4 +421,4 @@ def test_api_rejects_a_body_over_the_upload_limit(api_a, catalog, settings):
     settings.DATA_UPLOAD_MAX_MEMORY_SIZE = 1000
     response = api_a.client.post(URL, {"model": "gpt-4o", "text": "a" * 2000}, format="json")
     assert response.status_code == 413
-    assert response.json()["error"]["code"] == "too_large"
+    assert response.json()["error"]["code"] == "payload_too_large"

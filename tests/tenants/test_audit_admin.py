@@ -119,6 +119,7 @@ def test_creating_a_tenant_is_audited_under_the_new_tenant(staff, operator):
         "name": "Initech",
         "external_id": "crm-42",
         "status": "active",
+        "time_zone": "UTC",
         "created_at": tenant.created_at.isoformat(),
     }
 

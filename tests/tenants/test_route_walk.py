@@ -26,8 +26,9 @@ from rest_framework.views import APIView
 from budgets.models import Alert, ApprovalRequest, Budget, Control, Notification, NotificationChannel, Reservation
 from finops.models import PromptVersion, TenantWorkflowRollup, UsageRecord, Workflow
 from finops.services.rollups import rollups_refresh
-from tenants.models import AuditEvent, Membership
+from tenants.models import ApiKey, AuditEvent, Membership, Tenant
 from tenants.scoping import TenantScopedAPIView
+from tenants.services import api_key_create
 
 from ..factories import MembershipFactory, UserFactory
 
@@ -106,6 +107,20 @@ ROUTES: dict[str, str] = {
     "metrics": PLATFORM,  # off by default; a token or allowed networks (METRICS_ACCESS)
     "model_price_add": PLATFORM,
     "model_price_edit": PLATFORM,
+    # Self-service (tenants/views_access.py): a tenant's keys and members; tenants are the operators'.
+    "api_keys": TENANT,
+    "api_key_rotate": TENANT,
+    "api_key_revoke": TENANT,
+    "members": TENANT,
+    "member_role": TENANT,
+    "member_remove": TENANT,
+    "tenants_manage": PLATFORM,
+    "tenant_add": PLATFORM,
+    "tenant_edit": PLATFORM,
+    "set_password": PUBLIC,  # the one-time link: its token is the credential
+    "workflows_list": TENANT,
+    "workflow_add": PLATFORM,  # workflows are shared product data: operators write them
+    "workflow_edit": PLATFORM,
 }
 
 METHODS = ("get", "post", "patch", "delete")
@@ -233,7 +248,13 @@ def world(tenant_a, tenant_b, api_a, api_b, catalog):
     )
     AuditEvent.objects.create(tenant=None, action="catalog.seed", after={"note": MARKER})
     AuditEvent.objects.create(tenant=tenant_a, action="budget.create", after={"name": "A monthly"})
+    # B's own key and member, each named with the marker (the self-service pages must never show them to A).
+    key_b, _ = api_key_create(tenant=tenant_b, name=f"{MARKER} key", scopes="read")
+    member_b = MembershipFactory(tenant=tenant_b, role="admin", user=UserFactory(username=f"{MARKER}-admin"))
     return {
+        "key_id": key_b.pk,
+        "membership_id": member_b.pk,
+        "tenant_id": tenant_b.pk,
         "label": f"{MARKER}-v1",
         **{
             f"slug:{r}": B_WORKFLOW
@@ -243,6 +264,7 @@ def world(tenant_a, tenant_b, api_a, api_b, catalog):
                 "prompt_version_detail",
                 "api-workflow-policy",
                 "workflow_threshold",
+                "workflow_edit",
             )
         },
         "record_id": UsageRecord.objects.get(tenant=tenant_b).pk,
@@ -281,6 +303,9 @@ _SNAPSHOT_MODELS: tuple[type[dj_models.Model], ...] = (
     Workflow,
     AuditEvent,
     PromptVersion,
+    ApiKey,
+    Membership,
+    Tenant,
 )
 
 

@@ -11,7 +11,9 @@ stops them all together.
 
 from __future__ import annotations
 
+import ipaddress
 import os
+import socket
 import sys
 from pathlib import Path
 from types import ModuleType
@@ -65,6 +67,67 @@ def _url_host(host: str) -> str:
     return f"[{host}]" if ":" in host else host
 
 
+def is_loopback(host: str) -> bool:
+    """Whether `host` only ever reaches this machine (a name counts if every address it resolves to does)."""
+    host = host.strip("[]")
+    if host in ("", "0.0.0.0", "::"):
+        return False
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        pass
+    try:
+        addresses = {str(info[4][0]) for info in socket.getaddrinfo(host, None)}
+    except OSError:
+        return False
+    return bool(addresses) and all(ipaddress.ip_address(a.split("%")[0]).is_loopback for a in addresses)
+
+
+def demo_exposure() -> list[str]:
+    """What a demo-mode server hands to whoever can reach it: debug pages and the published credentials."""
+    from tenants.models import ApiKey
+
+    exposed = []
+    if settings.DEBUG:
+        exposed.append("debug mode (tracebacks with settings and local variables on every error page)")
+        if settings.SECRET_KEY == "insecure-debug-only-key":
+            exposed.append("the fixed debug secret key (anyone can forge sessions and signed links)")
+    try:
+        from finops.services import seed
+
+        published = [seed.DEMO_API_KEY.split("_")[1], seed.DEMO_PLATFORM_KEY.split("_")[1]]
+        live = ApiKey.objects.filter(prefix__in=published, revoked_at__isnull=True).count()
+        from django.contrib.auth import get_user_model
+
+        demo_login = get_user_model().objects.filter(username=seed.DEMO_USERNAME, is_active=True).exists()
+    except Exception:  # no demo module or no tables yet: nothing of the demo is served
+        live, demo_login = 0, False
+    finally:
+        connections["default"].close()
+    if demo_login:
+        exposed.append("the published demo logins (operator 'demo' and the northwind members, password in the README)")
+    if live:
+        exposed.append(f"{live} published demo API key(s), including a platform key that acts for every tenant")
+    return exposed
+
+
+def demo_traffic_on() -> bool:
+    """The live demo runs when the demo data set is loaded (its platform key is live) unless DEMO_TRAFFIC=false."""
+    if not settings.DEMO_TRAFFIC:
+        return False
+    from tenants.models import ApiKey
+
+    try:
+        from finops.services import seed
+
+        prefix = seed.DEMO_PLATFORM_KEY.split("_")[1]
+        return ApiKey.objects.filter(prefix=prefix, revoked_at__isnull=True).exists()
+    except Exception:  # no demo module or no tables yet
+        return False
+    finally:
+        connections["default"].close()
+
+
 class Command(BaseCommand):
     help = "Start the web server (gunicorn), a Celery worker and Celery beat together in the foreground."
 
@@ -87,11 +150,19 @@ class Command(BaseCommand):
 
         self._prepare_broker()
         self._check_database()
+        self._check_demo_exposure(host)
         self._collectstatic_if_needed()
         if not port_is_free(host, port):
             raise CommandError(f"{host}:{port} is already in use; stop what runs there or choose another PORT.")
 
         children = self._children(host, port, web_workers)
+        self._demo_traffic = demo_traffic_on()
+        if self._demo_traffic:
+            from finops.management.commands.demo_traffic import READY
+
+            url = f"http://{_url_host(host)}:{port}"
+            argv = [sys.executable, "manage.py", "demo_traffic", "--url", url]
+            children.append(Child("demo", "demo traffic (usage through the ingest API)", argv, ready_marker=READY))
         try:
             failed = self._supervisor.run(
                 children, host=host, port=port, on_ready=lambda: self._banner(children, host, port, database, broker)
@@ -142,6 +213,26 @@ class Command(BaseCommand):
             connection.close()
         if pending:
             self._say(f"serve: warning: {len(pending)} migration(s) not applied; run `python manage.py migrate` first.")
+
+    def _check_demo_exposure(self, host: str) -> None:
+        if is_loopback(host):
+            return
+        exposed = demo_exposure()
+        if not exposed:
+            return
+        listing = "".join(f"\n  - {item}" for item in exposed)
+        if not settings.DEMO_ALLOW_NETWORK:
+            raise CommandError(
+                f"refusing to listen on {host}: this is demo mode, and everyone who can reach it would get{listing}\n"
+                "Listen on 127.0.0.1 (the default), or run with DEMO_ALLOW_NETWORK=true if you really mean to "
+                "share the demo. For a real deployment turn DJANGO_DEBUG off, set DJANGO_SECRET_KEY and use a "
+                "database without the demo data (docs/operations.md)."
+            )
+        rule = "!" * 78
+        self._say(
+            f"{rule}\nWARNING: DEMO MODE ON THE NETWORK ({host}), because DEMO_ALLOW_NETWORK=true.\n"
+            f"Everyone who can reach this machine gets{listing}\n{rule}"
+        )
 
     def _collectstatic_if_needed(self) -> None:
         # With WHITENOISE_USE_FINDERS, WhiteNoise serves straight from the app folders; otherwise it serves
@@ -218,6 +309,15 @@ class Command(BaseCommand):
                 "",
                 "  Try it:",
                 f'    curl -H "Authorization: Bearer {api_key}" {base}/api/v1/usage',
+            ]
+        if getattr(self, "_demo_traffic", False):
+            lines += [
+                "",
+                f"  Demo traffic  on: usage every {settings.DEMO_TRAFFIC_INTERVAL_SECONDS:g} s "
+                "through POST /api/v1/usage,",
+                f"                a scripted incident every {settings.DEMO_INCIDENT_EVERY_SECONDS / 60:g} min "
+                "(runaway loop, growing prompt).",
+                "                DEMO_TRAFFIC=false make run turns it off.",
             ]
         lines += [
             "",
