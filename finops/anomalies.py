@@ -55,18 +55,27 @@ class ScoreSettings:
     min_volume: float = 20.0  # volume (the value itself unless `volumes` is given) needed to open
     relearn_after_hours: int = 72  # episode hours beyond this are learned as normal
     detect_drops: bool = False  # also open episodes on values far *below* expected
+    min_same_weekday: int = 3  # same-weekday candidates needed to use them alone
+    spread_hours: int = 168  # recent hours whose relative residuals give the spread
+    counts: bool = False  # the value is a count: the spread is at least poisson_k x sqrt(expected)
+    poisson_k: float = 1.0
+    mean_of_volume: bool = False  # the value is a mean over `volumes` items: its noise shrinks with sqrt(volume)
 
 
 # The settings the product uses, per metric of a tenant x workflow hourly series. The bench uses them.
 PRODUCT_SETTINGS: dict[str, ScoreSettings] = {
     # Calls per hour: runaway loops and volume spikes. Volume gate in calls.
-    "calls": ScoreSettings(abs_floor=3.0, min_volume=30.0),
-    # Spend per hour in USD: spikes. Volume gate: calls in the hour (passed as `volumes`).
-    "cost": ScoreSettings(abs_floor=0.05, min_volume=30.0),
+    "calls": ScoreSettings(abs_floor=3.0, min_volume=30.0, counts=True),
+    # Spend per hour in USD: spikes. Volume gate: calls in the hour (passed as `volumes`). Spend is
+    # heavy-tailed (a few calls on a premium model move it), so it opens only on a doubling.
+    "cost": ScoreSettings(open_z=6.0, min_rel_change=1.0, abs_floor=0.05, min_volume=30.0),
     # Input + output tokens per call: prompt bloat. A per-call mean is steadier than a sum.
-    "tokens_per_call": ScoreSettings(rel_floor=0.05, abs_floor=20.0, min_volume=30.0, min_rel_change=0.3),
-    # USD per million tokens: a model mix moving to a pricier tier.
-    "cost_per_mtok": ScoreSettings(rel_floor=0.05, abs_floor=0.05, min_volume=30.0, min_rel_change=0.3),
+    "tokens_per_call": ScoreSettings(
+        rel_floor=0.05, abs_floor=20.0, min_volume=15.0, min_rel_change=0.3, mean_of_volume=True
+    ),
+    # Calls on a tier pricier than the workflow's usual one: a model mix moving up. A count, gated by
+    # the hour's calls.
+    "pricier_calls": ScoreSettings(abs_floor=2.0, min_volume=15.0, counts=True),
 }
 
 
@@ -119,6 +128,7 @@ def score_series(
     open_len = 0
     below = 0
     level_cache: dict[int, dict[int, float]] = {}
+    residuals: list[float] = []  # |value / expected - 1| of recent unflagged hours
 
     def levels_for(day: int) -> dict[int, float]:
         # Median daily mean per weekday over complete earlier days of the history window.
@@ -142,6 +152,7 @@ def score_series(
             weekend = weekday >= 5
             levels = levels_for(day)
             here = levels.get(weekday)
+            same_weekday: list[float] = []
             candidates: list[float] = []
             for j in range(1, s.history_days + 1):
                 k = i - 24 * j
@@ -151,16 +162,26 @@ def score_series(
                 if past is None:
                     continue
                 past_wd = points[k][0].weekday()
+                if past_wd == weekday:
+                    same_weekday.append(past)
                 if (past_wd >= 5) != weekend:
                     continue
                 there = levels.get(past_wd)
                 if here and there and past_wd != weekday:
                     past = past * here / there
                 candidates.append(past)
-            if len(candidates) >= 2:
-                expected = median(candidates)
-                mad = median(abs(c - expected) for c in candidates)
-                spread = max(_MAD_TO_SIGMA * mad, s.rel_floor * abs(expected), s.abs_floor)
+            # The same hour of the same weekday carries the hour-of-week shape (a Friday night is not a
+            # Tuesday night); other days of the same type stand in while there are fewer than three.
+            basis = same_weekday if len(same_weekday) >= s.min_same_weekday else candidates
+            if len(basis) >= 2:
+                expected = median(basis)
+                recent = residuals[-s.spread_hours :]
+                rel_spread = _MAD_TO_SIGMA * median(recent) if len(recent) >= 24 else s.rel_floor * 2
+                if s.mean_of_volume and volumes is not None:
+                    rel_spread /= math.sqrt(max(float(volumes[i] or 0), 1.0))
+                spread = max(rel_spread * abs(expected), s.rel_floor * abs(expected), s.abs_floor)
+                if s.counts:
+                    spread = max(spread, s.poisson_k * math.sqrt(max(expected, 0.0)))
 
         score = None
         if expected is not None and spread is not None and value is not None:
@@ -196,6 +217,13 @@ def score_series(
         elif at in excluded:
             learned = None
         clean[i] = learned
+        if not is_anomaly and at not in excluded and value is not None and expected:
+            residual = abs(value / expected - 1)
+            if s.mean_of_volume and volumes is not None:
+                residual *= math.sqrt(max(float(volumes[i] or 0), 1.0))
+            residuals.append(residual)
+            if len(residuals) > 4 * s.spread_hours:
+                del residuals[: -s.spread_hours]
         if learned is not None:
             day_sum[day] = day_sum.get(day, 0.0) + learned
             day_cnt[day] = day_cnt.get(day, 0) + 1
@@ -238,3 +266,14 @@ def episodes(results: Sequence[ScoredPoint]) -> list[tuple[datetime, datetime]]:
 def with_settings(name: str, **overrides) -> ScoreSettings:
     """The product's settings for one metric, optionally with a field changed (tests, what-ifs)."""
     return replace(PRODUCT_SETTINGS[name], **overrides)
+
+
+# A model (or workflow) never seen before for a tenant opens an anomaly once it has this many calls in
+# an hour: one stray test call is not an incident.
+NEW_NAME_MIN_CALLS = 5
+
+
+def new_names(seen: Iterable[str], hour_calls: dict[str, float]) -> list[str]:
+    """Names with at least NEW_NAME_MIN_CALLS calls this hour that are not in `seen`, sorted."""
+    known = set(seen)
+    return sorted(name for name, calls in hour_calls.items() if name not in known and calls >= NEW_NAME_MIN_CALLS)
