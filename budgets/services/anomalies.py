@@ -135,7 +135,7 @@ def tenant_hours(*, tenant: Tenant, hour: datetime) -> TenantHours:
         .order_by()
     )
     models = {m.pk: (m.name, m.tier.rank) for m in LlmModel.objects.select_related("tier")}
-    per_wf: dict[int | None, list[dict]] = defaultdict(list)
+    per_wf: dict[int | None, list] = defaultdict(list)
     for row in rows:
         per_wf[row["workflow_id"]].append(row)
     series: dict[int | None, WorkflowSeries] = {}
@@ -164,7 +164,8 @@ def tenant_hours(*, tenant: Tenant, hour: datetime) -> TenantHours:
 
 def _excluded_hours(tenant: Tenant, workflow_id: int | None, hour: datetime) -> set[datetime]:
     out: set[datetime] = set()
-    marked = Anomaly.objects.filter(tenant=tenant, workflow_id=workflow_id, feedback__in=FEEDBACK_EXCLUDED)
+    marked = Anomaly.objects.filter(tenant=tenant, feedback__in=FEEDBACK_EXCLUDED)
+    marked = marked.filter(workflow__isnull=True) if workflow_id is None else marked.filter(workflow_id=workflow_id)
     for opened, cleared in marked.values_list("opened_at", "cleared_at"):
         at, end = _hour_floor(opened), _hour_floor(cleared) if cleared else hour
         while at <= end:
@@ -211,7 +212,7 @@ def _findings(tenant: Tenant, hours: TenantHours, hour: datetime) -> tuple[list[
             kind = METRIC_KIND[metric]
             flagged = last.is_anomaly
             if metric == "tokens_per_call" and not flagged and last.value is not None:
-                flagged = _above_envelope(workflows.get(wf_id), last.value, series.calls[-1])
+                flagged = _above_envelope(workflows.get(wf_id or 0), last.value, series.calls[-1])
             if flagged and last.value is not None:
                 findings.append(
                     Finding(

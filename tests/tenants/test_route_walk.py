@@ -23,7 +23,16 @@ from rest_framework.response import Response
 from rest_framework.test import APIClient
 from rest_framework.views import APIView
 
-from budgets.models import Alert, ApprovalRequest, Budget, Control, Notification, NotificationChannel, Reservation
+from budgets.models import (
+    Alert,
+    Anomaly,
+    ApprovalRequest,
+    Budget,
+    Control,
+    Notification,
+    NotificationChannel,
+    Reservation,
+)
 from finops.models import PromptVersion, TenantWorkflowRollup, UsageRecord, Workflow
 from finops.services.rollups import rollups_refresh
 from tenants.models import AuditEvent, Membership
@@ -99,6 +108,12 @@ ROUTES: dict[str, str] = {
     "focus_export": TENANT,
     "audit_list": TENANT,
     "audit_export": TENANT,
+    "api-anomalies": TENANT,
+    "api-anomaly-detail": TENANT,
+    "api-anomaly-feedback": TENANT,
+    "anomalies_list": TENANT,
+    "anomaly_detail": TENANT,
+    "anomaly_feedback": TENANT,
     "model_price_add": PLATFORM,
     "model_price_edit": PLATFORM,
 }
@@ -228,7 +243,20 @@ def world(tenant_a, tenant_b, api_a, api_b, catalog):
     )
     AuditEvent.objects.create(tenant=None, action="catalog.seed", after={"note": MARKER})
     AuditEvent.objects.create(tenant=tenant_a, action="budget.create", after={"name": "A monthly"})
+    anomaly_b = Anomaly.objects.create(
+        tenant=tenant_b,
+        workflow=Workflow.objects.get(slug=B_WORKFLOW),
+        kind=Anomaly.Kind.RUNAWAY_LOOP,
+        metric="calls",
+        opened_at=now,
+        last_hour=now,
+        observed=600,
+        expected=100,
+        evidence={"unit": "calls/h", "note": MARKER},
+        created_at=now,
+    )
     return {
+        "anomaly_id": anomaly_b.pk,
         "label": f"{MARKER}-v1",
         **{
             f"slug:{r}": B_WORKFLOW
