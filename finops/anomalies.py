@@ -12,9 +12,12 @@ How the expected value is formed, for the point at hour t:
   each scaled by the ratio of the weekday levels (a Monday's 10:00 seen from a Friday's 10:00 is
   multiplied by Monday's level / Friday's level, where a weekday's level is the median daily mean of
   that weekday in the history). The same weekday a week earlier has ratio 1: the hour-of-week value.
-- Robust: the expected value is the median of the candidates and the spread is 1.4826 x their
-  median absolute deviation (MAD), floored at `rel_floor` x expected and at `abs_floor`, so a
-  single odd hour moves neither.
+  With three or more weeks of history (`history_days` >= 21), the same weekday's values alone are used
+  once there are `min_same_weekday` of them: a Friday night is not a Tuesday night.
+- Robust: the expected value is the median of the candidates. The spread is the expected value times
+  1.4826 x the median relative deviation of the series' own recent unflagged hours from what was
+  expected of them (`spread_hours`), floored at `rel_floor` x expected and at `abs_floor`; for counts
+  at least sqrt(expected) (Poisson), and for means over `volumes` items scaled by 1/sqrt(volume).
 - It does not learn an incident. The history is a *cleaned* copy of the series: a point that was
   flagged (or that the caller excludes, e.g. a period people marked as planned or a false alarm) is
   replaced by its expected value before later points look at it. Only the first `relearn_after_hours`
@@ -44,7 +47,9 @@ _MAD_TO_SIGMA = 1.4826
 
 @dataclass(frozen=True)
 class ScoreSettings:
-    history_days: int = 28  # how far back candidates are taken
+    # How far back candidates are taken: the hourly rollups' retention (ROLLUP_HOURLY_RETENTION_DAYS,
+    # 14 by default) is all the history the job has, so the bench uses no more.
+    history_days: int = 14
     min_history_days: int = 7  # no score before this much history (the point is still learned)
     open_z: float = 5.0  # score that opens an episode
     clear_z: float = 2.5  # score under which an open episode counts hours towards clearing
@@ -55,7 +60,7 @@ class ScoreSettings:
     min_volume: float = 20.0  # volume (the value itself unless `volumes` is given) needed to open
     relearn_after_hours: int = 72  # episode hours beyond this are learned as normal
     detect_drops: bool = False  # also open episodes on values far *below* expected
-    min_same_weekday: int = 3  # same-weekday candidates needed to use them alone
+    min_same_weekday: int = 3  # same-weekday candidates needed to use them alone (history_days >= 21)
     spread_hours: int = 168  # recent hours whose relative residuals give the spread
     counts: bool = False  # the value is a count: the spread is at least poisson_k x sqrt(expected)
     poisson_k: float = 1.0
