@@ -319,6 +319,9 @@ class UsageRollup(RollupMeasures):
     )
     unknown_model_name = models.CharField(max_length=200, blank=True, help_text="Raw name when model is unknown.")
     environment = models.CharField(max_length=8, choices=Environment.choices)
+    token_hist = models.JSONField(
+        null=True, blank=True, help_text="Daily rows: cumulative calls below each edge of finops.envelopes.EDGES."
+    )
 
     class Meta:
         indexes = [

@@ -14,6 +14,7 @@ from finops.selectors.details import tenant_dashboard, workflow_dashboard
 from finops.selectors.workflows import workflows_visible
 from tenants.scoping import tenant_page
 
+from .envelopes import envelope_context
 from .explore import explorer_url, tenant_url
 from .layout import layout_context
 from .prompts import workflow_prompts_context
@@ -129,6 +130,7 @@ def workflow_detail(request, slug: str):
         **figures,
         **workflow_prompts_context(scope, workflow),
         **workflow_policy_context(scope, workflow),
+        **envelope_context(request, scope, workflow),
     )
     return render(request, "finops/workflow_detail.html", context)
 

@@ -102,6 +102,7 @@ ROUTES: dict[str, str] = {
     "workflow_detail": TENANT,
     "prompt_version_add": TENANT,
     "workflow_threshold": TENANT,
+    "workflow_envelope": TENANT,
     "prompt_version_detail": TENANT,
     "models": TENANT,
     "model_detail": TENANT,
@@ -266,6 +267,7 @@ def world(tenant_a, tenant_b, api_a, api_b, catalog):
                 "prompt_version_detail",
                 "api-workflow-policy",
                 "workflow_threshold",
+                "workflow_envelope",
             )
         },
         "record_id": UsageRecord.objects.get(tenant=tenant_b).pk,
