@@ -18,6 +18,7 @@ from .envelopes import envelope_context
 from .explore import explorer_url, tenant_url
 from .layout import layout_context
 from .prompts import workflow_prompts_context
+from .variance import variance_context
 from .workflow_policies import workflow_policy_context
 
 DETAIL_DAYS = (30, 90)
@@ -67,6 +68,7 @@ def tenant_detail(request, slug: str):
         day_choices=DETAIL_DAYS,
         explore_url=explorer_url({"tenant": tenant.slug, "by": "workflow", "by2": "model"}),
         **_detail_figures(dash),
+        **variance_context(scope, tenant_id=tenant.pk),
     )
     return render(request, "finops/tenant_detail.html", context)
 
@@ -131,6 +133,7 @@ def workflow_detail(request, slug: str):
         **workflow_prompts_context(scope, workflow),
         **workflow_policy_context(scope, workflow),
         **envelope_context(request, scope, workflow),
+        **variance_context(scope, workflow_id=workflow.pk),
     )
     return render(request, "finops/workflow_detail.html", context)
 

@@ -14,6 +14,7 @@ from finops.selectors.overview import (
 from tenants.scoping import tenant_page
 
 from .layout import layout_context
+from .variance import variance_context
 
 UNPRICED_NAMES_SHOWN = 5
 
@@ -40,6 +41,7 @@ def home(request):
         unpriced_names=[m.key for m in overview.unpriced_models[:UNPRICED_NAMES_SHOWN]],
         unpriced_more=max(0, len(overview.unpriced_models) - UNPRICED_NAMES_SHOWN),
         unpriced_url=reverse("usage_list") + "?" + urlencode({"priced": "false", **scope.tenant_param()}),
+        **variance_context(scope),
     )
     if overview.has_recent:
         context.update(
