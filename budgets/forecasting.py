@@ -22,10 +22,16 @@ not independent), and p10 / p90 are expected -/+ 1.2816 sigma of the sum
 from __future__ import annotations
 
 import math
+from collections import defaultdict
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import date, timedelta
+from datetime import date, datetime, timedelta
 from statistics import median
+from typing import TYPE_CHECKING
+from zoneinfo import ZoneInfo
+
+if TYPE_CHECKING:
+    from budgets.models import Budget, BudgetWindow
 
 _Z90 = 1.2816
 
@@ -101,4 +107,75 @@ def forecast_period_end(
         p90=expected + _Z90 * sigma,
         run_rate=run_rate,
         method="weekday",
+    )
+
+
+HISTORY_DAYS = 35  # the days before the window that carry the weekday pattern and the level
+
+
+@dataclass(frozen=True)
+class WindowForecast:
+    """A budget window's period-end forecast in the budget's unit (nano-USD or tokens)."""
+
+    expected: int
+    p10: int
+    p90: int
+    run_rate: int
+    method: str
+
+    def as_dict(self) -> dict:
+        return {"expected": self.expected, "p10": self.p10, "p90": self.p90, "method": self.method}
+
+
+def window_forecast_weekday(*, budget: Budget, window: BudgetWindow, now: datetime) -> WindowForecast:
+    """The window's forecast with the weekday pattern, from the rollups of the budget's scope (the days
+    before the window and the window so far), anchored on what the window has spent (`window.spent`)."""
+    # Imported here: the pure part of this module runs without Django (bench/anomalies.py).
+    from finops.selectors.spend_totals import spend_series
+    from tenants.scope import TenantScope
+
+    tz = ZoneInfo(budget.time_zone)
+    scope = TenantScope.system() if budget.tenant is None else TenantScope.for_tenant(budget.tenant)
+    start = window.starts_at - timedelta(days=HISTORY_DAYS)
+    buckets = spend_series(
+        scope=scope,
+        start=start,
+        end=min(now, window.ends_at),
+        metric=budget.metric,
+        workflow_id=budget.workflow_id,
+        environment=budget.environment,
+        tier_id=budget.tier_id,
+    )
+    local_now = now.astimezone(tz)
+    today = local_now.date()
+    daily: dict[date, float] = defaultdict(float)
+    today_spent = 0.0
+    for bucket in buckets:
+        day = bucket.start.astimezone(tz).date()
+        if day == today:
+            today_spent += bucket.amount
+        elif day < today:
+            daily[day] += bucket.amount
+    period_start = window.starts_at.astimezone(tz).date()
+    period_end = window.ends_at.astimezone(tz).date()
+    if period_end <= today:  # the window is over (or ends at midnight now)
+        spent = window.spent
+        return WindowForecast(spent, spent, spent, spent, "final")
+    midnight = local_now.replace(hour=0, minute=0, second=0, microsecond=0)
+    elapsed = (local_now - midnight).total_seconds() / 86400
+    f = forecast_period_end(
+        daily=daily,
+        period_start=period_start,
+        period_end=period_end,
+        today=today,
+        today_spent=today_spent,
+        today_elapsed=elapsed,
+    )
+    shift = window.spent - f.spent  # the window's own count is what limits act on
+    return WindowForecast(
+        expected=max(window.spent, round(f.expected + shift)),
+        p10=max(window.spent, round(f.p10 + shift)),
+        p90=max(window.spent, round(f.p90 + shift)),
+        run_rate=round(f.run_rate + shift),
+        method=f.method,
     )
