@@ -5,7 +5,8 @@ hourly job opens its anomaly and starts its control, so /anomalies/ has somethin
 The demo's release-day tripling began before the hourly history the job keeps (ROLLUP_HOURLY_RETENTION_DAYS)
 had a week of baseline, so it is, by now, that workflow's normal; the loop comes on top of it: the hour's
 calls again four times over (at least 300), copies of that hour's own records. Idempotent: the loop's
-records are added once (request ids `demo-northwind-chat-assistant-loop-...`, shaped like the demo's own), and the job's run changes nothing when repeated.
+records are added once (request ids `demo-northwind-chat-assistant-loop-...`, shaped like the demo's
+own), and the job's run changes nothing when repeated.
 """
 
 from __future__ import annotations

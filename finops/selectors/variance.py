@@ -88,11 +88,11 @@ def variance_now(
     today_variance = None
     if today:
         weights = [1.0] * (len(today) - 1) + [max(elapsed, 1 / 60)]
-        expected = sum(r.expected * w for (_, r), w in zip(today, weights, strict=True))
+        expected = sum((r.expected or 0.0) * w for (_, r), w in zip(today, weights, strict=True))
         sigma = math.sqrt(sum((spread(r) * w) ** 2 for (_, r), w in zip(today, weights, strict=True)))
         today_variance = Variance(
             label="Today",
-            actual=sum(p[1] for p, _ in today),
+            actual=sum((p[1] or 0.0) for p, _ in today),
             expected=expected,
             low=max(expected - 2 * sigma, 0),
             high=expected + 2 * sigma,

@@ -74,7 +74,8 @@ def workflow_envelope(request: HttpRequest, slug: str):
         if proposal is None:
             messages.error(request, "No usage in the last four weeks to propose an envelope from; nothing changed.")
             return back
-        values, source = proposal, "proposal"
+        values: dict = proposal
+        source = "proposal"
     else:
         values, source = {name: request.POST.get(name, "") for name in ENVELOPE_FIELDS}, "edit"
     try:
