@@ -3,7 +3,7 @@
 `score_series(points)` takes an hourly series `[(datetime, float), ...]` (one point per hour, in
 order; the caller fills hours without usage with 0) and returns one `ScoredPoint` per point with the
 expected value, the band, a robust score and whether the point is anomalous. The hourly anomaly job
-(`finops.services.anomalies`) and `bench/anomalies.py` both call it with `PRODUCT_SETTINGS`.
+(`budgets.services.anomalies`) and `bench/anomalies.py` both call it with `PRODUCT_SETTINGS`.
 
 How the expected value is formed, for the point at hour t:
 

@@ -37,20 +37,18 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from django.db import IntegrityError, transaction
-from django.db.models import F, Sum
 from django.utils import timezone
 
 from budgets.models import Alert, Anomaly, Control, ControlKind
 from finops.anomalies import NEW_NAME_MIN_CALLS, PRODUCT_SETTINGS, ScoredPoint, new_names, score_series
-from finops.measures import TOKEN_FIELDS
-from finops.models import LlmModel, RollupDirtyDay, TenantWorkflowRollup, UsageRollup, Workflow
-from finops.services.rollups import hourly_retention_start
+from finops.models import RollupDirtyDay, Workflow
 from tenants.errors import ApplicationError
 from tenants.models import Tenant
 from tenants.scope import Actor
 from tenants.services import audit_record
 
 from .alerts import notifications_create
+from .anomaly_series import TenantHours, hour_floor, tenant_hours, tenant_seen_before
 from .controls import active_controls_q, control_end, control_start
 
 logger = logging.getLogger(__name__)
@@ -86,88 +84,12 @@ MIN_TENANT_HISTORY = timedelta(days=7)  # before this, everything a tenant does 
 FEEDBACK_EXCLUDED = (Anomaly.Feedback.EXPECTED, Anomaly.Feedback.FALSE_ALARM)
 
 
-@dataclass
-class WorkflowSeries:
-    """One tenant x workflow's hourly sums from its first hour with usage to the scored hour."""
-
-    workflow_id: int | None
-    start: datetime
-    calls: list[float] = field(default_factory=list)
-    cost: list[float] = field(default_factory=list)
-    tokens: list[float] = field(default_factory=list)
-    pricier: list[float] = field(default_factory=list)
-
-    def hours(self) -> list[datetime]:
-        return [self.start + timedelta(hours=i) for i in range(len(self.calls))]
-
-    def metrics(self) -> dict[str, tuple[list, list | None]]:
-        hours = self.hours()
-        nan = float("nan")
-        tpc = [(h, t / c if c else nan) for h, t, c in zip(hours, self.tokens, self.calls, strict=True)]
-        return {
-            "calls": (list(zip(hours, self.calls, strict=True)), None),
-            "cost": (list(zip(hours, self.cost, strict=True)), self.calls),
-            "tokens_per_call": (tpc, self.calls),
-            "pricier_calls": (list(zip(hours, self.pricier, strict=True)), self.calls),
-        }
-
-
-@dataclass
-class TenantHours:
-    series: dict[int | None, WorkflowSeries]
-    last_hour_models: dict[int | None, dict[str, float]]  # workflow -> model name -> calls in the scored hour
-
-
-def _hour_floor(at: datetime) -> datetime:
-    return at.replace(minute=0, second=0, microsecond=0)
-
-
-def tenant_hours(*, tenant: Tenant, hour: datetime) -> TenantHours:
-    """The tenant's hourly rollups from the retention start to `hour` (inclusive), per workflow."""
-    start = hourly_retention_start(hour + timedelta(hours=1))
-    tokens = sum((F(f) for f in TOKEN_FIELDS[1:]), F(TOKEN_FIELDS[0]))
-    rows = (
-        UsageRollup.objects.filter(
-            grain=UsageRollup.Grain.HOUR, tenant=tenant, bucket_start__gte=start, bucket_start__lte=hour
-        )
-        .values("workflow_id", "bucket_start", "model_id", "unknown_model_name")
-        .annotate(calls=Sum("calls"), tokens=Sum(tokens), cost=Sum("cost_nanos"))
-        .order_by()
-    )
-    models = {m.pk: (m.name, m.tier.rank) for m in LlmModel.objects.select_related("tier")}
-    per_wf: dict[int | None, list] = defaultdict(list)
-    for row in rows:
-        per_wf[row["workflow_id"]].append(row)
-    series: dict[int | None, WorkflowSeries] = {}
-    last_models: dict[int | None, dict[str, float]] = defaultdict(dict)
-    for wf_id, wf_rows in per_wf.items():
-        first = min(r["bucket_start"] for r in wf_rows)
-        n = int((hour - first).total_seconds() // 3600) + 1
-        s = WorkflowSeries(workflow_id=wf_id, start=first, calls=[0.0] * n, cost=[0.0] * n, tokens=[0.0] * n)
-        tier_calls: dict[int, float] = defaultdict(float)
-        by_hour_tier: list[dict[int, float]] = [defaultdict(float) for _ in range(n)]
-        for r in wf_rows:
-            i = int((r["bucket_start"] - first).total_seconds() // 3600)
-            s.calls[i] += r["calls"]
-            s.tokens[i] += r["tokens"] or 0
-            s.cost[i] += (r["cost"] or 0) / 1e9
-            name, rank = models.get(r["model_id"], (r["unknown_model_name"] or "unknown", 0))
-            tier_calls[rank] += r["calls"]
-            by_hour_tier[i][rank] += r["calls"]
-            if r["bucket_start"] == hour:
-                last_models[wf_id][name] = last_models[wf_id].get(name, 0.0) + r["calls"]
-        main = max(tier_calls, key=lambda rank: tier_calls[rank]) if tier_calls else 0
-        s.pricier = [sum(c for rank, c in h.items() if rank > main) for h in by_hour_tier]
-        series[wf_id] = s
-    return TenantHours(series=series, last_hour_models=dict(last_models))
-
-
 def _excluded_hours(tenant: Tenant, workflow_id: int | None, hour: datetime) -> set[datetime]:
     out: set[datetime] = set()
     marked = Anomaly.objects.filter(tenant=tenant, feedback__in=FEEDBACK_EXCLUDED)
     marked = marked.filter(workflow__isnull=True) if workflow_id is None else marked.filter(workflow_id=workflow_id)
     for opened, cleared in marked.values_list("opened_at", "cleared_at"):
-        at, end = _hour_floor(opened), _hour_floor(cleared) if cleared else hour
+        at, end = hour_floor(opened), hour_floor(cleared) if cleared else hour
         while at <= end:
             out.add(at)
             at += timedelta(hours=1)
@@ -243,42 +165,10 @@ def _above_envelope(workflow: Workflow | None, tokens_per_call: float, calls: fl
 
 def _new_things(tenant: Tenant, hours: TenantHours, hour: datetime) -> list[Finding]:
     """Models and workflows with calls in `hour` that the tenant never used before it."""
-    day_start = hour.replace(hour=0)
-    earliest = (
-        UsageRollup.objects.filter(grain=UsageRollup.Grain.DAY, tenant=tenant)
-        .order_by("bucket_start")
-        .values_list("bucket_start", flat=True)
-        .first()
-    )
-    if earliest is None or earliest > hour - MIN_TENANT_HISTORY:
+    seen = tenant_seen_before(tenant=tenant, hour=hour, min_history=MIN_TENANT_HISTORY)
+    if seen is None:
         return []
-    names = dict(LlmModel.objects.values_list("pk", "name"))
-    seen_models: set[str] = set()
-    for model_id, unknown in (
-        UsageRollup.objects.filter(grain=UsageRollup.Grain.DAY, tenant=tenant, bucket_start__lt=day_start)
-        .values_list("model_id", "unknown_model_name")
-        .distinct()
-    ):
-        seen_models.add(names.get(model_id, unknown or "unknown"))
-    for model_id, unknown in (
-        UsageRollup.objects.filter(
-            grain=UsageRollup.Grain.HOUR, tenant=tenant, bucket_start__gte=day_start, bucket_start__lt=hour
-        )
-        .values_list("model_id", "unknown_model_name")
-        .distinct()
-    ):
-        seen_models.add(names.get(model_id, unknown or "unknown"))
-    seen_workflows = set(
-        TenantWorkflowRollup.objects.filter(tenant=tenant, bucket_start__lt=day_start)
-        .values_list("workflow_id", flat=True)
-        .distinct()
-    ) | set(
-        UsageRollup.objects.filter(
-            grain=UsageRollup.Grain.HOUR, tenant=tenant, bucket_start__gte=day_start, bucket_start__lt=hour
-        )
-        .values_list("workflow_id", flat=True)
-        .distinct()
-    )
+    seen_models, seen_workflows = seen
     out: list[Finding] = []
     totals: dict[str, float] = defaultdict(float)
     top_workflow: dict[str, tuple[float, int | None]] = {}
@@ -498,7 +388,7 @@ def anomalies_detect(*, now: datetime | None = None) -> DetectResult:
     """Score the last closed hour for every active tenant (the hourly job). A tenant whose rollups for
     that hour are still marked for recomputation is skipped and picked up by the next run."""
     now = now or timezone.now()
-    hour = _hour_floor(now) - timedelta(hours=1)
+    hour = hour_floor(now) - timedelta(hours=1)
     total = DetectResult(hour=hour)
     dirty = set(
         RollupDirtyDay.objects.filter(day__gte=hour.date(), day__lte=now.date()).values_list("tenant_id", flat=True)
