@@ -55,6 +55,13 @@ app.conf.beat_schedule = {
         "schedule": crontab(minute="3,18,33,48"),
         "options": {"expires": 600},
     },
+    # Envelopes: propose each used workflow's expected envelope from every tenant's last four weeks of daily
+    # rollups, where none is set or it is more than 20% off; operators accept it on the workflow page.
+    "propose-envelopes": {
+        "task": "finops.tasks.propose_envelopes",
+        "schedule": crontab(hour=4, minute=40),
+        "options": {"expires": 3600},
+    },
 }
 
 

@@ -461,3 +461,35 @@ class RollupDirtyDay(models.Model):
 
     def __str__(self) -> str:
         return f"tenant {self.tenant_id} {self.day}"
+
+
+class EnvelopeProposal(models.Model):
+    """An expected envelope for a workflow proposed from what every tenant used over the last weeks
+    (finops.services.envelopes, a daily job); an operator accepts it on the workflow page or edits it."""
+
+    class Status(models.TextChoices):
+        PENDING = "pending"
+        ACCEPTED = "accepted"
+        SUPERSEDED = "superseded"
+
+    workflow = models.ForeignKey(Workflow, on_delete=models.CASCADE, related_name="envelope_proposals")
+    values = models.JSONField(help_text="The proposed expected_* fields of the workflow.")
+    observed = models.JSONField(default=dict, help_text="What was observed: percentiles, calls, cost per call.")
+    basis_days = models.PositiveSmallIntegerField()
+    status = models.CharField(max_length=12, choices=Status.choices, default=Status.PENDING)
+    created_at = models.DateTimeField()
+    decided_at = models.DateTimeField(null=True, blank=True)
+    decided_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["workflow"], condition=models.Q(status="pending"), name="envelope_proposal_one_pending"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.workflow_id} {self.status} {self.created_at:%Y-%m-%d}"

@@ -1,5 +1,5 @@
-"""The workflow page's envelope: observed (from the daily rollups' histograms) against expected, the
-proposal taken from the last four weeks, and the operators' form that accepts or edits it."""
+"""The workflow page's envelope: observed (from the daily rollups' histograms) against expected, the daily
+job's pending proposal, and the operators' forms that accept it or edit the envelope."""
 
 from __future__ import annotations
 
@@ -10,51 +10,25 @@ from django.shortcuts import redirect
 from django.urls import reverse
 from django.views.decorators.http import require_POST
 
-from finops.models import Workflow
-from finops.selectors.envelopes import ObservedEnvelope, envelope_observed
+from finops.models import EnvelopeProposal, Workflow
+from finops.selectors.envelopes import envelope_observed
 from finops.selectors.workflows import workflow_get
-from finops.services.envelopes import ENVELOPE_FIELDS, workflow_envelope_set
+from finops.services.envelopes import ENVELOPE_FIELDS, envelope_proposal_accept, workflow_envelope_set
 from tenants.errors import ApplicationError
 from tenants.scope import TenantScope
 from tenants.scoping import tenant_page
 
 
-def _round_up(value: int | None) -> int | None:
-    """A proposal keeps two significant digits, rounded up: 1,437 tokens -> 1,500."""
-    if value is None:
-        return None
-    digits = max(len(str(value)) - 2, 0)
-    step = 10**digits
-    return -(-value // step) * step
-
-
-def envelope_proposal(observed: ObservedEnvelope) -> dict[str, int | None] | None:
-    if not observed.has_calls:
-        return None
-    return {
-        "expected_input_tokens_p50": _round_up(observed.input_p50),
-        "expected_input_tokens_p95": _round_up(observed.input_p95),
-        "expected_output_tokens_p50": _round_up(observed.output_p50),
-        "expected_output_tokens_p95": _round_up(observed.output_p95),
-        "expected_calls_per_day": _round_up(observed.calls_per_day),
-    }
-
-
 def envelope_context(request: HttpRequest, scope: TenantScope, workflow: Workflow) -> dict:
-    """Observed over what the scope covers (every tenant for operators, or the tenant picked); the
-    proposal, for operators only, over every tenant: the expected envelope is the workflow's, shared."""
-    observed = envelope_observed(scope=scope, workflow=workflow)
+    """Observed over what the scope covers (every tenant for operators, or the tenant picked); the pending
+    proposal of the daily job (over every tenant), which operators accept."""
     proposal = None
     if request.user.is_staff:
-        everyone = (
-            observed if scope.tenant_ids is None else envelope_observed(scope=TenantScope.system(), workflow=workflow)
-        )
-        proposal = envelope_proposal(everyone)
-    current = {name: getattr(workflow, name) for name in ENVELOPE_FIELDS}
+        proposal = workflow.envelope_proposals.filter(status=EnvelopeProposal.Status.PENDING).first()
     return {
-        "envelope_observed": observed,
-        "envelope_proposal": proposal,
-        "envelope_proposal_differs": proposal is not None and proposal != current,
+        "envelope_observed": envelope_observed(scope=scope, workflow=workflow),
+        "envelope_proposal": proposal.values if proposal is not None else None,
+        "envelope_proposal_at": proposal.created_at if proposal is not None else None,
         "envelope_editable": request.user.is_staff,
     }
 
@@ -70,14 +44,18 @@ def workflow_envelope(request: HttpRequest, slug: str):
         raise PermissionDenied("Only operators set a workflow's envelope: every tenant using it shares it.")
     back = redirect(reverse("workflow_detail", kwargs={"slug": workflow.slug}) + scope.query + "#envelope")
     if "accept" in request.POST:
-        proposal = envelope_proposal(envelope_observed(scope=TenantScope.system(), workflow=workflow))
+        proposal = workflow.envelope_proposals.filter(status=EnvelopeProposal.Status.PENDING).first()
         if proposal is None:
-            messages.error(request, "No usage in the last four weeks to propose an envelope from; nothing changed.")
+            messages.error(request, "There is no proposal to accept; nothing changed.")
             return back
-        values: dict = proposal
-        source = "proposal"
-    else:
-        values, source = {name: request.POST.get(name, "") for name in ENVELOPE_FIELDS}, "edit"
+        try:
+            envelope_proposal_accept(proposal=proposal, actor=scope.actor)
+        except ApplicationError as error:
+            messages.error(request, f"{error.message} Nothing changed.")
+            return back
+        messages.success(request, f"{workflow.name}'s expected envelope is set (the proposal).")
+        return back
+    values, source = {name: request.POST.get(name, "") for name in ENVELOPE_FIELDS}, "edit"
     try:
         workflow_envelope_set(workflow=workflow, values=values, actor=scope.actor, source=source)
     except ApplicationError as error:

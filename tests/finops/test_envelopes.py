@@ -8,8 +8,9 @@ from django.test import Client
 from django.utils import timezone
 
 from finops.envelopes import EDGES, percentile
-from finops.models import UsageRollup, Workflow
+from finops.models import EnvelopeProposal, UsageRollup, Workflow
 from finops.selectors.envelopes import envelope_observed
+from finops.services.envelopes import envelope_proposals_refresh
 from finops.services.rollups import rollups_refresh
 from tenants.models import AuditEvent, Membership
 from tenants.scope import TenantScope
@@ -72,7 +73,20 @@ def _person(tenant, role=None, staff=False):
     return client
 
 
+def test_the_daily_job_proposes_once_and_not_when_the_envelope_fits(tenant_a, used):
+    assert envelope_proposals_refresh() == 2  # summarize, and tenant B's own workflow
+    assert envelope_proposals_refresh() == 0  # same values: the pending ones are kept
+    proposal = EnvelopeProposal.objects.get(status="pending", workflow=used)
+    assert proposal.workflow == used and proposal.values["expected_calls_per_day"] == 75
+    assert proposal.values["expected_input_tokens_p50"] >= proposal.observed["input_p50"]
+    Workflow.objects.filter(pk=used.pk).update(**proposal.values)
+    assert envelope_proposals_refresh() == 0
+    proposal.refresh_from_db()
+    assert proposal.status == "superseded"  # no longer needed
+
+
 def test_operators_accept_the_proposal_and_it_is_audited(tenant_a, used):
+    envelope_proposals_refresh()
     operator = _person(tenant_a, staff=True)
     page = operator.get("/workflows/summarize/").content.decode()
     assert 'data-measure="input_p95"' in page and "Accept the proposal" in page
@@ -83,6 +97,8 @@ def test_operators_accept_the_proposal_and_it_is_audited(tenant_a, used):
     assert used.expected_calls_per_day == 75
     event = AuditEvent.objects.get(action="workflow.envelope_set")
     assert event.after["source"] == "proposal" and event.before["expected_input_tokens_p50"] is None
+    assert EnvelopeProposal.objects.get(workflow=used).status == "accepted"
+    assert "Accept the proposal" not in operator.get("/workflows/summarize/").content.decode()
 
 
 def test_operators_edit_it_and_bad_values_change_nothing(tenant_a, used):
@@ -107,6 +123,7 @@ def test_operators_edit_it_and_bad_values_change_nothing(tenant_a, used):
 
 
 def test_tenant_members_see_their_observed_envelope_but_cannot_set_it(tenant_a, used):
+    envelope_proposals_refresh()
     admin = _person(tenant_a, role=Membership.Role.ADMIN)
     page = admin.get("/workflows/summarize/?tenant=acme").content.decode()
     assert 'data-measure="input_p50"' in page and "Accept the proposal" not in page
