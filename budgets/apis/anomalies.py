@@ -45,6 +45,10 @@ class AnomalyOutputSerializer(serializers.Serializer):
     )
 
 
+class _AnomalyListSerializer(serializers.Serializer):
+    results = AnomalyOutputSerializer(many=True)
+
+
 def anomaly_out(anomaly: Anomaly, *, with_series: bool = False) -> dict:
     out = {
         "id": anomaly.pk,
@@ -95,7 +99,7 @@ class AnomalyCollectionApi(_AnomaliesBase):
             OpenApiParameter("status", str, enum=Anomaly.Status.values),
             OpenApiParameter("kind", str, enum=Anomaly.Kind.values),
         ],
-        responses=AnomalyOutputSerializer(many=True),
+        responses=_AnomalyListSerializer,
     )
     def get(self, request: Request) -> Response:
         anomalies = self.queryset()
