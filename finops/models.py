@@ -493,3 +493,26 @@ class EnvelopeProposal(models.Model):
 
     def __str__(self) -> str:
         return f"{self.workflow_id} {self.status} {self.created_at:%Y-%m-%d}"
+
+
+class TenantWorkflowEnvelope(models.Model):
+    """A tenant's own expected envelope for a shared workflow, set by its admins; the anomaly job reads it
+    before the workflow's (a tenant whose calls are larger by design says so here)."""
+
+    tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, related_name="+")
+    workflow = models.ForeignKey(Workflow, on_delete=models.CASCADE, related_name="tenant_envelopes")
+    expected_input_tokens_p50 = models.PositiveIntegerField(null=True, blank=True)
+    expected_input_tokens_p95 = models.PositiveIntegerField(null=True, blank=True)
+    expected_output_tokens_p50 = models.PositiveIntegerField(null=True, blank=True)
+    expected_output_tokens_p95 = models.PositiveIntegerField(null=True, blank=True)
+    expected_calls_per_day = models.PositiveIntegerField(null=True, blank=True)
+    updated_at = models.DateTimeField(auto_now=True)
+    updated_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["tenant", "workflow"], name="tenant_workflow_envelope_once")]
+
+    def __str__(self) -> str:
+        return f"{self.tenant_id}/{self.workflow_id} envelope"

@@ -41,7 +41,7 @@ from django.utils import timezone
 
 from budgets.models import Alert, Anomaly, Control, ControlKind
 from finops.anomalies import NEW_NAME_MIN_CALLS, PRODUCT_SETTINGS, ScoredPoint, new_names, score_series
-from finops.models import RollupDirtyDay, Workflow
+from finops.models import RollupDirtyDay, TenantWorkflowEnvelope, Workflow
 from tenants.errors import ApplicationError
 from tenants.models import Tenant
 from tenants.scope import Actor
@@ -125,7 +125,10 @@ def _findings(tenant: Tenant, hours: TenantHours, hour: datetime) -> tuple[list[
     """What is anomalous in `hour`, and the (workflow, kind, subject) keys that were scored in range."""
     findings: list[Finding] = []
     in_range: set[tuple] = set()
-    workflows = {w.pk: w for w in Workflow.objects.filter(pk__in=[k for k in hours.series if k is not None])}
+    ids = [k for k in hours.series if k is not None]
+    envelopes: dict[int, Workflow | TenantWorkflowEnvelope] = {w.pk: w for w in Workflow.objects.filter(pk__in=ids)}
+    own = TenantWorkflowEnvelope.objects.filter(tenant=tenant, workflow_id__in=ids)
+    envelopes.update({e.workflow_id: e for e in own})
     for wf_id, series in hours.series.items():
         excluded = _excluded_hours(tenant, wf_id, hour)
         for metric, (points, volumes) in series.metrics().items():
@@ -134,7 +137,7 @@ def _findings(tenant: Tenant, hours: TenantHours, hour: datetime) -> tuple[list[
             kind = METRIC_KIND[metric]
             flagged = last.is_anomaly
             if metric == "tokens_per_call" and not flagged and last.value is not None:
-                flagged = _above_envelope(workflows.get(wf_id or 0), last.value, series.calls[-1])
+                flagged = _above_envelope(envelopes.get(wf_id or 0), last.value, series.calls[-1])
             if flagged and last.value is not None:
                 findings.append(
                     Finding(
@@ -155,11 +158,12 @@ def _findings(tenant: Tenant, hours: TenantHours, hour: datetime) -> tuple[list[
     return findings, in_range
 
 
-def _above_envelope(workflow: Workflow | None, tokens_per_call: float, calls: float) -> bool:
-    """Mean tokens per call above the workflow's expected p95 (input + output), at the minimum volume."""
-    if workflow is None or workflow.expected_input_tokens_p95 is None or workflow.expected_output_tokens_p95 is None:
+def _above_envelope(envelope: Workflow | TenantWorkflowEnvelope | None, tokens_per_call: float, calls: float) -> bool:
+    """Mean tokens per call above the envelope's expected p95 (input + output), at the minimum volume. The
+    envelope is the tenant's own for the workflow when it has one, else the workflow's."""
+    if envelope is None or envelope.expected_input_tokens_p95 is None or envelope.expected_output_tokens_p95 is None:
         return False
-    p95 = workflow.expected_input_tokens_p95 + workflow.expected_output_tokens_p95
+    p95 = envelope.expected_input_tokens_p95 + envelope.expected_output_tokens_p95
     return calls >= PRODUCT_SETTINGS["tokens_per_call"].min_volume and tokens_per_call > p95
 
 

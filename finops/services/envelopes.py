@@ -11,9 +11,10 @@ from datetime import datetime, timedelta
 from django.db import transaction
 from django.utils import timezone
 
-from finops.models import EnvelopeProposal, TenantWorkflowRollup, Workflow
+from finops.models import EnvelopeProposal, TenantWorkflowEnvelope, TenantWorkflowRollup, Workflow
 from finops.selectors.envelopes import ENVELOPE_DAYS, ObservedEnvelope, envelope_observed
 from tenants.errors import ApplicationError
+from tenants.models import Tenant
 from tenants.scope import Actor, TenantScope
 from tenants.services import audit_record
 
@@ -145,3 +146,36 @@ def envelope_proposal_accept(*, proposal: EnvelopeProposal, actor: Actor) -> Wor
     locked.decided_by = actor.actor_user
     locked.save(update_fields=["status", "decided_at", "decided_by"])
     return workflow
+
+
+def tenant_envelope_set(
+    *, tenant: Tenant, workflow: Workflow, values: dict, actor: Actor
+) -> TenantWorkflowEnvelope | None:
+    """Set a tenant's own expected envelope for a workflow (all fields empty: clear it), audited."""
+    values = envelope_parse(values)
+    rows = TenantWorkflowEnvelope.objects.filter(tenant=tenant, workflow=workflow)
+    with transaction.atomic():
+        current = rows.select_for_update().first()
+        before = {name: getattr(current, name) for name in ENVELOPE_FIELDS} if current is not None else None
+        if all(v is None for v in values.values()):
+            if current is None:
+                return None
+            audit_record(action="tenant_envelope.clear", tenant=tenant, actor=actor, target=current, before=before)
+            current.delete()
+            return None
+        if before == values:
+            return current
+        envelope = current or TenantWorkflowEnvelope(tenant=tenant, workflow=workflow)
+        for name, value in values.items():
+            setattr(envelope, name, value)
+        envelope.updated_by = actor.actor_user
+        envelope.save()
+        audit_record(
+            action="tenant_envelope.set",
+            tenant=tenant,
+            actor=actor,
+            target=envelope,
+            before=before,
+            after={**values, "workflow": workflow.slug},
+        )
+    return envelope

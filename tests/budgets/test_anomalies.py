@@ -250,3 +250,16 @@ def test_hours_marked_expected_are_not_flagged_again_nor_learned(tenant_a, catal
     anomaly.refresh_from_db()
     assert anomaly.status == Anomaly.Status.CLEARED
     assert Anomaly.objects.filter(kind=Anomaly.Kind.RUNAWAY_LOOP).count() == 1
+
+
+def test_the_tenants_own_envelope_comes_before_the_workflows(tenant_a, catalog, normal_history):
+    from finops.models import TenantWorkflowEnvelope
+
+    wf = normal_history
+    Workflow.objects.filter(pk=wf.pk).update(expected_input_tokens_p95=500, expected_output_tokens_p95=200)
+    TenantWorkflowEnvelope.objects.create(
+        tenant=tenant_a, workflow=wf, expected_input_tokens_p95=2000, expected_output_tokens_p95=500
+    )
+    put_hours(tenant_a, wf, catalog["gpt-4o"], [LAST], calls=104)  # 1000 tokens per call: within A's own
+    anomalies_detect(now=NOW)
+    assert not Anomaly.objects.filter(kind=Anomaly.Kind.PROMPT_BLOAT).exists()

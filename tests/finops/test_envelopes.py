@@ -8,7 +8,7 @@ from django.test import Client
 from django.utils import timezone
 
 from finops.envelopes import EDGES, percentile
-from finops.models import EnvelopeProposal, UsageRollup, Workflow
+from finops.models import EnvelopeProposal, TenantWorkflowEnvelope, UsageRollup, Workflow
 from finops.selectors.envelopes import envelope_observed
 from finops.services.envelopes import envelope_proposals_refresh
 from finops.services.rollups import rollups_refresh
@@ -130,3 +130,36 @@ def test_tenant_members_see_their_observed_envelope_but_cannot_set_it(tenant_a, 
     assert admin.post("/workflows/summarize/envelope/?tenant=acme", {"accept": "1"}).status_code == 403
     # another tenant's auto-discovered workflow is not there at all
     assert admin.post("/workflows/b-only-marker-tenant-b/envelope/?tenant=acme", {"accept": "1"}).status_code == 404
+
+
+def test_a_tenant_admin_keeps_the_tenants_own_envelope_audited(tenant_a, used):
+    admin = _person(tenant_a, role=Membership.Role.ADMIN)
+    fields = {
+        "level": "tenant",
+        "expected_input_tokens_p50": "3000",
+        "expected_input_tokens_p95": "9000",
+        "expected_output_tokens_p50": "300",
+        "expected_output_tokens_p95": "900",
+        "expected_calls_per_day": "",
+    }
+    assert admin.post("/workflows/summarize/envelope/?tenant=acme", fields).status_code == 302
+    own = TenantWorkflowEnvelope.objects.get(tenant=tenant_a, workflow=used)
+    assert (own.expected_input_tokens_p95, own.expected_calls_per_day) == (9000, None)
+    used.refresh_from_db()
+    assert used.expected_input_tokens_p95 is None  # the workflow's own is untouched
+    event = AuditEvent.objects.get(action="tenant_envelope.set")
+    assert event.tenant == tenant_a and event.before is None and event.after["expected_input_tokens_p95"] == 9000
+    assert "9,000" in admin.get("/workflows/summarize/?tenant=acme").content.decode()
+    # all empty clears it
+    empty = {k: "" for k in fields} | {"level": "tenant"}
+    admin.post("/workflows/summarize/envelope/?tenant=acme", empty)
+    assert not TenantWorkflowEnvelope.objects.exists()
+    assert AuditEvent.objects.filter(action="tenant_envelope.clear").count() == 1
+
+
+def test_viewers_cannot_set_the_tenants_envelope(tenant_a, used):
+    viewer = _person(tenant_a, role=Membership.Role.VIEWER)
+    response = viewer.post(
+        "/workflows/summarize/envelope/?tenant=acme", {"level": "tenant", "expected_calls_per_day": "5"}
+    )
+    assert response.status_code == 403 and not TenantWorkflowEnvelope.objects.exists()
