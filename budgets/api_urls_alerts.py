@@ -1,6 +1,6 @@
 from django.urls import path
 
-from .apis import alerts
+from .apis import alerts, anomalies
 
 urlpatterns = [
     path("alerts", alerts.AlertCollectionApi.as_view(), name="api-alerts"),
@@ -15,4 +15,7 @@ urlpatterns = [
         alerts.NotificationChannelDetailApi.as_view(),
         name="api-notification-channel-detail",
     ),
+    path("anomalies", anomalies.AnomalyCollectionApi.as_view(), name="api-anomalies"),
+    path("anomalies/<int:anomaly_id>", anomalies.AnomalyDetailApi.as_view(), name="api-anomaly-detail"),
+    path("anomalies/<int:anomaly_id>/feedback", anomalies.AnomalyFeedbackApi.as_view(), name="api-anomaly-feedback"),
 ]

@@ -28,6 +28,9 @@ class BudgetsConfig(AppConfig):
 
         hooks.usage_charger_register(budgets_charge)
         hooks.demo_seeder_register(budgets_demo_seed)
+        from .services.demo_anomalies import anomalies_demo_seed
+
+        hooks.demo_seeder_register(anomalies_demo_seed)
         hooks.prompt_reviewer_register(PROMPT_REVIEWER)
 
         # Budget state on /metrics, read at scrape time (finops.metrics).

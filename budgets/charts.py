@@ -84,3 +84,75 @@ def burn_down_figure(burn: Burn, points: list[BurnPoint], *, now: datetime, heig
     else:
         _count_axis(fig)
     return fig
+
+
+BAND_FILL = "rgba(100, 116, 139, 0.15)"
+ANOMALY_COLOR = "#dc2626"
+
+
+def anomaly_figure(series: list[list], *, unit: str, opened_at: datetime, height: int = 260) -> Figure:
+    """An anomaly's evidence: the hourly actual against the expected value and its band (UTC hours), the
+    anomalous hours marked. `series` rows are [iso hour, actual, expected, low, high] (Anomaly.evidence)."""
+    x = [row[0][:16] for row in series]
+    hover = "$%{y:,.2f}" if unit.startswith("USD") else "%{y:,.0f}"
+    fig = Figure(
+        _trace(
+            "scatter",
+            name="Band low",
+            x=x,
+            y=[row[3] for row in series],
+            mode="lines",
+            line={"width": 0},
+            showlegend=False,
+            hoverinfo="skip",
+        ),
+        _trace(
+            "scatter",
+            name="Expected band",
+            x=x,
+            y=[row[4] for row in series],
+            mode="lines",
+            line={"width": 0},
+            fill="tonexty",
+            fillcolor=BAND_FILL,
+            hovertemplate=f"band top {hover}<extra></extra>",
+        ),
+        _trace(
+            "scatter",
+            name="Expected",
+            x=x,
+            y=[row[2] for row in series],
+            mode="lines",
+            line={"color": FORECAST_COLOR, "width": 1.5, "dash": "dot"},
+            hovertemplate=f"expected {hover}<extra></extra>",
+        ),
+        _trace(
+            "scatter",
+            name=f"Actual ({unit})",
+            x=x,
+            y=[row[1] for row in series],
+            mode="lines",
+            line={"color": ACTUAL_COLOR, "width": 2.5},
+            hovertemplate=f"actual {hover}<extra></extra>",
+        ),
+    )
+    opened = opened_at.replace(tzinfo=None).isoformat(timespec="minutes")
+    flagged = [row for row in series if row[0][:16] >= opened and row[1] is not None and row[4] is not None]
+    if flagged:
+        fig.add_trace(
+            _trace(
+                "scatter",
+                name="Anomalous",
+                x=[row[0][:16] for row in flagged],
+                y=[row[1] for row in flagged],
+                mode="markers",
+                marker={"color": ANOMALY_COLOR, "size": 7},
+                hoverinfo="skip",
+            )
+        )
+    _layout(fig, height=height, legend=True)
+    _time_axis(fig, "hour")
+    _count_axis(fig)
+    if unit.startswith("USD"):
+        fig.update_yaxes(tickprefix="$", tickformat=",.2~f")
+    return fig

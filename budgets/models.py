@@ -344,3 +344,70 @@ class NotificationAttempt(models.Model):
 
     def __str__(self) -> str:
         return f"{self.notification_id} at {self.at:%Y-%m-%d %H:%M:%S}: {'ok' if self.ok else 'failed'}"
+
+
+class Anomaly(models.Model):
+    """A tenant x workflow's hourly usage out of its expected band (budgets.services.anomalies).
+
+    Opened by the hourly job from `finops.anomalies.score_series`, with the evidence it saw; it may start
+    controls (the anomaly policy) that end when it clears. People say what it was: `feedback`. Periods
+    marked expected or false alarm are left out of later baselines.
+    """
+
+    class Kind(models.TextChoices):
+        SPIKE = "spike", "Spend spike"
+        RUNAWAY_LOOP = "runaway_loop", "Call volume spike (runaway loop)"
+        PROMPT_BLOAT = "prompt_bloat", "Tokens per call up (prompt bloat)"
+        TIER_SHIFT = "tier_shift", "Model mix moved to a pricier tier"
+        NEW_MODEL = "new_model", "Model never seen for this tenant"
+        NEW_WORKFLOW = "new_workflow", "Workflow never seen for this tenant"
+
+    class Status(models.TextChoices):
+        OPEN = "open"
+        CLEARED = "cleared"
+
+    class Feedback(models.TextChoices):
+        NONE = "", "No feedback"
+        CONFIRMED = "confirmed", "Confirmed"
+        EXPECTED = "expected", "Expected (planned activity)"
+        FALSE_ALARM = "false_alarm", "False alarm"
+
+    tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, related_name="+")
+    workflow = models.ForeignKey(Workflow, null=True, blank=True, on_delete=models.CASCADE, related_name="+")
+    kind = models.CharField(max_length=16, choices=Kind.choices)
+    metric = models.CharField(max_length=20, help_text="The hourly series that was out of range.")
+    subject_name = models.CharField(max_length=200, blank=True, help_text="The new model's name, for new_model.")
+    status = models.CharField(max_length=8, choices=Status.choices, default=Status.OPEN)
+    opened_at = models.DateTimeField(help_text="First hour of the episode.")
+    last_hour = models.DateTimeField(help_text="Latest hour scored while open.")
+    cleared_at = models.DateTimeField(null=True, blank=True)
+    observed = models.FloatField()
+    expected = models.FloatField(null=True, blank=True)
+    low = models.FloatField(null=True, blank=True)
+    high = models.FloatField(null=True, blank=True)
+    score = models.FloatField(null=True, blank=True)
+    peak_score = models.FloatField(null=True, blank=True)
+    evidence = models.JSONField(default=dict, blank=True, help_text="Unit and the hourly series around it.")
+    alert = models.ForeignKey(Alert, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    controls = models.ManyToManyField(Control, blank=True, related_name="anomalies")
+    feedback = models.CharField(max_length=12, choices=Feedback.choices, blank=True, default="")
+    feedback_note = models.TextField(blank=True)
+    feedback_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    feedback_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField()
+
+    class Meta:
+        ordering = ["-opened_at", "-id"]
+        indexes = [models.Index(fields=["tenant", "status", "opened_at"], name="anomaly_tenant_status")]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["tenant", "workflow", "kind", "subject_name"],
+                condition=models.Q(status="open"),
+                name="anomaly_open_once",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.get_kind_display()} ({self.tenant_id}, {self.opened_at:%Y-%m-%d %H:%M})"

@@ -11,11 +11,12 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, time, timedelta
 from typing import TYPE_CHECKING, TypedDict
 
-from django.db.models import Case, IntegerField, Prefetch, Q, QuerySet, Value, When
+from django.db.models import Case, Count, IntegerField, Prefetch, Q, QuerySet, Value, When
 from django.utils import timezone
 
 from budgets.models import (
     Alert,
+    Anomaly,
     ApprovalRequest,
     Budget,
     BudgetWindow,
@@ -501,3 +502,26 @@ def channels_visible(*, scope: TenantScope) -> QuerySet[NotificationChannel]:
 
 def reservations_scoped(*, scope: TenantScope) -> QuerySet[Reservation]:
     return scope.filter(Reservation.objects.all())
+
+
+# --- Anomalies ----------------------------------------------------------------------------------------
+
+
+def anomalies_scoped(*, scope: TenantScope) -> QuerySet[Anomaly]:
+    """The anomalies of the tenants the scope covers, newest first, with their controls."""
+    return scope.filter(
+        Anomaly.objects.select_related("tenant", "workflow", "alert", "feedback_by").prefetch_related("controls")
+    )
+
+
+def anomaly_get(*, anomaly_id: int, scope: TenantScope) -> Anomaly | None:
+    return anomalies_scoped(scope=scope).filter(pk=anomaly_id).first()
+
+
+def anomaly_feedback_counts(*, scope: TenantScope) -> dict[str, int]:
+    """How many anomalies got each feedback (and none yet), over the scope."""
+    rows = scope.filter(Anomaly.objects.all()).order_by().values("feedback").annotate(n=Count("id"))
+    counts = {value: 0 for value in Anomaly.Feedback.values}
+    for row in rows:
+        counts[row["feedback"]] = row["n"]
+    return counts

@@ -11,6 +11,7 @@ from typing import Any
 from celery import shared_task
 
 from budgets.models import Notification
+from budgets.services.anomalies import anomalies_detect
 from budgets.services.approvals import approvals_expire
 from budgets.services.ladder import budgets_evaluate
 from budgets.services.notifications import notification_deliver, notifications_due
@@ -60,3 +61,10 @@ def deliver_notification(notification_id: int) -> bool:
     if notification is None:
         return False
     return notification_deliver(notification) is not None
+
+
+@shared_task(**_RETRY)
+def detect_anomalies() -> dict:
+    # Each run scores the last closed hour; running it again for the same hour changes nothing.
+    result = anomalies_detect()
+    return {"tenants": result.tenants, "skipped": result.skipped, "opened": result.opened, "cleared": result.cleared}

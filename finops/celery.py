@@ -1,6 +1,7 @@
 import os
 
 from celery import Celery
+from celery.schedules import crontab
 from celery.signals import worker_process_init
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "finops.settings")
@@ -45,6 +46,21 @@ app.conf.beat_schedule = {
         "task": "budgets.tasks.deliver_due_notifications",
         "schedule": 30.0,
         "options": {"expires": 25},
+    },
+    # Anomalies: score each tenant x workflow's last closed hour from the hourly rollups, a few minutes
+    # after the hour closes (rollups refresh every minute), then again in the hour for tenants whose
+    # rollups were still being recomputed; a run for an hour already scored changes nothing.
+    "detect-anomalies": {
+        "task": "budgets.tasks.detect_anomalies",
+        "schedule": crontab(minute="3,18,33,48"),
+        "options": {"expires": 600},
+    },
+    # Envelopes: propose each used workflow's expected envelope from every tenant's last four weeks of daily
+    # rollups, where none is set or it is more than 20% off; operators accept it on the workflow page.
+    "propose-envelopes": {
+        "task": "finops.tasks.propose_envelopes",
+        "schedule": crontab(hour=4, minute=40),
+        "options": {"expires": 3600},
     },
 }
 

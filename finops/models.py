@@ -319,6 +319,9 @@ class UsageRollup(RollupMeasures):
     )
     unknown_model_name = models.CharField(max_length=200, blank=True, help_text="Raw name when model is unknown.")
     environment = models.CharField(max_length=8, choices=Environment.choices)
+    token_hist = models.JSONField(
+        null=True, blank=True, help_text="Daily rows: cumulative calls below each edge of finops.envelopes.EDGES."
+    )
 
     class Meta:
         indexes = [
@@ -458,3 +461,58 @@ class RollupDirtyDay(models.Model):
 
     def __str__(self) -> str:
         return f"tenant {self.tenant_id} {self.day}"
+
+
+class EnvelopeProposal(models.Model):
+    """An expected envelope for a workflow proposed from what every tenant used over the last weeks
+    (finops.services.envelopes, a daily job); an operator accepts it on the workflow page or edits it."""
+
+    class Status(models.TextChoices):
+        PENDING = "pending"
+        ACCEPTED = "accepted"
+        SUPERSEDED = "superseded"
+
+    workflow = models.ForeignKey(Workflow, on_delete=models.CASCADE, related_name="envelope_proposals")
+    values = models.JSONField(help_text="The proposed expected_* fields of the workflow.")
+    observed = models.JSONField(default=dict, help_text="What was observed: percentiles, calls, cost per call.")
+    basis_days = models.PositiveSmallIntegerField()
+    status = models.CharField(max_length=12, choices=Status.choices, default=Status.PENDING)
+    created_at = models.DateTimeField()
+    decided_at = models.DateTimeField(null=True, blank=True)
+    decided_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["workflow"], condition=models.Q(status="pending"), name="envelope_proposal_one_pending"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.workflow_id} {self.status} {self.created_at:%Y-%m-%d}"
+
+
+class TenantWorkflowEnvelope(models.Model):
+    """A tenant's own expected envelope for a shared workflow, set by its admins; the anomaly job reads it
+    before the workflow's (a tenant whose calls are larger by design says so here)."""
+
+    tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, related_name="+")
+    workflow = models.ForeignKey(Workflow, on_delete=models.CASCADE, related_name="tenant_envelopes")
+    expected_input_tokens_p50 = models.PositiveIntegerField(null=True, blank=True)
+    expected_input_tokens_p95 = models.PositiveIntegerField(null=True, blank=True)
+    expected_output_tokens_p50 = models.PositiveIntegerField(null=True, blank=True)
+    expected_output_tokens_p95 = models.PositiveIntegerField(null=True, blank=True)
+    expected_calls_per_day = models.PositiveIntegerField(null=True, blank=True)
+    updated_at = models.DateTimeField(auto_now=True)
+    updated_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["tenant", "workflow"], name="tenant_workflow_envelope_once")]
+
+    def __str__(self) -> str:
+        return f"{self.tenant_id}/{self.workflow_id} envelope"

@@ -14,6 +14,7 @@ urlpatterns = [
     path("workflows/<str:slug>/edit/", views.workflow_edit, name="workflow_edit"),
     path("workflows/<str:slug>/", views.workflow_detail, name="workflow_detail"),
     path("workflows/<str:slug>/threshold/", views.workflow_threshold, name="workflow_threshold"),
+    path("workflows/<str:slug>/envelope/", views.workflow_envelope, name="workflow_envelope"),
     path("workflows/<str:slug>/prompt-versions/", views.prompt_version_add, name="prompt_version_add"),
     path(
         "workflows/<str:slug>/prompt-versions/<str:label>/", views.prompt_version_detail, name="prompt_version_detail"

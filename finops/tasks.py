@@ -4,6 +4,7 @@ from datetime import datetime
 
 from celery import shared_task
 
+from finops.services.envelopes import envelope_proposals_refresh
 from finops.services.repricing import usage_reprice_model, usage_reprice_unpriced
 from finops.services.rollups import rollups_refresh
 
@@ -22,3 +23,9 @@ def reprice_model_usage(model_id: int, since: str | None = None) -> int:
 def refresh_rollups() -> int:
     """Recompute the tenant-days that ingest and re-pricing marked; safe to overlap or repeat."""
     return rollups_refresh().days
+
+
+@shared_task(acks_late=True, autoretry_for=(ConnectionError,), retry_backoff=True, max_retries=5)
+def propose_envelopes() -> int:
+    # Safe twice: a pending proposal with the same values is kept, not duplicated.
+    return envelope_proposals_refresh()

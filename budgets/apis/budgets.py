@@ -8,6 +8,7 @@ from rest_framework.parsers import JSONParser
 from rest_framework.request import Request
 from rest_framework.response import Response
 
+from budgets.forecasting import window_forecast_weekday
 from budgets.models import Budget, BudgetWindow, HardAction, Metric, Period
 from budgets.periods import period_bounds
 from budgets.selectors import approvals_scoped, budget_current_windows, budgets_visible
@@ -62,6 +63,11 @@ class BudgetOutputSerializer(serializers.Serializer):
     policy = serializers.JSONField()
     is_active = serializers.BooleanField()
     window = serializers.DictField(help_text="The current period: starts_at, ends_at, spent, reserved, remaining.")
+    forecast = serializers.DictField(
+        required=False,
+        help_text="One budget only: the current period's end forecast with the weekday pattern: expected, p10, "
+        "p90, run_rate (the linear one the ladder acts on) and method.",
+    )
 
 
 def budget_out(budget: Budget, window: BudgetWindow | None) -> dict:
@@ -170,7 +176,18 @@ class BudgetDetailApi(_BudgetApiBase):
     @extend_schema(operation_id="budgets_retrieve", responses={200: BudgetOutputSerializer})
     def get(self, request: Request, budget_id: int) -> Response:
         budget = self.budget(budget_id)
-        return Response(budget_out(budget, budget_current_windows([budget]).get(budget.pk)))
+        window = budget_current_windows([budget]).get(budget.pk)
+        out = budget_out(budget, window)
+        if window is not None:
+            f = window_forecast_weekday(budget=budget, window=window, now=timezone.now())
+            out["forecast"] = {
+                "expected": limit_format(f.expected, budget.metric),
+                "p10": limit_format(f.p10, budget.metric),
+                "p90": limit_format(f.p90, budget.metric),
+                "run_rate": limit_format(f.run_rate, budget.metric),
+                "method": f.method,
+            }
+        return Response(out)
 
     @extend_schema(
         operation_id="budgets_update", request=BudgetInputSerializer, responses={200: BudgetOutputSerializer}

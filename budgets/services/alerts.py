@@ -28,6 +28,7 @@ from django.db import IntegrityError, transaction
 from django.db.models import Max, Q
 from django.utils import timezone
 
+from budgets.forecasting import window_forecast_weekday
 from budgets.models import Alert, Notification, NotificationChannel
 from budgets.policy import policy_effective
 from tenants.scope import Actor
@@ -87,6 +88,13 @@ def alert_create(levels: BudgetLevels, *, kind: str, level: int, current: Decima
         f"hard limit {levels.fmt(window.hard_limit)}; forecast {levels.fmt(levels.forecast)} by the period end.\n"
         f"Scope: {budget.scope_label()}."
     )
+    if kind == Alert.Kind.FORECAST:
+        weekday = window_forecast_weekday(budget=budget, window=window, now=levels.at)
+        if weekday.method == "weekday":
+            message += (
+                f"\nWith the weekday pattern: {levels.fmt(weekday.expected)} by the period end "
+                f"(p10 {levels.fmt(weekday.p10)}, p90 {levels.fmt(weekday.p90)})."
+            )
     try:
         with transaction.atomic():
             alert = Alert.objects.create(

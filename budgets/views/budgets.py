@@ -11,6 +11,7 @@ from django.utils import timezone
 from django.views.decorators.http import require_http_methods
 
 from budgets import charts
+from budgets.forecasting import window_forecast_weekday
 from budgets.forms import BudgetForm, BudgetIncreaseForm
 from budgets.models import Budget
 from budgets.policy import policy_effective
@@ -19,6 +20,7 @@ from budgets.selectors import (
     budget_burn,
     budget_burns,
     budget_controls,
+    budget_current_windows,
     budget_get,
     budget_windows,
     burn_series,
@@ -66,6 +68,8 @@ def budget_detail(request, budget_id: int):
     now = timezone.now()
     burn = budget_burn(budget=budget, now=now)
     points = burn_series(budget=budget, starts_at=burn.starts_at, now=min(now, burn.ends_at))
+    window = budget_current_windows([budget]).get(budget.pk)
+    forecast = window_forecast_weekday(budget=budget, window=window, now=now) if window is not None else None
     context = budget_layout_context(request, scope, switcher_action=reverse("budgets_list"))
     context.update(
         budget=budget,
@@ -81,6 +85,7 @@ def budget_detail(request, budget_id: int):
         and budget.is_active
         and scope.may(Operation.MANAGE, budget.tenant_id),
         increase_form=BudgetIncreaseForm(budget=budget),
+        weekday_forecast=forecast,
         now=now,
     )
     return render(request, "budgets/budget_detail.html", context)

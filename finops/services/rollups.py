@@ -24,6 +24,7 @@ from django.db.models import Case, CharField, Count, F, Func, Q, Sum, Value, Whe
 from django.db.models.functions import Coalesce, TruncDate, TruncHour
 from django.utils import timezone
 
+from finops.envelopes import OUTPUT_EXPR, PROMPT_EXPR, hist_annotations, hist_pop
 from finops.measures import MEASURES, TOKEN_FIELDS
 from finops.models import (
     AllTenantsModelRollup,
@@ -88,9 +89,16 @@ def rollup_recompute_day(*, tenant_id: int, day: date, all_tenants: bool = True)
     ).delete()
     UsageTagRollup.objects.filter(tenant_id=tenant_id, bucket_start=start).delete()
 
+    # Daily rows also keep log-spaced histograms of tokens per call (finops/envelopes.py): envelopes'
+    # percentiles then come from sums of rollup rows, never from raw records.
     daily = [
-        UsageRollup(grain=UsageRollup.Grain.DAY, bucket_start=start, tenant_id=tenant_id, **row)
-        for row in raw.annotate(**dims).values(*keys).annotate(**_aggregates()).order_by()
+        UsageRollup(
+            grain=UsageRollup.Grain.DAY, bucket_start=start, tenant_id=tenant_id, token_hist=hist_pop(row), **row
+        )
+        for row in raw.annotate(prompt_total=PROMPT_EXPR, output_total=OUTPUT_EXPR, **dims)
+        .values(*keys)
+        .annotate(**_aggregates(), **hist_annotations())
+        .order_by()
     ]
     hourly = []
     if end > hourly_retention_start():

@@ -4,6 +4,7 @@ an unknown slug. Every spend figure comes from rollups; days are UTC calendar da
 
 from .catalog import focus_export, model_detail, model_price_add, model_price_edit, models_list
 from .details import tenant_detail, workflow_detail
+from .envelopes import workflow_envelope
 from .explore import explorer, explorer_export
 from .overview import home
 from .prompts import prompt_version_add, prompt_version_detail
@@ -26,6 +27,7 @@ __all__ = [
     "usage_detail",
     "usage_list",
     "workflow_detail",
+    "workflow_envelope",
     "workflow_threshold",
     "workflow_add",
     "workflow_edit",

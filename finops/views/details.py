@@ -14,9 +14,11 @@ from finops.selectors.details import tenant_dashboard, workflow_dashboard
 from finops.selectors.workflows import workflows_visible
 from tenants.scoping import tenant_page
 
+from .envelopes import envelope_context
 from .explore import explorer_url, tenant_url
 from .layout import layout_context
 from .prompts import workflow_prompts_context
+from .variance import variance_context
 from .workflow_policies import workflow_policy_context
 
 DETAIL_DAYS = (30, 90)
@@ -66,6 +68,7 @@ def tenant_detail(request, slug: str):
         day_choices=DETAIL_DAYS,
         explore_url=explorer_url({"tenant": tenant.slug, "by": "workflow", "by2": "model"}),
         **_detail_figures(dash),
+        **variance_context(scope, tenant_id=tenant.pk),
     )
     return render(request, "finops/tenant_detail.html", context)
 
@@ -129,6 +132,8 @@ def workflow_detail(request, slug: str):
         **figures,
         **workflow_prompts_context(scope, workflow),
         **workflow_policy_context(scope, workflow),
+        **envelope_context(request, scope, workflow),
+        **variance_context(scope, workflow_id=workflow.pk),
     )
     return render(request, "finops/workflow_detail.html", context)
 

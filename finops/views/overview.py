@@ -16,6 +16,7 @@ from tenants.scoping import tenant_page
 
 from .csv_tables import SPEND_COLUMNS, spend_rows
 from .layout import layout_context
+from .variance import variance_context
 
 UNPRICED_NAMES_SHOWN = 5
 # The overview's lists that download as CSV (`?format=csv&table=...`): the last 30 days, as shown.
@@ -48,6 +49,7 @@ def home(request):
         unpriced_names=[m.key for m in overview.unpriced_models[:UNPRICED_NAMES_SHOWN]],
         unpriced_more=max(0, len(overview.unpriced_models) - UNPRICED_NAMES_SHOWN),
         unpriced_url=reverse("usage_list") + "?" + urlencode({"priced": "false", **scope.tenant_param()}),
+        **variance_context(scope),
     )
     if overview.has_recent:
         context.update(

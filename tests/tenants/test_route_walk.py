@@ -23,7 +23,16 @@ from rest_framework.response import Response
 from rest_framework.test import APIClient
 from rest_framework.views import APIView
 
-from budgets.models import Alert, ApprovalRequest, Budget, Control, Notification, NotificationChannel, Reservation
+from budgets.models import (
+    Alert,
+    Anomaly,
+    ApprovalRequest,
+    Budget,
+    Control,
+    Notification,
+    NotificationChannel,
+    Reservation,
+)
 from finops.models import PromptVersion, TenantWorkflowRollup, UsageRecord, Workflow
 from finops.services.rollups import rollups_refresh
 from tenants.models import ApiKey, AuditEvent, Membership, Tenant
@@ -96,6 +105,7 @@ ROUTES: dict[str, str] = {
     "workflow_detail": TENANT,
     "prompt_version_add": TENANT,
     "workflow_threshold": TENANT,
+    "workflow_envelope": TENANT,
     "prompt_version_detail": TENANT,
     "models": TENANT,
     "model_detail": TENANT,
@@ -105,6 +115,12 @@ ROUTES: dict[str, str] = {
     "healthz": PUBLIC,  # process liveness: no data at all
     "readyz": PUBLIC,  # dependency reachability, errors named by type only
     "metrics": PLATFORM,  # off by default; a token or allowed networks (METRICS_ACCESS)
+    "api-anomalies": TENANT,
+    "api-anomaly-detail": TENANT,
+    "api-anomaly-feedback": TENANT,
+    "anomalies_list": TENANT,
+    "anomaly_detail": TENANT,
+    "anomaly_feedback": TENANT,
     "model_price_add": PLATFORM,
     "model_price_edit": PLATFORM,
     # Self-service (tenants/views_access.py): a tenant's keys and members; tenants are the operators'.
@@ -248,10 +264,23 @@ def world(tenant_a, tenant_b, api_a, api_b, catalog):
     )
     AuditEvent.objects.create(tenant=None, action="catalog.seed", after={"note": MARKER})
     AuditEvent.objects.create(tenant=tenant_a, action="budget.create", after={"name": "A monthly"})
+    anomaly_b = Anomaly.objects.create(
+        tenant=tenant_b,
+        workflow=Workflow.objects.get(slug=B_WORKFLOW),
+        kind=Anomaly.Kind.RUNAWAY_LOOP,
+        metric="calls",
+        opened_at=now,
+        last_hour=now,
+        observed=600,
+        expected=100,
+        evidence={"unit": "calls/h", "note": MARKER},
+        created_at=now,
+    )
     # B's own key and member, each named with the marker (the self-service pages must never show them to A).
     key_b, _ = api_key_create(tenant=tenant_b, name=f"{MARKER} key", scopes="read")
     member_b = MembershipFactory(tenant=tenant_b, role="admin", user=UserFactory(username=f"{MARKER}-admin"))
     return {
+        "anomaly_id": anomaly_b.pk,
         "key_id": key_b.pk,
         "membership_id": member_b.pk,
         "tenant_id": tenant_b.pk,
@@ -265,6 +294,7 @@ def world(tenant_a, tenant_b, api_a, api_b, catalog):
                 "api-workflow-policy",
                 "workflow_threshold",
                 "workflow_edit",
+                "workflow_envelope",
             )
         },
         "record_id": UsageRecord.objects.get(tenant=tenant_b).pk,

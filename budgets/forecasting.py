@@ -1,0 +1,181 @@
+"""Period-end forecasts with the weekday pattern and a p10-p90 range: a pure function over daily totals.
+
+`forecast_period_end` answers "where will this window end?" from the amounts spent per day before it
+and so far in it. The linear run-rate (spent / elapsed x period, what the ladder's forecast rung used
+alone) over-forecasts a month that started on busy weekdays and under-forecasts one that started on a
+weekend. Here the days left are forecast one by one:
+
+    expected(day) = level x factor(weekday(day))
+
+- `factor` is the median daily amount of that weekday over the last `pattern_days` divided by the
+  median over all days (1.0 everywhere when there is less than two weeks of history);
+- `level` is the median of amount / factor over the last `level_days`: robust to one odd day;
+- today counts for the share of the day still ahead.
+
+The range comes from the spread of the past days around that model: with s the standard deviation
+of log(actual / expected) over the level days, the days left vary independently around a level
+that can itself move by s for all the days left (growth, a new customer, an incident: days are
+not independent), and p10 / p90 are expected -/+ 1.2816 sigma of the sum
+(never below what is already spent). `bench/anomalies.py` measures its error against the run-rate.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import date, datetime, timedelta
+from statistics import median
+from typing import TYPE_CHECKING
+from zoneinfo import ZoneInfo
+
+if TYPE_CHECKING:
+    from budgets.models import Budget, BudgetWindow
+
+_Z90 = 1.2816
+
+
+@dataclass(frozen=True)
+class PeriodForecast:
+    spent: float
+    expected: float  # period-end total
+    p10: float
+    p90: float
+    run_rate: float  # the linear run-rate forecast, for comparison
+    method: str  # "weekday" or "run_rate" (too little history for a pattern)
+
+
+def weekday_factors(daily: Mapping[date, float], *, until: date, days: int = 28) -> dict[int, float]:
+    """Median amount per weekday over the `days` before `until`, relative to the median of all of them."""
+    window = [(d, v) for d, v in daily.items() if until - timedelta(days=days) <= d < until]
+    overall = median([v for _, v in window]) if len(window) >= 14 else 0
+    if overall <= 0:
+        return {wd: 1.0 for wd in range(7)}
+    out = {}
+    for wd in range(7):
+        vals = [v for d, v in window if d.weekday() == wd]
+        out[wd] = max(median(vals) / overall, 0.05) if vals else 1.0
+    return out
+
+
+def forecast_period_end(
+    *,
+    daily: Mapping[date, float],
+    period_start: date,
+    period_end: date,
+    today: date,
+    today_spent: float = 0.0,
+    today_elapsed: float = 0.0,
+    level_days: int = 14,
+    pattern_days: int = 28,
+) -> PeriodForecast:
+    """Forecast of the total from `period_start` to `period_end` (exclusive) made during `today`.
+
+    `daily` holds complete days before `today` (earlier periods included: they carry the pattern);
+    `today_spent` is what today has spent so far and `today_elapsed` the share of today gone (0..1).
+    """
+    if not period_start <= today < period_end:
+        raise ValueError("today must fall inside the period")
+    spent = sum(v for d, v in daily.items() if period_start <= d < today) + today_spent
+    period_days = (period_end - period_start).days
+    elapsed_days = (today - period_start).days + today_elapsed
+    run_rate = spent / elapsed_days * period_days if elapsed_days > 0 else spent
+
+    factors = weekday_factors(daily, until=today, days=pattern_days)
+    recent = [(d, v) for d, v in daily.items() if today - timedelta(days=level_days) <= d < today]
+    if len(recent) < 3:
+        return PeriodForecast(spent, run_rate, run_rate, run_rate, run_rate, "run_rate")
+    level = median([v / factors[d.weekday()] for d, v in recent])
+    logs = [math.log(max(v, 1e-9) / max(level * factors[d.weekday()], 1e-9)) for d, v in recent]
+    mean_log = sum(logs) / len(logs)
+    sd = math.sqrt(sum((x - mean_log) ** 2 for x in logs) / max(len(logs) - 1, 1))
+
+    ahead = [(today, 1.0 - today_elapsed)]
+    ahead += [(today + timedelta(days=k), 1.0) for k in range(1, (period_end - today).days)]
+    expected_days = [level * factors[d.weekday()] * share for d, share in ahead]
+    rest = sum(expected_days)
+    # independent day-to-day noise, plus a level that can move by a day's spread for the whole rest
+    # (growth, a new customer, an incident): days are not independent of each other
+    var = sum((e * sd) ** 2 for e in expected_days) + (rest * sd) ** 2
+    sigma = math.sqrt(var)
+    expected = spent + rest
+    return PeriodForecast(
+        spent=spent,
+        expected=expected,
+        p10=max(spent, expected - _Z90 * sigma),
+        p90=expected + _Z90 * sigma,
+        run_rate=run_rate,
+        method="weekday",
+    )
+
+
+HISTORY_DAYS = 35  # the days before the window that carry the weekday pattern and the level
+
+
+@dataclass(frozen=True)
+class WindowForecast:
+    """A budget window's period-end forecast in the budget's unit (nano-USD or tokens)."""
+
+    expected: int
+    p10: int
+    p90: int
+    run_rate: int
+    method: str
+
+    def as_dict(self) -> dict:
+        return {"expected": self.expected, "p10": self.p10, "p90": self.p90, "method": self.method}
+
+
+def window_forecast_weekday(*, budget: Budget, window: BudgetWindow, now: datetime) -> WindowForecast:
+    """The window's forecast with the weekday pattern, from the rollups of the budget's scope (the days
+    before the window and the window so far), anchored on what the window has spent (`window.spent`)."""
+    # Imported here: the pure part of this module runs without Django (bench/anomalies.py).
+    from finops.selectors.spend_totals import spend_series
+    from tenants.scope import TenantScope
+
+    tz = ZoneInfo(budget.time_zone)
+    scope = TenantScope.system() if budget.tenant is None else TenantScope.for_tenant(budget.tenant)
+    start = window.starts_at - timedelta(days=HISTORY_DAYS)
+    buckets = spend_series(
+        scope=scope,
+        start=start,
+        end=min(now, window.ends_at),
+        metric=budget.metric,
+        workflow_id=budget.workflow_id,
+        environment=budget.environment,
+        tier_id=budget.tier_id,
+    )
+    local_now = now.astimezone(tz)
+    today = local_now.date()
+    daily: dict[date, float] = defaultdict(float)
+    today_spent = 0.0
+    for bucket in buckets:
+        day = bucket.start.astimezone(tz).date()
+        if day == today:
+            today_spent += bucket.amount
+        elif day < today:
+            daily[day] += bucket.amount
+    period_start = window.starts_at.astimezone(tz).date()
+    period_end = window.ends_at.astimezone(tz).date()
+    if period_end <= today:  # the window is over (or ends at midnight now)
+        spent = window.spent
+        return WindowForecast(spent, spent, spent, spent, "final")
+    midnight = local_now.replace(hour=0, minute=0, second=0, microsecond=0)
+    elapsed = (local_now - midnight).total_seconds() / 86400
+    f = forecast_period_end(
+        daily=daily,
+        period_start=period_start,
+        period_end=period_end,
+        today=today,
+        today_spent=today_spent,
+        today_elapsed=elapsed,
+    )
+    shift = window.spent - f.spent  # the window's own count is what limits act on
+    return WindowForecast(
+        expected=max(window.spent, round(f.expected + shift)),
+        p10=max(window.spent, round(f.p10 + shift)),
+        p90=max(window.spent, round(f.p90 + shift)),
+        run_rate=round(f.run_rate + shift),
+        method=f.method,
+    )
