@@ -345,3 +345,14 @@ def test_usage_page_shows_tier_channel_price_version_and_rule(api_a, viewer_a, b
     assert "Service tier <strong>batch</strong>" in html and "Provider API" in html
     assert f"price version #{record.price_id}" in html and "batch x0.5 long&gt;200000 1h-writes" in html
     assert "… of which 1-hour writes" in html and "$6.00" in html
+
+
+def test_model_page_shows_each_channel_and_tier_in_force(viewer_a, billing):
+    from django.test import Client
+
+    client = Client()
+    client.force_login(viewer_a)
+    html = client.get("/models/gpt-5/").content.decode()
+    assert "How calls are billed" in html and "Azure" in html and "priority" in html and "batch ×0.5" in html
+    html = client.get("/models/claude-sonnet-4-5/").content.decode()
+    assert "above 200,000 input tokens the whole request" in html
