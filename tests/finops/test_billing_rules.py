@@ -356,3 +356,35 @@ def test_model_page_shows_each_channel_and_tier_in_force(viewer_a, billing):
     assert "How calls are billed" in html and "Azure" in html and "priority" in html and "batch ×0.5" in html
     html = client.get("/models/claude-sonnet-4-5/").content.decode()
     assert "above 200,000 input tokens the whole request" in html
+
+
+# --- the shipped catalog ---------------------------------------------------------------------------------
+
+
+def test_shipped_catalog_bills_the_rules_and_knows_the_missing_models(db):
+    from finops.catalog import get_catalog
+    from finops.services import seed
+
+    seed.catalog_seed()
+    catalog = get_catalog()
+    now = datetime(2026, 12, 1, tzinfo=UTC)
+    for name in (
+        "gpt-5.2", "gpt-5-pro", "gpt-5-codex", "gpt-5.1-codex", "o3-pro", "o1-pro", "o3-deep-research",
+        "text-embedding-3-small", "text-embedding-3-large", "gemini-embedding-001", "gemini-3-flash-preview",
+        "gpt-realtime", "gpt-audio", "gpt-image-1",
+    ):  # fmt: skip
+        entry = catalog.resolve(name)
+        assert entry is not None and catalog.price_at(entry.id, now) is not None, name
+    sonnet = catalog.resolve("claude-sonnet-4-5-20250929")
+    price = catalog.price_at(sonnet.id, now)
+    # 1-hour writes at 2x input; 300k prompt tokens cross 200k: 300k x $6 = $1.80
+    assert cost_nanos(price, TokenBuckets(cache_write=1_000, cache_write_1h=1_000)) == 6_000_000
+    assert cost_nanos(price, TokenBuckets(input=300_000)) == 1_800_000_000
+    assert cost_nanos(catalog.price_at(sonnet.id, now, service_tier="batch"), TokenBuckets(input=1000)) == 1_500_000
+    flash = catalog.resolve("vertex_ai/gemini-2.0-flash")
+    vertex = catalog.price_at(flash.id, now, channel="vertex")
+    api = catalog.price_at(flash.id, now)
+    assert (vertex.channel, vertex.input, api.input) == ("vertex", 150_000, 100_000)  # pico-USD per token
+    gpt54 = catalog.resolve("gpt-5.4")
+    assert catalog.price_at(gpt54.id, now).long_context_threshold == 272_000
+    assert catalog.resolve("anthropic.claude-sonnet-4-5-20250929-v1:0") == sonnet
