@@ -271,6 +271,8 @@ def _litellm_specs(data: dict, plan: ImportPlan, when: datetime, taken: date, so
     seen: dict[tuple[int, str], str] = {}
     # Shorter keys first: `anthropic.claude-…` before its regional `eu.anthropic.claude-…` variants.
     for key in sorted((k for k, v in data.items() if isinstance(v, dict)), key=lambda k: (len(k), k)):
+        if key == "sample_spec":  # LiteLLM's documentation entry
+            continue
         entry = data[key]
         channel = litellm_channel(key, str(entry.get("litellm_provider", "")))
         if channel is None:
