@@ -132,6 +132,25 @@ class Reservation(models.Model):
     closed_at = models.DateTimeField(null=True, blank=True)
     usage_record_id = models.BigIntegerField(null=True, blank=True, help_text="The usage record that settled it.")
     api_key = models.ForeignKey(ApiKey, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    # Estimate against actual (issue 11): what preflight counted before its safety factor, for models
+    # tiktoken does not count exactly, and what the settling usage record reported. budgets_reserve()
+    # does not write these (database defaults), preflight adds the estimate after the hold.
+    input_count_estimated = models.BooleanField(default=False, db_default=False)
+    estimated_input_tokens = models.BigIntegerField(
+        null=True, blank=True, help_text="Input tokens as counted by tiktoken, before the safety factor."
+    )
+    safety_factor = models.DecimalField(max_digits=6, decimal_places=3, null=True, blank=True)
+    estimate_family = models.CharField(
+        max_length=120,
+        blank=True,
+        default="",
+        db_default="",
+        help_text="provider/model family, e.g. anthropic/claude-sonnet.",
+    )
+    actual_cost_nanos = models.BigIntegerField(null=True, blank=True, help_text="Cost of the usage that settled it.")
+    actual_input_tokens = models.BigIntegerField(
+        null=True, blank=True, help_text="Prompt tokens the settling usage reported (uncached + cached + written)."
+    )
 
     class Meta:
         ordering = ["-created_at"]

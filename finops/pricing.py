@@ -251,6 +251,29 @@ def cost_pico_per_mille(price: PriceRow, tokens: TokenBuckets) -> int:
     return pico * price.multiplier_permille
 
 
+def worst_case_nanos(
+    price: PriceRow, *, input_tokens: int, max_output_tokens: int, may_write_cache: bool = False
+) -> int:
+    """An upper bound of a call's cost before it runs (preflight's estimate).
+
+    - Output is priced at the dearer of output and reasoning (reasoning counts against the output limit).
+    - A call that may write cache has every input token priced at the dearest of input and the 5-minute
+      and 1-hour write prices.
+    - When input alone, or input plus output, can cross the long-context threshold, the premium
+      prices bill the whole request.
+    """
+
+    def bound(r: Rates) -> int:
+        per_input = max(r.input, r.cache_write, r.cache_write_1h) if may_write_cache else r.input
+        return input_tokens * per_input + max_output_tokens * max(r.output, r.reasoning)
+
+    pico = bound(price.rates)
+    threshold = price.long_context_threshold
+    if price.long_context is not None and threshold is not None and input_tokens + max_output_tokens > threshold:
+        pico = max(pico, bound(price.long_context))
+    return _round_half_even(pico * price.multiplier_permille, 1000 * PERMILLE)
+
+
 def cost_pico(price: PriceRow, tokens: TokenBuckets) -> int:
     """Pico-USD, exact when no tier multiplier applies (otherwise truncated; use cost_nanos)."""
     return cost_pico_per_mille(price, tokens) // PERMILLE

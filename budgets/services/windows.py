@@ -196,8 +196,10 @@ def budgets_charge(charges: list[Charge], *, now: datetime) -> None:
 
 
 _SETTLE_SQL = (
-    f"UPDATE {Reservation._meta.db_table} r SET status = 'settled', closed_at = %s, usage_record_id = v.usage_id "
-    "FROM unnest(%s::uuid[], %s::bigint[], %s::bigint[]) AS v(id, usage_id, tenant_id) "
+    f"UPDATE {Reservation._meta.db_table} r SET status = 'settled', closed_at = %s, usage_record_id = v.usage_id, "
+    "actual_cost_nanos = v.cost, actual_input_tokens = v.input "
+    "FROM unnest(%s::uuid[], %s::bigint[], %s::bigint[], %s::bigint[], %s::bigint[]) "
+    "AS v(id, usage_id, tenant_id, cost, input) "
     "WHERE r.id = v.id AND r.tenant_id = v.tenant_id AND r.status = 'held' RETURNING r.id"
 )
 
@@ -215,7 +217,14 @@ def _reservations_settle(charges: list[Charge], *, now: datetime) -> dict[int, i
         with connection.cursor() as cursor:
             cursor.execute(
                 _SETTLE_SQL,
-                [now, list(first), [c.usage_id for c in first.values()], [c.tenant_id for c in first.values()]],
+                [
+                    now,
+                    list(first),
+                    [c.usage_id for c in first.values()],
+                    [c.tenant_id for c in first.values()],
+                    [c.cost_nanos for c in first.values()],
+                    [c.input_tokens for c in first.values()],
+                ],
             )
             settled = [row[0] for row in cursor.fetchall()]
     else:
@@ -224,7 +233,13 @@ def _reservations_settle(charges: list[Charge], *, now: datetime) -> dict[int, i
             for reservation_id, c in first.items()
             if Reservation.objects.filter(
                 pk=reservation_id, tenant_id=c.tenant_id, status=Reservation.Status.HELD
-            ).update(status=Reservation.Status.SETTLED, closed_at=now, usage_record_id=c.usage_id)
+            ).update(
+                status=Reservation.Status.SETTLED,
+                closed_at=now,
+                usage_record_id=c.usage_id,
+                actual_cost_nanos=c.cost_nanos,
+                actual_input_tokens=c.input_tokens,
+            )
         ]
     return holds_by_window(settled)
 

@@ -320,6 +320,7 @@ def _insert(fresh: list[Candidate], api_key: ApiKey | None, now: datetime, resul
                 tokens=c.counted_buckets.total,
                 reservation_id=c.reservation_id,
                 usage_id=result.items[c.index].id,
+                input_tokens=c.counted_buckets.prompt,
             )
             for c in fresh
         ],
