@@ -70,6 +70,16 @@ class Budget(Scope):
     hard_limit = models.BigIntegerField(null=True, blank=True, help_text="nano-USD or tokens; never exceeded.")
     hard_action = models.CharField(max_length=20, choices=HardAction.choices, default=HardAction.DENY)
     policy = models.JSONField(default=list, blank=True, help_text="Ladder rungs; empty = the default policy.")
+    unreserved_alert_pct = models.DecimalField(
+        max_digits=5,
+        decimal_places=2,
+        null=True,
+        blank=True,
+        default=5,
+        db_default=5,
+        help_text="Alert when spend without a preflight reservation passes this percent of the window's spend "
+        "(hard-limited budgets only); empty = never.",
+    )
     is_active = models.BooleanField(default=True)
     created_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
@@ -98,6 +108,10 @@ class BudgetWindow(models.Model):
     hard_limit = models.BigIntegerField(null=True, blank=True)
     reconciled_at = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
+    # Spend that bypassed preflight (issue 11): usage without a reservation_id counted on a window with a
+    # hard limit, in the budget's unit, as charged at ingest. Part of `spent`, never in addition to it.
+    unreserved_spent = models.BigIntegerField(default=0, db_default=0)
+    unreserved_calls = models.BigIntegerField(default=0, db_default=0)
 
     class Meta:
         ordering = ["budget", "-starts_at"]
@@ -280,6 +294,7 @@ class Alert(models.Model):
         FORECAST = "forecast"
         ANOMALY = "anomaly"
         APPROVAL = "approval"  # a request opened or decided: the notice goes through the same channels
+        UNRESERVED = "unreserved"  # spend that bypassed preflight above the budget's share
 
     kind = models.CharField(max_length=12, choices=Kind.choices)
     level = models.PositiveSmallIntegerField(help_text="Percent of the limit crossed.")

@@ -166,6 +166,8 @@ def budgets_charge(charges: list[Charge], *, now: datetime) -> None:
     """
     budgets = get_budgets()
     spent: dict[tuple[int, datetime], int] = defaultdict(int)
+    # Usage that arrived without a reservation on a hard-limited budget: it bypassed preflight.
+    unreserved: dict[tuple[int, datetime], list[int]] = defaultdict(lambda: [0, 0])
     keys: dict[tuple[int, datetime], tuple[BudgetEntry, datetime, datetime]] = {}
     if budgets.entries:
         bounds_cache: dict[int, tuple[datetime, datetime]] = {}
@@ -176,23 +178,33 @@ def budgets_charge(charges: list[Charge], *, now: datetime) -> None:
                     bounds = bounds_cache[b.id] = b.bounds(c.occurred_at)
                 start, end = bounds
                 keys[(b.id, start)] = (b, start, end)
-                spent[(b.id, start)] += b.amount(c.cost_nanos, c.tokens)
+                amount = b.amount(c.cost_nanos, c.tokens)
+                spent[(b.id, start)] += amount
+                if c.reservation_id is None and b.hard_limit is not None:
+                    bypassed = unreserved[(b.id, start)]
+                    bypassed[0] += amount
+                    bypassed[1] += 1
 
     released = _reservations_settle([c for c in charges if c.reservation_id], now=now)
     if not keys and not released:
         return
     window_ids = window_ids_open(budgets, keys.values())
-    deltas: dict[int, list[int]] = defaultdict(lambda: [0, 0])
+    deltas: dict[int, list[int]] = defaultdict(lambda: [0, 0, 0, 0])
     for key, amount in spent.items():
         deltas[window_ids[key]][0] += amount
     for window_id, amount in released.items():
         deltas[window_id][1] += amount
+    for key, (amount, calls) in unreserved.items():
+        deltas[window_ids[key]][2] += amount
+        deltas[window_ids[key]][3] += calls
     for window_id in sorted(deltas):
-        add_spent, release = deltas[window_id]
-        if add_spent or release:
-            BudgetWindow.objects.filter(pk=window_id).update(
-                spent=F("spent") + add_spent, reserved=F("reserved") - release
-            )
+        add_spent, release, add_unreserved, unreserved_calls = deltas[window_id]
+        if add_spent or release or unreserved_calls:
+            changes = {"spent": F("spent") + add_spent, "reserved": F("reserved") - release}
+            if unreserved_calls:
+                changes["unreserved_spent"] = F("unreserved_spent") + add_unreserved
+                changes["unreserved_calls"] = F("unreserved_calls") + unreserved_calls
+            BudgetWindow.objects.filter(pk=window_id).update(**changes)
 
 
 _SETTLE_SQL = (
