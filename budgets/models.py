@@ -162,6 +162,11 @@ class Reservation(models.Model):
         help_text="provider/model family, e.g. anthropic/claude-sonnet.",
     )
     actual_cost_nanos = models.BigIntegerField(null=True, blank=True, help_text="Cost of the usage that settled it.")
+    requested_cost_nanos = models.BigIntegerField(
+        null=True,
+        blank=True,
+        help_text="The estimate at the requested model and output limit, when controls changed them (savings).",
+    )
     actual_input_tokens = models.BigIntegerField(
         null=True, blank=True, help_text="Prompt tokens the settling usage reported (uncached + cached + written)."
     )

@@ -289,14 +289,30 @@ def preflight_decide(req: PreflightInput, *, now: datetime | None = None) -> Pre
             return _finish(out, call, DENY, cost)
         out.reservation_id = str(reservation.pk)
         out.reservation_expires_at = reservation.expires_at
+        extra: dict[str, Any] = {}
         if factor is not None:
-            # Only estimated counts pay this second write: the settled record teaches the factor.
-            Reservation.objects.filter(pk=reservation.pk).update(
+            # The settled record teaches the factor.
+            extra.update(
                 input_count_estimated=True,
                 estimated_input_tokens=counted,
                 safety_factor=factor.factor,
                 estimate_family=model_family(call.entry.provider if call.entry else "", call.model_name),
             )
+        if entry is not None and (call.entry is not entry or call.max_output_tokens < max_output):
+            # A downgrade or an output cap: what the call would have been held at as asked (the savings page).
+            asked = _Call(
+                entry=entry,
+                model_name=entry.name,
+                input_tokens=input_tokens,
+                max_output_tokens=max_output,
+                channel=call.channel,
+                service_tier=call.service_tier,
+                may_write_cache=call.may_write_cache,
+            )
+            extra["requested_cost_nanos"] = _estimate(asked, catalog)
+        if extra:
+            # Only such calls pay this second write; budgets_reserve() stays one statement for the rest.
+            Reservation.objects.filter(pk=reservation.pk).update(**extra)
         out.budgets = budget_views(pairs, totals, platform=req.platform_caller)
         if use_approval and approval is not None:
             out.approval_id, out.approval_status = str(approval.pk), ApprovalRequest.Status.CONSUMED
