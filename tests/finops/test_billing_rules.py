@@ -388,3 +388,40 @@ def test_shipped_catalog_bills_the_rules_and_knows_the_missing_models(db):
     gpt54 = catalog.resolve("gpt-5.4")
     assert catalog.price_at(gpt54.id, now).long_context_threshold == 272_000
     assert catalog.resolve("anthropic.claude-sonnet-4-5-20250929-v1:0") == sonnet
+
+
+def test_operator_adds_a_vertex_price_with_a_long_context_rule_on_the_model_page(
+    operator, billing, django_capture_on_commit_callbacks
+):
+    from django.test import Client
+
+    client = Client()
+    client.force_login(operator)
+    form = {
+        "effective_from": "2025-06-01T00:00:00",
+        "channel": "vertex",
+        "service_tier": "standard",
+        "input": "1.40",
+        "cached_input": "0.14",
+        "cache_write": "1.40",
+        "cache_write_1h": "",
+        "output": "11",
+        "reasoning": "",
+        "tier_multipliers": '{"batch": "0.5"}',
+        "long_context_threshold": "200000",
+        "long_context_input": "2.80",
+        "long_context_output": "16.50",
+        "source": "https://cloud.google.com/vertex-ai/generative-ai/pricing",
+        "price_taken_on": "2026-12-06",
+    }
+    with django_capture_on_commit_callbacks(execute=True):
+        response = client.post("/models/gemini-2.5-pro/prices/add/", form)
+    assert response.status_code == 302, response.content.decode()[:2000]
+    added = ModelPrice.objects.get(model=billing["pro"], channel="vertex")
+    assert (added.long_context_threshold, added.long_context_input, added.tier_multipliers) == (
+        200_000,
+        Decimal("2.8"),
+        {"batch": "0.5"},
+    )
+    bad = client.post("/models/gemini-2.5-pro/prices/add/", {**form, "long_context_output": ""})
+    assert bad.status_code == 200 and "at least its input and output prices" in bad.content.decode()
