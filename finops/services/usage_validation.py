@@ -145,8 +145,10 @@ def buckets_from_usage(usage: Any) -> TokenBuckets:
         cached = _opt_int(usage, "cachedContentTokenCount", "usage.cachedContentTokenCount")
         if cached > prompt:
             raise RecordError("usage.cachedContentTokenCount", "Cannot exceed promptTokenCount.")
+        # Tool-use prompt tokens (code execution, search results fed back) are billed as input too.
+        tool_prompt = _opt_int(usage, "toolUsePromptTokenCount", "usage.toolUsePromptTokenCount")
         return TokenBuckets(
-            input=prompt - cached,
+            input=prompt - cached + tool_prompt,
             cached_input=cached,
             output=_opt_int(usage, "candidatesTokenCount", "usage.candidatesTokenCount"),
             reasoning=_opt_int(usage, "thoughtsTokenCount", "usage.thoughtsTokenCount"),

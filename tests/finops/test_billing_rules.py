@@ -160,6 +160,47 @@ def test_gemini_long_context_counts_cached_tokens_toward_the_threshold(api_a, bi
     assert item["cost_usd"] == "0.535000000" and record.price_rule == "long>200000"
 
 
+def test_openai_usage_shape_across_a_272k_threshold(api_a, billing):
+    ModelPrice.objects.filter(model=billing["gpt-5"], service_tier="standard", channel="api").update(
+        long_context_threshold=272_000, long_context_input=Decimal("2.50"), long_context_output=Decimal("15")
+    )
+    usage = {
+        "prompt_tokens": 300_000,
+        "completion_tokens": 1000,
+        "prompt_tokens_details": {"cached_tokens": 100_000},
+        "completion_tokens_details": {"reasoning_tokens": 400},
+    }
+    item, record = one(api_a.client, request_id="o-long", model="gpt-5", usage=usage)
+    # 200k x 2.50 + 100k x 0.125 (no long-context cached price: the standard one) + 600 x 15 + 400 x 15
+    assert item["cost_usd"] == "0.527500000" and record.price_rule == "long>272000"
+
+
+def test_gemini_usage_shape_in_the_batch_tier_with_tool_use_tokens(api_a, billing):
+    usage = {"promptTokenCount": 1000, "toolUsePromptTokenCount": 200, "candidatesTokenCount": 100}
+    ModelPrice.objects.filter(model=billing["pro"]).update(tier_multipliers={"batch": "0.5"})
+    item, record = one(api_a.client, request_id="g-batch", model="gemini-2.5-pro", usage=usage, service_tier="batch")
+    # (1,200 x 1.25 + 100 x 10) / 2 micro-USD: tool-use prompt tokens are input
+    assert item["cost_usd"] == "0.001250000" and record.price_rule == "batch x0.5" and record.input_tokens == 1200
+
+
+def test_bedrock_name_with_its_own_price_from_the_anthropic_shape(api_a, billing):
+    ModelPriceFactory(
+        model=billing["sonnet"],
+        effective_from=SINCE,
+        channel="bedrock",
+        input=Decimal("3.30"),
+        cached_input=Decimal("0.33"),
+        cache_write=Decimal("4.125"),
+        cache_write_1h=Decimal("6.60"),
+        output=Decimal("16.50"),
+    )
+    LlmModel.objects.filter(pk=billing["sonnet"].pk).update(aliases=["us.anthropic.claude-sonnet-4-5-20250929-v1:0"])
+    usage = {"input_tokens": 1000, "cache_creation": {"ephemeral_1h_input_tokens": 1000}, "output_tokens": 100}
+    item, record = one(api_a.client, request_id="br", model="us.anthropic.claude-sonnet-4-5-20250929-v1:0", usage=usage)
+    # 1,000 x 3.30 + 1,000 x 6.60 (1-hour writes) + 100 x 16.50, Bedrock's own row
+    assert item["cost_usd"] == "0.011550000" and record.channel == "bedrock" and record.price.channel == "bedrock"
+
+
 # --- service tiers ------------------------------------------------------------------------------------------
 
 OPENAI_USAGE = {
