@@ -18,7 +18,7 @@ from decimal import Decimal
 from typing import Any
 
 from django.conf import settings
-from django.db import transaction
+from django.db import connection, transaction
 from django.utils import timezone
 
 from budgets.estimates import model_family, safety_factor
@@ -311,13 +311,26 @@ def preflight_decide(req: PreflightInput, *, now: datetime | None = None) -> Pre
             )
             extra["requested_cost_nanos"] = _estimate(asked, catalog)
         if extra:
-            # Only such calls pay this second write; budgets_reserve() stays one statement for the rest.
-            Reservation.objects.filter(pk=reservation.pk).update(**extra)
+            _reservation_note(reservation.pk, extra)
         out.budgets = budget_views(pairs, totals, platform=req.platform_caller)
         if use_approval and approval is not None:
             out.approval_id, out.approval_status = str(approval.pk), ApprovalRequest.Status.CONSUMED
             out.reasons.append("Approved run: the approval is now used.")
         return _finish(out, call, ALLOW, cost)
+
+
+def _reservation_note(reservation_id, fields: dict[str, Any]) -> None:
+    """Add what the savings page and the safety factor learn from to a held reservation.
+
+    Only estimated counts and controlled calls pay this second write; budgets_reserve() stays one
+    statement for the rest. It is bookkeeping, not the hold: with PREFLIGHT_ASYNC_COMMIT it commits
+    without waiting for the WAL flush, like the reservation itself (a crash loses at most these notes).
+    """
+    with transaction.atomic():
+        if settings.PREFLIGHT_ASYNC_COMMIT and connection.vendor == "postgresql":
+            with connection.cursor() as cursor:
+                cursor.execute("SET LOCAL synchronous_commit TO OFF")
+        Reservation.objects.filter(pk=reservation_id).update(**fields)
 
 
 def _input_tokens(req: PreflightInput, entry: ModelEntry | None) -> tuple[int, bool, int]:

@@ -192,3 +192,15 @@ def test_models_page_shows_factors_and_settle_above_hold_rates_of_the_scope(view
     assert "google/gemini-flash" in html and "×1.40" in html  # default
     # Only tenant A's 60 settled calls: one above its hold, by 30%.
     assert "1.67%" in html and "+30.0%" in html and "+100.0%" not in html
+
+
+def test_a_tenant_sees_the_factors_but_not_the_platforms_call_counts(viewer_a, operator, tenant_b, models):
+    _settled(tenant_b, models["sonnet"], estimated=1000, actual=1300, n=4321)
+    tenant_view = Client()
+    tenant_view.force_login(viewer_a)
+    html = tenant_view.get("/models/").content.decode()
+    assert "×1.300" in html and "4,321" not in html and "Tenants with their own" not in html
+    platform = Client()
+    platform.force_login(operator)
+    html = platform.get("/models/").content.decode()
+    assert "4,321" in html and "Tenants with their own" in html
