@@ -75,38 +75,36 @@ class CatalogSnapshot:
     ) -> PriceRow | None:
         """The price in force at `when` for a channel and service tier.
 
-        Order: the channel's own row for the tier; else the channel's standard row, with its
-        multiplier for the tier when it gives one; a channel without any row of its own falls back to
-        the provider API's rows. Every fallback is named in the row's `fallback` (and so its rule).
+        Within a channel: its row for the tier; else its standard row, with the multiplier the standard
+        row gives the tier, or as it is (the rule says `no <tier> price: standard`). A channel with no
+        price in force falls back to the provider API's (the rule says `no <channel> price: api`).
         """
-        row = self._row_at((model_id, channel, service_tier), when)
-        if row is not None:
-            return row
-        fallback = ""
-        if channel != API and (model_id, channel) not in self._channels:
-            fallback = f"no {channel} price: api"
-            channel = API
-            row = self._row_at((model_id, channel, service_tier), when)
+        row = self._in_channel(model_id, when, channel, service_tier)
+        if row is None and channel != API:
+            row = self._in_channel(model_id, when, API, service_tier)
             if row is not None:
-                return row.derived(fallback=fallback)
+                row = row.derived(fallback="; ".join(f for f in (f"no {channel} price: api", row.fallback) if f))
+        return row
+
+    def _in_channel(self, model_id: int, when: datetime, channel: str, service_tier: str) -> PriceRow | None:
+        if (model_id, channel) not in self._channels:
+            return None
+        row = self._row_at((model_id, channel, service_tier), when)
+        if row is not None or service_tier == STANDARD:
+            return row
         std = self._row_at((model_id, channel, STANDARD), when)
-        if std is None or service_tier == STANDARD:
-            return std.derived(fallback=fallback) if std is not None and fallback else std
+        if std is None:
+            return None
         multiplier = std.multiplier_for(service_tier)
         if multiplier is not None:
-            return std.derived(service_tier=service_tier, multiplier_permille=multiplier, fallback=fallback)
-        # No price for the tier: standard applies, and the rule says so (the usage page shows it).
-        return std.derived(fallback="; ".join(f for f in (fallback, f"no {service_tier} price: standard") if f))
+            return std.derived(service_tier=service_tier, multiplier_permille=multiplier)
+        # No price for the tier: standard applies, and the record's rule says so.
+        return std.derived(fallback=f"no {service_tier} price: standard")
 
     def current_price(self, model_id: int, *, channel: str = API, service_tier: str = STANDARD) -> PriceRow | None:
         from django.utils import timezone
 
         return self.price_at(model_id, timezone.now(), channel=channel, service_tier=service_tier)
-
-    def rows_in_force(self, model_id: int, when: datetime) -> list[PriceRow]:
-        """Every (channel, tier) row of a model in force at `when`: what a worst case looks across."""
-        rows = [self._row_at(key, when) for key in self._starts if key[0] == model_id]
-        return [r for r in rows if r is not None]
 
 
 def channel_from_model_name(name: str) -> str:

@@ -466,3 +466,11 @@ def test_operator_adds_a_vertex_price_with_a_long_context_rule_on_the_model_page
     )
     bad = client.post("/models/gemini-2.5-pro/prices/add/", {**form, "long_context_output": ""})
     assert bad.status_code == 200 and "at least its input and output prices" in bad.content.decode()
+
+
+def test_a_channel_price_not_yet_in_force_falls_back_to_the_api_price(api_a, billing):
+    ModelPrice.objects.filter(model=billing["flash"], channel="vertex").update(
+        effective_from=datetime.now(UTC) + timedelta(days=1)
+    )
+    item, record = one(api_a.client, request_id="v-early", model="vertex_ai/gemini-2.0-flash", input_tokens=1000)
+    assert item["cost_usd"] == "0.000100000" and record.price_rule == "(no vertex price: api)"
