@@ -89,17 +89,25 @@ class PriceRow:
     multiplier_permille: int = PERMILLE
     # Why this row applies when it is not the exact (channel, tier) row, e.g. "no vertex price: api".
     fallback: str = ""
+    # The bucket rates below the long-context threshold, built once (ingest prices every record with them).
+    base_rates: Rates | None = dataclasses.field(default=None, compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        if self.base_rates is None:
+            rates = Rates(
+                input=self.input,
+                cached_input=self.cached_input,
+                cache_write=self.cache_write,
+                cache_write_1h=self.cache_write if self.cache_write_1h is None else self.cache_write_1h,
+                output=self.output,
+                reasoning=self.reasoning,
+            )
+            object.__setattr__(self, "base_rates", rates)
 
     @property
     def rates(self) -> Rates:
-        return Rates(
-            input=self.input,
-            cached_input=self.cached_input,
-            cache_write=self.cache_write,
-            cache_write_1h=self.cache_write if self.cache_write_1h is None else self.cache_write_1h,
-            output=self.output,
-            reasoning=self.reasoning,
-        )
+        assert self.base_rates is not None  # set by __post_init__
+        return self.base_rates
 
     def multiplier_for(self, tier: str) -> int | None:
         return next((m for t, m in self.tier_multipliers if t == tier), None)
@@ -292,7 +300,33 @@ def pico_to_nanos(pico: int) -> int:
 
 
 def cost_nanos(price: PriceRow, tokens: TokenBuckets) -> int:
-    return _round_half_even(cost_pico_per_mille(price, tokens), 1000 * PERMILLE)
+    """Exact cost in nano-USD, rounded once half to even: cost_pico_per_mille's arithmetic, inlined
+    because ingest calls it for every record."""
+    r = price.base_rates
+    threshold = price.long_context_threshold
+    if (
+        threshold is not None
+        and price.long_context is not None
+        and tokens.input + tokens.cached_input + tokens.cache_write > threshold
+    ):
+        r = price.long_context
+    assert r is not None  # set by PriceRow.__post_init__
+    pico = (
+        tokens.input * r.input
+        + tokens.cached_input * r.cached_input
+        + tokens.cache_write * r.cache_write
+        + tokens.output * r.output
+        + tokens.reasoning * r.reasoning
+    )
+    if tokens.cache_write_1h:  # part of cache_write: add what a 1-hour write costs beyond a 5-minute one
+        pico += tokens.cache_write_1h * (r.cache_write_1h - r.cache_write)
+    multiplier = price.multiplier_permille
+    if multiplier == PERMILLE:
+        q, rem = divmod(pico, 1000)
+        if rem > 500 or (rem == 500 and q & 1):
+            q += 1
+        return q
+    return _round_half_even(pico * multiplier, 1000 * PERMILLE)
 
 
 @overload

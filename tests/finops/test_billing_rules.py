@@ -474,3 +474,36 @@ def test_a_channel_price_not_yet_in_force_falls_back_to_the_api_price(api_a, bil
     )
     item, record = one(api_a.client, request_id="v-early", model="vertex_ai/gemini-2.0-flash", input_tokens=1000)
     assert item["cost_usd"] == "0.000100000" and record.price_rule == "(no vertex price: api)"
+
+
+def test_inlined_cost_matches_the_composed_rules_on_random_calls():
+    import random
+
+    from finops.pricing import PERMILLE, _round_half_even, cost_pico_per_mille
+
+    rng = random.Random(11)
+    row = PriceRow.from_usd_per_mtok(
+        id=1,
+        model_id=1,
+        effective_from=SINCE,
+        input="3",
+        cached_input="0.3",
+        cache_write="3.75",
+        cache_write_1h="6",
+        output="15",
+        long_context_threshold=200_000,
+        long_context={"input": "6", "cached_input": "0.6", "cache_write": "7.5", "output": "22.5"},
+    )
+    for multiplier in (PERMILLE, 500, 1750):
+        price = row.derived(multiplier_permille=multiplier)
+        for _ in range(300):
+            write = rng.randint(0, 150_000)
+            tokens = TokenBuckets(
+                input=rng.randint(0, 150_000),
+                cached_input=rng.randint(0, 50_000),
+                cache_write=write,
+                cache_write_1h=rng.randint(0, write),
+                output=rng.randint(0, 9_999),
+                reasoning=rng.randint(0, 999),
+            )
+            assert cost_nanos(price, tokens) == _round_half_even(cost_pico_per_mille(price, tokens), 10**6)
