@@ -113,7 +113,7 @@ def catalog_import_plan(
     fmt = fmt or detect_format(data)
     if fmt == PROJECT:
         plan = ImportPlan(format=PROJECT)
-        specs = _project_specs(data, plan)
+        specs = _project_specs(data, plan, effective_from)
     else:
         plan = ImportPlan(format=LITELLM)
         when = effective_from or timezone.now().replace(microsecond=0)
@@ -122,7 +122,9 @@ def catalog_import_plan(
     return plan
 
 
-def _project_specs(data: dict, plan: ImportPlan) -> list[PriceChange]:
+def _project_specs(data: dict, plan: ImportPlan, override: datetime | None = None) -> list[PriceChange]:
+    """The file's prices; with `override`, every price starts then instead (to take a newer file's
+    prices or rules on a catalog seeded from an older one, from now on)."""
     if data.get("format") != 1:
         raise ApplicationError(_CODE, 'The project format needs "format": 1.')
     known = {m.name.lower(): m for m in LlmModel.objects.all()}
@@ -139,7 +141,7 @@ def _project_specs(data: dict, plan: ImportPlan) -> list[PriceChange]:
                 continue
             new_model = spec
         for price in spec["prices"]:
-            when = parse_datetime(str(price.get("effective_from")))
+            when = override or parse_datetime(str(price.get("effective_from")))
             if when is None or when.tzinfo is None:
                 raise ApplicationError(_CODE, f"Model {name}: effective_from must be an ISO datetime with a zone.")
             values = price_spec_values(name, price)

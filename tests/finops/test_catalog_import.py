@@ -276,3 +276,30 @@ def test_bad_files_are_refused_with_a_message(tmp_path, catalog):
     with pytest.raises(CommandError, match="at most 6 decimals"):
         _run(_write(tmp_path, bad))
     assert UsageRecord.objects.count() == 0
+
+
+def test_a_newer_seed_file_can_be_imported_from_now_on_over_an_older_catalog(tmp_path, catalog):
+    data = {
+        "format": 1,
+        "models": [
+            {
+                "name": "claude-sonnet-4-5",
+                "prices": [
+                    {  # the 2024 price with the 1-hour write price the older catalog lacks
+                        "effective_from": "2024-01-01T00:00:00Z",
+                        "input": "3.00",
+                        "cached_input": "0.30",
+                        "cache_write": "3.75",
+                        "cache_write_1h": "6",
+                        "output": "15.00",
+                    }
+                ],
+            }
+        ],
+    }
+    path = _write(tmp_path, data)
+    assert "skipped   claude-sonnet-4-5 from 2024-01-01" in _run(path, "--dry-run")
+    out = _run(path, effective_from="2026-12-06T00:00:00Z")
+    assert "created 1 prices" in out
+    added = ModelPrice.objects.get(model=catalog["claude-sonnet-4-5"], effective_from__year=2026)
+    assert added.cache_write_1h == Decimal("6")

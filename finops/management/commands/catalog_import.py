@@ -22,7 +22,8 @@ class Command(BaseCommand):
         parser.add_argument("--format", choices=[PROJECT, LITELLM], help="Default: detected from the file.")
         parser.add_argument(
             "--effective-from",
-            help="LiteLLM format: when the prices start (ISO datetime with zone). Default: now.",
+            help="When the prices start (ISO datetime with zone). LiteLLM format: default now; project "
+            "format: overrides each price's own start.",
         )
         parser.add_argument("--taken-on", help="LiteLLM format: the day the file was taken (YYYY-MM-DD).")
         parser.add_argument("--source", default="", help="LiteLLM format: where the file came from.")
