@@ -422,6 +422,9 @@ def test_shipped_catalog_bills_the_rules_and_knows_the_missing_models(db):
     assert cost_nanos(price, TokenBuckets(cache_write=1_000, cache_write_1h=1_000)) == 6_000_000
     assert cost_nanos(price, TokenBuckets(input=300_000)) == 1_800_000_000
     assert cost_nanos(catalog.price_at(sonnet.id, now, service_tier="batch"), TokenBuckets(input=1000)) == 1_500_000
+    # A batch call above 200k: the batch row's long-context prices (half of $6)
+    batch = catalog.price_at(sonnet.id, now, service_tier="batch")
+    assert cost_nanos(batch, TokenBuckets(input=300_000)) == 900_000_000
     flash = catalog.resolve("vertex_ai/gemini-2.0-flash")
     vertex = catalog.price_at(flash.id, now, channel="vertex")
     api = catalog.price_at(flash.id, now)
