@@ -60,19 +60,31 @@ def _unreserved_records(budget: Budget, window: BudgetWindow):
     return records
 
 
-def unreserved_sources(*, budget: Budget, window: BudgetWindow) -> dict[str, list[UnreservedSource]]:
-    """The workflows and API keys that sent the window's unreserved usage, largest first."""
-    amount: Aggregate | Coalesce
+def unreserved_totals(*, budget: Budget, window: BudgetWindow) -> tuple[int, int] | None:
+    """The window's unreserved (amount, calls) recomputed from the records, for a tenant's hard-limited
+    budget (one indexed query); None for other budgets, whose count stays what ingest charged (an
+    all-tenant recount would scan every tenant's month)."""
+    if budget.hard_limit is None or budget.tenant_id is None:
+        return None
+    totals = _unreserved_records(budget, window).aggregate(amount=_amount(budget), calls=Count("id"))
+    return int(totals["amount"] or 0), totals["calls"]
+
+
+def _amount(budget: Budget) -> Aggregate | Coalesce:
     if budget.metric == Metric.TOKENS:
-        amount = Sum(
+        return Sum(
             F("input_tokens")
             + F("cached_input_tokens")
             + F("cache_write_tokens")
             + F("output_tokens")
             + F("reasoning_tokens")
         )
-    else:
-        amount = Coalesce(Sum("cost_nanos"), 0)
+    return Coalesce(Sum("cost_nanos"), 0)
+
+
+def unreserved_sources(*, budget: Budget, window: BudgetWindow) -> dict[str, list[UnreservedSource]]:
+    """The workflows and API keys that sent the window's unreserved usage, largest first."""
+    amount = _amount(budget)
     records = _unreserved_records(budget, window)
     out: dict[str, list[UnreservedSource]] = {}
     for key, field, label in (

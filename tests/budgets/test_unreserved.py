@@ -110,3 +110,26 @@ def test_budget_page_shows_the_bypassed_spend_and_its_sources(api_a, tenant_a, c
     html = client.get(f"/budgets/{hard.pk}/").content.decode()
     assert "Spend that bypassed preflight" in html
     assert "$0.26" in html and "50.0%" in html and "ticket-bot" in html and api_a.key.name in html
+
+
+def test_reconciliation_counts_unreserved_usage_that_did_not_come_through_ingest(api_a, tenant_a, catalog, hard):
+    from budgets.services.reconcile import windows_reconcile
+
+    _usage(api_a, "u1")  # opens the window, counted at ingest
+    now = timezone.now()
+    UsageRecord.objects.create(  # e.g. seeded, or stored before the budget existed
+        tenant=tenant_a,
+        model=catalog["gpt-4o"],
+        model_name="gpt-4o",
+        input_tokens=1_000_000,
+        cost_nanos=2_500_000_000,
+        priced=True,
+        occurred_at=now - timedelta(minutes=1),
+        received_at=now,
+        request_id="direct",
+        content_hash="0" * 32,
+    )
+    windows_reconcile()
+    window = BudgetWindow.objects.get(budget=hard)
+    assert (window.unreserved_spent, window.unreserved_calls) == (260_000_000 + 2_500_000_000, 2)
+    assert window.spent == 260_000_000 + 2_500_000_000
