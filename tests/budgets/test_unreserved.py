@@ -133,3 +133,12 @@ def test_reconciliation_counts_unreserved_usage_that_did_not_come_through_ingest
     window = BudgetWindow.objects.get(budget=hard)
     assert (window.unreserved_spent, window.unreserved_calls) == (260_000_000 + 2_500_000_000, 2)
     assert window.spent == 260_000_000 + 2_500_000_000
+
+
+def test_the_alert_is_listed_as_bypassed_preflight(api_a, tenant_a, catalog, hard, viewer_a):
+    _usage(api_a, "u1")
+    budgets_evaluate()
+    client = Client()
+    client.force_login(viewer_a)
+    html = client.get("/alerts/").content.decode()
+    assert "bypassed preflight" in html and "100.00% of spend bypassed preflight" in html
