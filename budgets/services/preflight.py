@@ -18,12 +18,12 @@ from decimal import Decimal
 from typing import Any
 
 from django.conf import settings
-from django.db import connection, transaction
+from django.db import transaction
 from django.utils import timezone
 
 from budgets.estimates import model_family, safety_factor
 from budgets.headroom import amount_format, budget_views, windows_totals
-from budgets.models import ApprovalRequest, Control, ControlKind, HardAction, Metric, Reservation
+from budgets.models import ApprovalRequest, Control, ControlKind, HardAction, Metric
 from budgets.state import preflight_state
 from finops.catalog import CatalogSnapshot, ModelEntry, channel_from_model_name
 from finops.models import Workflow
@@ -251,6 +251,7 @@ def preflight_decide(req: PreflightInput, *, now: datetime | None = None) -> Pre
                 estimated_cost_nanos=cost,
                 estimated_tokens=tokens,
                 api_key_id=req.api_key.pk if req.api_key else None,
+                **_estimate_notes(call, entry, catalog, factor=factor, counted=counted, asked_output=max_output),
             )
             hold = {"amounts": amounts, "read": unheld, "unchecked": approved_over, "now": now}
             if use_approval and approval is not None:  # use_approval is only ever set with an approval
@@ -289,29 +290,6 @@ def preflight_decide(req: PreflightInput, *, now: datetime | None = None) -> Pre
             return _finish(out, call, DENY, cost)
         out.reservation_id = str(reservation.pk)
         out.reservation_expires_at = reservation.expires_at
-        extra: dict[str, Any] = {}
-        if factor is not None:
-            # The settled record teaches the factor.
-            extra.update(
-                input_count_estimated=True,
-                estimated_input_tokens=counted,
-                safety_factor=factor.factor,
-                estimate_family=model_family(call.entry.provider if call.entry else "", call.model_name),
-            )
-        if entry is not None and (call.entry is not entry or call.max_output_tokens < max_output):
-            # A downgrade or an output cap: what the call would have been held at as asked (the savings page).
-            asked = _Call(
-                entry=entry,
-                model_name=entry.name,
-                input_tokens=input_tokens,
-                max_output_tokens=max_output,
-                channel=call.channel,
-                service_tier=call.service_tier,
-                may_write_cache=call.may_write_cache,
-            )
-            extra["requested_cost_nanos"] = _estimate(asked, catalog)
-        if extra:
-            _reservation_note(reservation.pk, extra)
         out.budgets = budget_views(pairs, totals, platform=req.platform_caller)
         if use_approval and approval is not None:
             out.approval_id, out.approval_status = str(approval.pk), ApprovalRequest.Status.CONSUMED
@@ -319,18 +297,32 @@ def preflight_decide(req: PreflightInput, *, now: datetime | None = None) -> Pre
         return _finish(out, call, ALLOW, cost)
 
 
-def _reservation_note(reservation_id, fields: dict[str, Any]) -> None:
-    """Add what the savings page and the safety factor learn from to a held reservation.
-
-    Only estimated counts and controlled calls pay this second write; budgets_reserve() stays one
-    statement for the rest. It is bookkeeping, not the hold: with PREFLIGHT_ASYNC_COMMIT it commits
-    without waiting for the WAL flush, like the reservation itself (a crash loses at most these notes).
-    """
-    with transaction.atomic():
-        if settings.PREFLIGHT_ASYNC_COMMIT and connection.vendor == "postgresql":
-            with connection.cursor() as cursor:
-                cursor.execute("SET LOCAL synchronous_commit TO OFF")
-        Reservation.objects.filter(pk=reservation_id).update(**fields)
+def _estimate_notes(
+    call: _Call, entry: ModelEntry | None, catalog: CatalogSnapshot, *, factor, counted: int, asked_output: int
+) -> dict[str, Any]:
+    """What the reservation keeps about its estimate: the safety factor's inputs (the settled record then
+    teaches the factor) and, when a downgrade or an output cap changed the call, the estimate as asked
+    (the savings page). Written by the same statement as the hold."""
+    notes: dict[str, Any] = {}
+    if factor is not None:
+        notes.update(
+            input_count_estimated=True,
+            estimated_input_tokens=counted,
+            safety_factor=factor.factor,
+            estimate_family=model_family(call.entry.provider if call.entry else "", call.model_name),
+        )
+    if entry is not None and (call.entry is not entry or call.max_output_tokens < asked_output):
+        asked = _Call(
+            entry=entry,
+            model_name=entry.name,
+            input_tokens=call.input_tokens,
+            max_output_tokens=asked_output,
+            channel=call.channel,
+            service_tier=call.service_tier,
+            may_write_cache=call.may_write_cache,
+        )
+        notes["requested_cost_nanos"] = _estimate(asked, catalog)
+    return notes
 
 
 def _input_tokens(req: PreflightInput, entry: ModelEntry | None) -> tuple[int, bool, int]:
