@@ -22,6 +22,7 @@ class BudgetsConfig(AppConfig):
         # through the hooks registered here.
         from finops import hooks
 
+        from .estimates import estimates_report
         from .services.demo import budgets_demo_seed
         from .services.prompt_reviews import PROMPT_REVIEWER
         from .services.windows import budgets_charge
@@ -32,6 +33,7 @@ class BudgetsConfig(AppConfig):
 
         hooks.demo_seeder_register(anomalies_demo_seed)
         hooks.prompt_reviewer_register(PROMPT_REVIEWER)
+        hooks.estimates_report_register(estimates_report)
 
         # Budget state on /metrics, read at scrape time (finops.metrics).
         from finops.metrics import scrape_reader_register

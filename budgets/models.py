@@ -70,6 +70,16 @@ class Budget(Scope):
     hard_limit = models.BigIntegerField(null=True, blank=True, help_text="nano-USD or tokens; never exceeded.")
     hard_action = models.CharField(max_length=20, choices=HardAction.choices, default=HardAction.DENY)
     policy = models.JSONField(default=list, blank=True, help_text="Ladder rungs; empty = the default policy.")
+    unreserved_alert_pct = models.DecimalField(
+        max_digits=5,
+        decimal_places=2,
+        null=True,
+        blank=True,
+        default=5,
+        db_default=5,
+        help_text="Alert when spend without a preflight reservation passes this percent of the window's spend "
+        "(hard-limited budgets only); empty = never.",
+    )
     is_active = models.BooleanField(default=True)
     created_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
@@ -98,6 +108,10 @@ class BudgetWindow(models.Model):
     hard_limit = models.BigIntegerField(null=True, blank=True)
     reconciled_at = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
+    # Spend that bypassed preflight (issue 11): usage without a reservation_id counted on a window with a
+    # hard limit, in the budget's unit, as charged at ingest. Part of `spent`, never in addition to it.
+    unreserved_spent = models.BigIntegerField(default=0, db_default=0)
+    unreserved_calls = models.BigIntegerField(default=0, db_default=0)
 
     class Meta:
         ordering = ["budget", "-starts_at"]
@@ -132,6 +146,30 @@ class Reservation(models.Model):
     closed_at = models.DateTimeField(null=True, blank=True)
     usage_record_id = models.BigIntegerField(null=True, blank=True, help_text="The usage record that settled it.")
     api_key = models.ForeignKey(ApiKey, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    # Estimate against actual (issue 11): what preflight counted before its safety factor, for models
+    # tiktoken does not count exactly, and what the settling usage record reported. budgets_reserve()
+    # does not write these (database defaults), preflight adds the estimate after the hold.
+    input_count_estimated = models.BooleanField(default=False, db_default=False)
+    estimated_input_tokens = models.BigIntegerField(
+        null=True, blank=True, help_text="Input tokens as counted by tiktoken, before the safety factor."
+    )
+    safety_factor = models.DecimalField(max_digits=6, decimal_places=3, null=True, blank=True)
+    estimate_family = models.CharField(
+        max_length=120,
+        blank=True,
+        default="",
+        db_default="",
+        help_text="provider/model family, e.g. anthropic/claude-sonnet.",
+    )
+    actual_cost_nanos = models.BigIntegerField(null=True, blank=True, help_text="Cost of the usage that settled it.")
+    requested_cost_nanos = models.BigIntegerField(
+        null=True,
+        blank=True,
+        help_text="The estimate at the requested model and output limit, when controls changed them (savings).",
+    )
+    actual_input_tokens = models.BigIntegerField(
+        null=True, blank=True, help_text="Prompt tokens the settling usage reported (uncached + cached + written)."
+    )
 
     class Meta:
         ordering = ["-created_at"]
@@ -261,6 +299,7 @@ class Alert(models.Model):
         FORECAST = "forecast"
         ANOMALY = "anomaly"
         APPROVAL = "approval"  # a request opened or decided: the notice goes through the same channels
+        UNRESERVED = "unreserved"  # spend that bypassed preflight above the budget's share
 
     kind = models.CharField(max_length=12, choices=Kind.choices)
     level = models.PositiveSmallIntegerField(help_text="Percent of the limit crossed.")

@@ -3,6 +3,7 @@ from django.urls import path
 from . import views
 from .views import anomalies as anomaly_views
 from .views import approvals as approval_views
+from .views import savings as savings_views
 
 urlpatterns = [
     path("budgets/", views.budgets_list, name="budgets_list"),
@@ -20,6 +21,7 @@ urlpatterns = [
     path("approvals/<uuid:approval_id>/cancel/", approval_views.approval_cancel, name="approval_cancel"),
     path("approvals/<uuid:approval_id>/approve/", views.approval_approve, name="approval_approve"),
     path("approvals/<uuid:approval_id>/reject/", views.approval_reject, name="approval_reject"),
+    path("savings/", savings_views.savings, name="savings"),
     path("anomalies/", anomaly_views.anomalies_list, name="anomalies_list"),
     path("anomalies/<int:anomaly_id>/", anomaly_views.anomaly_detail, name="anomaly_detail"),
     path("anomalies/<int:anomaly_id>/feedback/", anomaly_views.anomaly_feedback, name="anomaly_feedback"),

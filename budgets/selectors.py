@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import UTC, datetime, time, timedelta
+from decimal import Decimal
 from typing import TYPE_CHECKING, TypedDict
 
 from django.db.models import Case, Count, IntegerField, Prefetch, Q, QuerySet, Value, When
@@ -76,6 +77,12 @@ class Burn:
     hard_limit: int | None
     forecast: int
     status: str
+    unreserved_spent: int = 0  # part of spent that arrived without a preflight reservation
+    unreserved_calls: int = 0
+
+    @property
+    def unreserved_share(self) -> Decimal | None:
+        return (Decimal(self.unreserved_spent) * 100 / self.spent).quantize(Decimal("0.1")) if self.spent else None
 
     @property
     def is_cost(self) -> bool:
@@ -161,6 +168,8 @@ def _burn(budget: Budget, window: BudgetWindow | None, now: datetime) -> Burn:
         hard_limit=window.hard_limit,
         forecast=forecast,
         status=burn_status(spent=window.spent, forecast=forecast, soft=window.soft_limit, hard=window.hard_limit),
+        unreserved_spent=window.unreserved_spent,
+        unreserved_calls=window.unreserved_calls,
     )
 
 

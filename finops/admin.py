@@ -25,14 +25,17 @@ class ModelPriceInline(admin.TabularInline):
     extra = 0
     fields = [
         "effective_from",
+        "channel",
+        "service_tier",
         "input",
         "cached_input",
         "cache_write",
+        "cache_write_1h",
         "output",
         "reasoning",
         "price_taken_on",
         "source",
-    ]
+    ]  # tier multipliers and the long-context rule: on the price's own admin page and the model page
 
 
 @admin.register(LlmModel)
@@ -58,6 +61,8 @@ class LlmModelAdmin(AuditedModelAdmin):
 class ModelPriceAdmin(AuditedModelAdmin):
     list_display = [
         "model",
+        "channel",
+        "service_tier",
         "effective_from",
         "input",
         "cached_input",
@@ -66,7 +71,7 @@ class ModelPriceAdmin(AuditedModelAdmin):
         "reasoning",
         "price_taken_on",
     ]
-    list_filter = ["model__provider"]
+    list_filter = ["model__provider", "channel", "service_tier"]
     search_fields = ["model__name"]
 
     def save_model(self, request, obj, form, change):

@@ -9,7 +9,15 @@ from django.utils import timezone
 
 from finops.models import LlmModel, ModelPrice, ModelTier, Workflow
 
-PRICE_FIELDS = ("input", "cached_input", "cache_write", "output", "reasoning")
+PRICE_FIELDS = ("input", "cached_input", "cache_write", "cache_write_1h", "output", "reasoning")
+LONG_CONTEXT_FIELDS = (
+    "long_context_input",
+    "long_context_cached_input",
+    "long_context_cache_write",
+    "long_context_cache_write_1h",
+    "long_context_output",
+    "long_context_reasoning",
+)
 
 
 def _plain(value: Decimal | None) -> str | None:
@@ -29,12 +37,33 @@ class ModelPriceForm(forms.ModelForm):
 
     class Meta:
         model = ModelPrice
-        fields = ["effective_from", *PRICE_FIELDS, "source", "price_taken_on"]
+        fields = [
+            "effective_from",
+            "channel",
+            "service_tier",
+            *PRICE_FIELDS,
+            "tier_multipliers",
+            "long_context_threshold",
+            *LONG_CONTEXT_FIELDS,
+            "source",
+            "price_taken_on",
+        ]
         labels = {
             "effective_from": "In force from",
             "input": "Input",
             "cached_input": "Cached input (read)",
-            "cache_write": "Cache write",
+            "cache_write": "Cache write (5 minutes)",
+            "cache_write_1h": "Cache write (1 hour)",
+            "channel": "Channel",
+            "service_tier": "Service tier",
+            "tier_multipliers": "Other tiers as multiples of this price",
+            "long_context_threshold": "Above this many input tokens",
+            "long_context_input": "Input",
+            "long_context_cached_input": "Cached input",
+            "long_context_cache_write": "Cache write (5 minutes)",
+            "long_context_cache_write_1h": "Cache write (1 hour)",
+            "long_context_output": "Output",
+            "long_context_reasoning": "Reasoning",
             "output": "Output",
             "reasoning": "Reasoning",
             "source": "Source",
@@ -44,6 +73,8 @@ class ModelPriceForm(forms.ModelForm):
             "source": "Link to the provider's pricing page the price was read from.",
             "price_taken_on": "The day the public list price was read.",
             "reasoning": "Empty: same as output.",
+            "cache_write_1h": "Empty: same as 5-minute writes.",
+            "tier_multipliers": 'JSON, on a standard price only, e.g. {"batch": "0.5", "priority": "2"}.',
         }
         widgets = {
             # Seconds are kept so that correcting a price never moves its start by accident.
@@ -62,11 +93,13 @@ class ModelPriceForm(forms.ModelForm):
         self.instance.model = model
         zone = timezone.get_current_timezone_name()
         self.fields["effective_from"].help_text = f"Date and time in {zone}. Usage from then on is priced with this."
-        for name in PRICE_FIELDS:
+        for name in ("channel", "service_tier"):  # a form without them adds the provider API's standard price
+            self.fields[name].required = False
+        for name in (*PRICE_FIELDS, *LONG_CONTEXT_FIELDS):
             field = self.fields[name]
             field.validators.append(_not_negative)
             field.widget.attrs.update({"inputmode": "decimal", "min": "0", "step": "any", "class": "num"})
-            if name != "reasoning":  # the unit is given once for all prices
+            if name not in ("reasoning", "cache_write_1h"):  # the unit is given once for all prices
                 field.help_text = ""
             shown = self.instance if self.instance.pk else copy_from
             if shown is not None and not self.is_bound:
@@ -87,8 +120,35 @@ class ModelPriceForm(forms.ModelForm):
                 "money": True,
                 "fields": [self[name] for name in PRICE_FIELDS],
             },
+            {
+                "legend": "Billed as",
+                "hint": "the same model can cost differently per channel and service tier",
+                "money": False,
+                "fields": [self["channel"], self["service_tier"], self["tier_multipliers"]],
+            },
+            {
+                "legend": "Long context",
+                "hint": "the whole request costs these prices when its input is above the threshold",
+                "money": False,
+                "fields": [self["long_context_threshold"]],
+            },
+            {
+                "legend": "Long-context prices",
+                "hint": "USD per 1M tokens; an empty bucket costs its price above",
+                "money": True,
+                "fields": [self[name] for name in LONG_CONTEXT_FIELDS],
+            },
             {"legend": "Where it comes from", "hint": "", "money": False, "fields": [self["source"]]},
         ]
+
+    def clean_channel(self) -> str:
+        return self.cleaned_data.get("channel") or "api"
+
+    def clean_service_tier(self) -> str:
+        return self.cleaned_data.get("service_tier") or "standard"
+
+    def clean_tier_multipliers(self) -> dict:
+        return self.cleaned_data.get("tier_multipliers") or {}
 
     def clean_source(self) -> str:
         return (self.cleaned_data.get("source") or "").strip()
@@ -98,13 +158,19 @@ class ModelPriceForm(forms.ModelForm):
         cleaned = self.cleaned_data  # what ModelForm.clean() returns; its stub allows None for overrides
         start = cleaned.get("effective_from")
         if start is not None:
-            clash = ModelPrice.objects.filter(model=self.catalog_model, effective_from=start)
+            clash = ModelPrice.objects.filter(
+                model=self.catalog_model,
+                effective_from=start,
+                channel=cleaned.get("channel") or "api",
+                service_tier=cleaned.get("service_tier") or "standard",
+            )
             if self.instance.pk:
                 clash = clash.exclude(pk=self.instance.pk)
             if clash.exists():
                 self.add_error(
                     "effective_from",
-                    f"{self.catalog_model.name} already has a price in force from {start:%Y-%m-%d %H:%M:%S}. "
+                    f"{self.catalog_model.name} already has a price in force from {start:%Y-%m-%d %H:%M:%S} "
+                    "for this channel and service tier. "
                     "Edit that price instead, or pick another start.",
                 )
         return cleaned

@@ -33,6 +33,7 @@ class Charge:
     tokens: int
     reservation_id: str | None = None
     usage_id: int | None = None
+    input_tokens: int = 0  # every prompt token (uncached + cache reads + writes): what preflight estimated
 
 
 class UsageCharger(Protocol):
@@ -70,6 +71,21 @@ class PromptReviewer(Protocol):
 usage_charger: UsageCharger | None = None
 demo_seeders: list[DemoSeeder] = []
 prompt_reviewer: PromptReviewer | None = None
+
+
+class EstimatesReport(Protocol):
+    """What the models page shows about preflight's estimates (budgets: safety factors per provider family
+    and how often calls of the scope's tenants settled above their hold)."""
+
+    def __call__(self, *, scope: Any, providers: dict[str, list[str]]) -> dict[str, Any]: ...
+
+
+estimates_report: EstimatesReport | None = None
+
+
+def estimates_report_register(report: EstimatesReport) -> None:
+    global estimates_report
+    estimates_report = report
 
 
 def usage_charger_register(charger: UsageCharger) -> None:

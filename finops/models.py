@@ -64,6 +64,20 @@ class LlmModel(models.Model):
         return self.name
 
 
+class Channel(models.TextChoices):
+    API = "api", "Provider API"
+    VERTEX = "vertex", "Google Vertex AI"
+    BEDROCK = "bedrock", "AWS Bedrock"
+    AZURE = "azure", "Azure"
+
+
+class ServiceTier(models.TextChoices):
+    STANDARD = "standard"
+    BATCH = "batch"
+    FLEX = "flex"
+    PRIORITY = "priority"
+
+
 class ModelPrice(models.Model):
     """List price in USD per 1M tokens, in force from `effective_from` until the next row's start."""
 
@@ -76,6 +90,43 @@ class ModelPrice(models.Model):
     reasoning = models.DecimalField(
         max_digits=14, decimal_places=6, null=True, blank=True, help_text="USD per 1M reasoning tokens; empty = output."
     )
+    # How providers bill beyond the five buckets (issue 11). `cache_write` above is the 5-minute write price.
+    cache_write_1h = models.DecimalField(
+        max_digits=14,
+        decimal_places=6,
+        null=True,
+        blank=True,
+        help_text="USD per 1M tokens written to a 1-hour cache (Anthropic: 2x input); empty = the cache write price.",
+    )
+    channel = models.CharField(
+        max_length=16,
+        choices=Channel.choices,
+        default=Channel.API,
+        help_text="Where the model is called: the provider's own API or a cloud that resells it at its own price.",
+    )
+    service_tier = models.CharField(
+        max_length=16,
+        choices=ServiceTier.choices,
+        default=ServiceTier.STANDARD,
+        help_text="The service tier these prices are for; other tiers use their own row or a multiplier of standard.",
+    )
+    tier_multipliers = models.JSONField(
+        default=dict,
+        blank=True,
+        help_text='On a standard row: tiers billed as a multiple of it, e.g. {"batch": "0.5", "priority": "2"}.',
+    )
+    long_context_threshold = models.PositiveIntegerField(
+        null=True,
+        blank=True,
+        help_text="Input tokens (uncached + cache reads + writes) above which the whole request costs the "
+        "long-context prices.",
+    )
+    long_context_input = models.DecimalField(max_digits=14, decimal_places=6, null=True, blank=True)
+    long_context_cached_input = models.DecimalField(max_digits=14, decimal_places=6, null=True, blank=True)
+    long_context_cache_write = models.DecimalField(max_digits=14, decimal_places=6, null=True, blank=True)
+    long_context_cache_write_1h = models.DecimalField(max_digits=14, decimal_places=6, null=True, blank=True)
+    long_context_output = models.DecimalField(max_digits=14, decimal_places=6, null=True, blank=True)
+    long_context_reasoning = models.DecimalField(max_digits=14, decimal_places=6, null=True, blank=True)
     source = models.CharField(max_length=300, blank=True, help_text="Where the price was read.")
     price_taken_on = models.DateField(null=True, blank=True, help_text="Date the public list price was read.")
     created_at = models.DateTimeField(auto_now_add=True)
@@ -83,10 +134,43 @@ class ModelPrice(models.Model):
 
     class Meta:
         ordering = ["model", "-effective_from"]
-        constraints = [models.UniqueConstraint(fields=["model", "effective_from"], name="modelprice_unique_start")]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["model", "channel", "service_tier", "effective_from"], name="modelprice_unique_start"
+            )
+        ]
 
     def __str__(self) -> str:
-        return f"{self.model} from {self.effective_from:%Y-%m-%d}"
+        default = (self.channel, self.service_tier) == ("api", "standard")
+        qualifier = "" if default else f" ({self.channel}, {self.service_tier})"
+        return f"{self.model}{qualifier} from {self.effective_from:%Y-%m-%d}"
+
+    def clean(self) -> None:
+        from django.core.exceptions import ValidationError
+
+        from finops.pricing import SERVICE_TIERS, multiplier_to_permille
+
+        errors: dict[str, str] = {}
+        if not isinstance(self.tier_multipliers, dict):
+            errors["tier_multipliers"] = "An object of service tier to multiplier."
+        else:
+            for tier, value in self.tier_multipliers.items():
+                if tier not in SERVICE_TIERS or tier == "standard":
+                    errors["tier_multipliers"] = f"Unknown service tier {tier!r}: batch, flex or priority."
+                    break
+                try:
+                    multiplier_to_permille(value)
+                except (ValueError, ArithmeticError):
+                    errors["tier_multipliers"] = f"{tier}: {value!r} is not a multiplier with at most 3 decimals."
+                    break
+            if self.tier_multipliers and self.service_tier != "standard":
+                errors["tier_multipliers"] = "Only a standard-tier row gives multipliers for other tiers."
+        if self.long_context_threshold is not None and (
+            self.long_context_input is None or self.long_context_output is None
+        ):
+            errors["long_context_input"] = "A long-context rule needs at least its input and output prices."
+        if errors:
+            raise ValidationError(errors)
 
     @property
     def reasoning_or_output(self):
@@ -262,6 +346,17 @@ class UsageRecord(models.Model):
     tags = models.JSONField(default=dict, blank=True)
     # The PromptVersion label the call used, as sent; the database default keeps COPY of older shapes working.
     prompt_version = models.CharField(max_length=100, blank=True, default="", db_default="")
+    # How the call was billed (issue 11); database defaults keep COPY of older shapes working.
+    cache_write_1h_tokens = models.BigIntegerField(
+        default=0, db_default=0, help_text="The part of cache_write_tokens written to a 1-hour cache."
+    )
+    service_tier = models.CharField(
+        max_length=16, choices=ServiceTier.choices, default=ServiceTier.STANDARD, db_default=ServiceTier.STANDARD
+    )
+    channel = models.CharField(max_length=16, choices=Channel.choices, default=Channel.API, db_default=Channel.API)
+    price_rule = models.CharField(
+        max_length=100, blank=True, default="", db_default="", help_text="Which rule of the price row applied."
+    )
 
     class Meta:
         # Also indexed on occurred_at alone (migration 0002): BRIN on PostgreSQL, which is enough to

@@ -39,6 +39,11 @@ class UsageRecordSerializer(serializers.ModelSerializer):
             "tags",
             "reservation_id",
             "prompt_version",
+            "cache_write_1h_tokens",
+            "service_tier",
+            "channel",
+            "price",
+            "price_rule",
         ]
         read_only_fields = fields
 
@@ -96,6 +101,19 @@ class UsageRecordInputSerializer(serializers.Serializer):
     reservation_id = serializers.UUIDField(required=False, help_text="The preflight reservation this call settles.")
     prompt_version = serializers.CharField(
         required=False, max_length=100, help_text="The label of the workflow's prompt version the call sent."
+    )
+    cache_write_1h_tokens = serializers.IntegerField(
+        required=False, min_value=0, help_text="The part of cache_write_tokens written to a 1-hour cache."
+    )
+    service_tier = serializers.ChoiceField(
+        choices=["standard", "default", "batch", "flex", "priority"],
+        required=False,
+        help_text="The service tier that billed the call (OpenAI's `service_tier`; Anthropic's usage carries it).",
+    )
+    channel = serializers.ChoiceField(
+        choices=["api", "vertex", "bedrock", "azure"],
+        required=False,
+        help_text="Where the model was called; default from the model name (vertex_ai/…, bedrock ids, azure/…).",
     )
 
 

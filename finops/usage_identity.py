@@ -20,6 +20,9 @@ def usage_content_hash(
     tags: dict[str, str],
     reservation_id: str | None = None,
     prompt_version: str = "",
+    cache_write_1h_tokens: int = 0,
+    service_tier: str = "standard",
+    channel: str = "api",
 ) -> str:
     """A 32-hex-char digest of a record's content as stored (after mapping and counting).
 
@@ -48,6 +51,9 @@ def usage_content_hash(
     )
     if prompt_version:
         material += "\x1d" + prompt_version
+    # Billing fields join only when they differ from what every older record implicitly had.
+    if cache_write_1h_tokens or service_tier != "standard" or channel != "api":
+        material += f"\x1d{cache_write_1h_tokens}\x1d{service_tier}\x1d{channel}"
     return hashlib.blake2b(material.encode(), digest_size=16).hexdigest()
 
 

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from decimal import Decimal
+
 from django.conf import settings
 from django.utils import timezone
 from drf_spectacular.utils import OpenApiExample, OpenApiParameter, extend_schema
@@ -44,6 +46,16 @@ class BudgetInputSerializer(serializers.Serializer):
     hard_action = serializers.ChoiceField(choices=HardAction.choices, default=HardAction.DENY)
     policy = serializers.JSONField(required=False, help_text="Ladder rungs; empty = the default policy.")
     is_active = serializers.BooleanField(required=False)
+    unreserved_alert_pct = serializers.DecimalField(
+        max_digits=5,
+        decimal_places=2,
+        min_value=0,
+        max_value=100,
+        required=False,
+        allow_null=True,
+        help_text="Alert when usage without a preflight reservation passes this percent of the window's spend "
+        "(default 5; null = never).",
+    )
 
 
 class BudgetOutputSerializer(serializers.Serializer):
@@ -62,7 +74,11 @@ class BudgetOutputSerializer(serializers.Serializer):
     hard_action = serializers.CharField()
     policy = serializers.JSONField()
     is_active = serializers.BooleanField()
-    window = serializers.DictField(help_text="The current period: starts_at, ends_at, spent, reserved, remaining.")
+    unreserved_alert_pct = serializers.CharField(allow_null=True)
+    window = serializers.DictField(
+        help_text="The current period: starts_at, ends_at, spent, reserved, remaining, and unreserved_spent, "
+        "unreserved_calls, unreserved_share_pct: usage that arrived without a preflight reservation."
+    )
     forecast = serializers.DictField(
         required=False,
         help_text="One budget only: the current period's end forecast with the weekday pattern: expected, p10, "
@@ -70,13 +86,19 @@ class BudgetOutputSerializer(serializers.Serializer):
     )
 
 
+def _share(part: int, whole: int) -> str | None:
+    return f"{(Decimal(part) * 100 / whole).quantize(Decimal('0.01'))}" if whole else None
+
+
 def budget_out(budget: Budget, window: BudgetWindow | None) -> dict:
     now = timezone.now()
+    unreserved = unreserved_calls = 0
     if window is None:
         starts_at, ends_at = period_bounds(budget.period, budget.time_zone, now)
         spent = reserved = 0
     else:
         starts_at, ends_at, spent, reserved = window.starts_at, window.ends_at, window.spent, window.reserved
+        unreserved, unreserved_calls = window.unreserved_spent, window.unreserved_calls
     remaining = max(budget.hard_limit - spent - reserved, 0) if budget.hard_limit is not None else None
     return {
         "id": budget.pk,
@@ -91,6 +113,9 @@ def budget_out(budget: Budget, window: BudgetWindow | None) -> dict:
             "spent": limit_format(spent, budget.metric),
             "reserved": limit_format(reserved, budget.metric),
             "remaining": limit_format(remaining, budget.metric),
+            "unreserved_spent": limit_format(unreserved, budget.metric),
+            "unreserved_calls": unreserved_calls,
+            "unreserved_share_pct": _share(unreserved, spent),
         },
     }
 
@@ -111,6 +136,8 @@ class _BudgetApiBase(TenantScopedAPIView):
         for name in ("name", "environment", "period", "time_zone", "hard_action", "policy", "is_active"):
             if name in data:
                 fields[name] = data[name] if data[name] is not None else ""
+        if "unreserved_alert_pct" in data:
+            fields["unreserved_alert_pct"] = data["unreserved_alert_pct"]
         if not partial:
             fields["metric"] = data["metric"]
             fields.setdefault("time_zone", settings.BUDGET_TIME_ZONE)

@@ -50,6 +50,21 @@ class PreflightInputSerializer(serializers.Serializer):
         "needs_approval, rejected answers deny.",
     )
 
+    service_tier = serializers.ChoiceField(
+        choices=["standard", "default", "batch", "flex", "priority"],
+        default="standard",
+        help_text="The service tier the call will use; the estimate is priced for it (default = standard).",
+    )
+    channel = serializers.ChoiceField(
+        choices=["api", "vertex", "bedrock", "azure"],
+        required=False,
+        help_text="Where the model is called; default from the model name.",
+    )
+    may_write_cache = serializers.BooleanField(
+        default=False,
+        help_text="The call may write prompt cache: input is estimated at the dearest cache-write price.",
+    )
+
     def validate(self, attrs):
         given = [k for k in ("input_tokens", "prompt", "messages") if k in attrs]
         if len(given) != 1:
@@ -92,6 +107,9 @@ class PreflightOutputSerializer(serializers.Serializer):
     budgets = BudgetHeadroomSerializer(many=True)
     controls = serializers.ListField(child=serializers.DictField())
     reasons = serializers.ListField(child=serializers.CharField())
+    input_safety_factor = serializers.CharField(
+        allow_null=True, help_text="The factor a tiktoken estimate of a non-OpenAI model's input was multiplied by."
+    )
 
 
 class PreflightApi(TenantScopedAPIView):
@@ -147,6 +165,9 @@ class PreflightApi(TenantScopedAPIView):
                     api_key=self.api_key,
                     platform_caller=self.scope.is_platform,
                     requested_by=self.scope.actor.actor_user,
+                    service_tier="standard" if data["service_tier"] == "default" else data["service_tier"],
+                    channel=data.get("channel"),
+                    may_write_cache=data["may_write_cache"],
                 )
             )
         except PreflightInputError as exc:

@@ -85,6 +85,9 @@ def _validate(budget: Budget) -> None:
             raise _invalid(field, f"Must be at most {limit_format(_MAX_AMOUNT, budget.metric)}.")
     if budget.soft_limit is None and budget.hard_limit is None:
         raise _invalid("hard_limit", "Set a soft limit, a hard limit, or both.")
+    share = budget.unreserved_alert_pct
+    if share is not None and not (isinstance(share, Decimal) and Decimal(0) <= share <= Decimal(100)):
+        raise _invalid("unreserved_alert_pct", "A percent between 0 and 100, or null for no alert.")
     if budget.soft_limit is not None and budget.hard_limit is not None and budget.soft_limit > budget.hard_limit:
         raise _invalid("soft_limit", "The soft limit must not be above the hard limit.")
     try:
@@ -109,6 +112,7 @@ def budget_snapshot(budget: Budget) -> dict:
         "hard_action": budget.hard_action,
         "policy": budget.policy,
         "is_active": budget.is_active,
+        "unreserved_alert_pct": None if budget.unreserved_alert_pct is None else f"{budget.unreserved_alert_pct}",
     }
 
 
@@ -128,6 +132,7 @@ def budget_create(
     hard_action: str = HardAction.DENY,
     policy: list[dict] | None = None,
     is_active: bool = True,
+    unreserved_alert_pct: Decimal | None = Decimal(5),
     actor: Actor = Actor.system(),
 ) -> Budget:
     """Create a budget, audited. Limits are integers in the budget's unit (see `limit_parse`); `policy` is
@@ -146,6 +151,7 @@ def budget_create(
         hard_action=hard_action,
         policy=policy,
         is_active=is_active,
+        unreserved_alert_pct=unreserved_alert_pct,
         created_by=actor.actor_user,
     )
     _validate(budget)
@@ -177,6 +183,7 @@ def budget_update(
     hard_action: str | Keep = KEEP,
     policy: list[dict] | None | Keep = KEEP,
     is_active: bool | Keep = KEEP,
+    unreserved_alert_pct: Decimal | None | Keep = KEEP,
     actor: Actor = Actor.system(),
 ) -> Budget:
     """Change the given fields of a budget (the others are kept), audited, with the same checks as
@@ -195,6 +202,7 @@ def budget_update(
         "hard_action": hard_action,
         "policy": policy,
         "is_active": is_active,
+        "unreserved_alert_pct": unreserved_alert_pct,
     }
     changes = {field: value for field, value in given.items() if value is not KEEP}
     before = budget_snapshot(budget)

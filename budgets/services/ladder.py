@@ -41,6 +41,7 @@ from tenants.errors import ApplicationError
 
 from .alerts import alerts_raise
 from .controls import active_controls_q, control_end, control_start, controls_audit_lapsed
+from .unreserved import unreserved_alert_raise
 from .windows import windows_open
 
 logger = logging.getLogger(__name__)
@@ -143,6 +144,7 @@ def budgets_evaluate(*, now: datetime | None = None) -> dict:
         summary["controls_started"] += started
         summary["controls_ended"] += ended
         summary["alerts"] += len(alerts_raise(levels))
+        summary["alerts"] += unreserved_alert_raise(budget=budget, window=window, now=now) is not None
         summary["budgets"] += 1
     summary["controls_ended"] += _controls_end_for_inactive_budgets(now=now)
     summary["lapsed_audited"] = controls_audit_lapsed(now=now)

@@ -21,12 +21,13 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
+from budgets.estimates import model_family, safety_factor
 from budgets.headroom import amount_format, budget_views, windows_totals
 from budgets.models import ApprovalRequest, Control, ControlKind, HardAction, Metric
 from budgets.state import preflight_state
-from finops.catalog import CatalogSnapshot, ModelEntry
+from finops.catalog import CatalogSnapshot, ModelEntry, channel_from_model_name
 from finops.models import Workflow
-from finops.pricing import NANOS_PER_USD, TokenBuckets, cost_nanos, nanos_to_usd
+from finops.pricing import API, NANOS_PER_USD, STANDARD, nanos_to_usd, worst_case_nanos
 from finops.templatetags.money import usd_rate, usd_sentence
 from finops.tokens import TokenInputInvalid, count_messages, count_text
 from tenants.models import ApiKey, Tenant
@@ -62,6 +63,10 @@ class PreflightInput:
     platform_caller: bool = False
     # The signed-in person who asks (None for a key: the person behind the key counts, see approvals).
     requested_by: Any = None
+    # How the call will be billed (issue 11): the estimate is an upper bound under these.
+    service_tier: str = STANDARD
+    channel: str | None = None  # None: from the model name (vertex_ai/…, Bedrock ids, azure/…)
+    may_write_cache: bool = False
 
 
 @dataclass
@@ -82,6 +87,7 @@ class PreflightDecision:
     budgets: list[dict] = field(default_factory=list)
     controls: list[dict] = field(default_factory=list)
     reasons: list[str] = field(default_factory=list)
+    input_safety_factor: Decimal | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -101,6 +107,7 @@ class PreflightDecision:
             "budgets": self.budgets,
             "controls": self.controls,
             "reasons": self.reasons,
+            "input_safety_factor": None if self.input_safety_factor is None else str(self.input_safety_factor),
         }
 
 
@@ -119,6 +126,9 @@ class _Call:
     input_tokens: int
     max_output_tokens: int
     target_input_tokens: int | None = None
+    channel: str = API
+    service_tier: str = STANDARD
+    may_write_cache: bool = False
     approval_needed_above: int | None = None  # nano-USD; 0 = every run
     approval_reasons: list[str] = field(default_factory=list)
     approval_rules: list[dict] = field(default_factory=list)  # what held it, kept on the request it opens
@@ -131,7 +141,13 @@ def preflight_decide(req: PreflightInput, *, now: datetime | None = None) -> Pre
     catalog = state.catalog
     entry = catalog.resolve(req.model)
     workflow = state.workflows.get(req.workflow) if req.workflow else None
-    input_tokens, estimated = _input_tokens(req, entry)
+    input_tokens, estimated, counted = _input_tokens(req, entry)
+    factor = None
+    if estimated:
+        provider = entry.provider if entry else ""
+        family = model_family(provider, entry.name if entry else req.model)
+        factor = safety_factor(tenant_id=req.tenant.pk, provider=provider, family=family)
+        input_tokens = factor.apply(counted)
     max_output = req.max_output_tokens or min(
         (entry.max_output_tokens if entry else None) or settings.PREFLIGHT_DEFAULT_MAX_OUTPUT_TOKENS,
         settings.PREFLIGHT_DEFAULT_MAX_OUTPUT_TOKENS,
@@ -144,11 +160,25 @@ def preflight_decide(req: PreflightInput, *, now: datetime | None = None) -> Pre
         input_tokens_estimated=estimated,
         max_output_tokens=max_output,
     )
+    if factor is not None:
+        out.input_safety_factor = factor.factor
+        out.reasons.append(
+            f"Input counted with tiktoken as {counted:,} tokens, an estimate for this model: multiplied by the "
+            f"{factor.source} safety factor {factor.factor} to {input_tokens:,}."
+        )
     if entry is None:
         out.reasons.append(f"Model '{req.model}' is not in the catalog: its cost cannot be estimated.")
     if req.workflow and workflow is None:
         out.reasons.append(f"Workflow '{req.workflow}' is not registered yet; treated as normal priority.")
-    call = _Call(entry=entry, model_name=out.model, input_tokens=input_tokens, max_output_tokens=max_output)
+    call = _Call(
+        entry=entry,
+        model_name=out.model,
+        input_tokens=input_tokens,
+        max_output_tokens=max_output,
+        channel=req.channel or channel_from_model_name(req.model),
+        service_tier=req.service_tier,
+        may_write_cache=req.may_write_cache,
+    )
     if req.prompt_version:
         held = preflight_prompt_verdict(req, workflow, out)  # one indexed lookup, only when a version is named
         if held is not None:
@@ -222,6 +252,7 @@ def preflight_decide(req: PreflightInput, *, now: datetime | None = None) -> Pre
                 estimated_cost_nanos=cost,
                 estimated_tokens=tokens,
                 api_key_id=req.api_key.pk if req.api_key else None,
+                **_estimate_notes(call, entry, catalog, factor=factor, counted=counted, asked_output=max_output),
             )
             hold = {"amounts": amounts, "read": unheld, "unchecked": approved_over, "now": now}
             if use_approval and approval is not None:  # use_approval is only ever set with an approval
@@ -267,9 +298,38 @@ def preflight_decide(req: PreflightInput, *, now: datetime | None = None) -> Pre
         return _finish(out, call, ALLOW, cost)
 
 
-def _input_tokens(req: PreflightInput, entry: ModelEntry | None) -> tuple[int, bool]:
+def _estimate_notes(
+    call: _Call, entry: ModelEntry | None, catalog: CatalogSnapshot, *, factor, counted: int, asked_output: int
+) -> dict[str, Any]:
+    """What the reservation keeps about its estimate: the safety factor's inputs (the settled record then
+    teaches the factor) and, when a downgrade or an output cap changed the call, the estimate as asked
+    (the savings page). Written by the same statement as the hold."""
+    notes: dict[str, Any] = {}
+    if factor is not None:
+        notes.update(
+            input_count_estimated=True,
+            estimated_input_tokens=counted,
+            safety_factor=factor.factor,
+            estimate_family=model_family(call.entry.provider if call.entry else "", call.model_name),
+        )
+    if entry is not None and (call.entry is not entry or call.max_output_tokens < asked_output):
+        asked = _Call(
+            entry=entry,
+            model_name=entry.name,
+            input_tokens=call.input_tokens,
+            max_output_tokens=asked_output,
+            channel=call.channel,
+            service_tier=call.service_tier,
+            may_write_cache=call.may_write_cache,
+        )
+        notes["requested_cost_nanos"] = _estimate(asked, catalog)
+    return notes
+
+
+def _input_tokens(req: PreflightInput, entry: ModelEntry | None) -> tuple[int, bool, int]:
+    """(tokens, estimated, tokens): a count the caller sent is taken as exact."""
     if req.input_tokens is not None:
-        return req.input_tokens, False
+        return req.input_tokens, False, req.input_tokens
     try:
         if req.messages is not None:
             counted = count_messages(entry, req.model, req.messages)
@@ -277,7 +337,7 @@ def _input_tokens(req: PreflightInput, entry: ModelEntry | None) -> tuple[int, b
             counted = count_text(entry, req.model, req.prompt or "")
     except TokenInputInvalid as exc:
         raise PreflightInputError(exc.field, str(exc)) from None
-    return counted.tokens, counted.estimated
+    return counted.tokens, counted.estimated, counted.tokens
 
 
 def _tier(call: _Call) -> int | None:
@@ -353,15 +413,15 @@ def _downgrade(call: _Call, catalog: CatalogSnapshot, out: PreflightDecision, wh
 def _estimate(call: _Call, catalog: CatalogSnapshot) -> int | None:
     if call.entry is None:
         return None
-    price = catalog.current_price(call.entry.id)
+    price = catalog.current_price(call.entry.id, channel=call.channel, service_tier=call.service_tier)
     if price is None:
         return None
     inputs = call.input_tokens if call.target_input_tokens is None else call.target_input_tokens
-    # Output is priced at the dearer of output and reasoning: reasoning counts against the output limit.
-    worst = TokenBuckets(input=inputs, output=call.max_output_tokens)
-    if price.reasoning > price.output:
-        worst = TokenBuckets(input=inputs, reasoning=call.max_output_tokens)
-    return cost_nanos(price, worst)
+    # An upper bound: dearer of output and reasoning, dearest cache write when the call may write cache,
+    # long-context prices when input (or input plus output) can cross the threshold (finops.pricing).
+    return worst_case_nanos(
+        price, input_tokens=inputs, max_output_tokens=call.max_output_tokens, may_write_cache=call.may_write_cache
+    )
 
 
 def _amounts(pairs: list[tuple[BudgetEntry, int, tuple]], cost: int | None, tokens: int):

@@ -27,6 +27,7 @@ from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from budgets.models import Budget, BudgetWindow, Reservation, ReservationHold
+from budgets.services.unreserved import unreserved_totals
 from finops.selectors.spend_totals import spend_total
 from tenants.scope import TenantScope
 
@@ -83,6 +84,13 @@ def window_reconcile(*, window_id: int, now: datetime | None = None) -> dict | N
         reserved = ReservationHold.objects.filter(
             window_id=window.pk, reservation__status=Reservation.Status.HELD
         ).aggregate(total=Coalesce(Sum("amount"), 0))["total"]
+        bypassed = unreserved_totals(budget=window.budget, window=window)
+        if bypassed is not None and bypassed != (window.unreserved_spent, window.unreserved_calls):
+            # Usage that reached the window other than through ingest (a budget created mid-period,
+            # re-pricing, seeded data) is counted here; not a drift of money held, so not reported.
+            BudgetWindow.objects.filter(pk=window.pk).update(
+                unreserved_spent=bypassed[0], unreserved_calls=bypassed[1]
+            )
         if spent == window.spent and reserved == window.reserved:
             BudgetWindow.objects.filter(pk=window.pk).update(reconciled_at=now)
             return None

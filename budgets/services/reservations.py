@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from decimal import Decimal
 
 from django.conf import settings
 from django.db import DatabaseError, connection, transaction
@@ -54,6 +55,13 @@ class ReservationSpec:
     estimated_cost_nanos: int | None
     estimated_tokens: int
     api_key_id: int | None
+    # What the estimate was made of (issue 11): the safety factor's inputs and the estimate at the
+    # requested model and output limit when controls changed them (savings).
+    input_count_estimated: bool = False
+    estimated_input_tokens: int | None = None
+    safety_factor: Decimal | None = None
+    estimate_family: str = ""
+    requested_cost_nanos: int | None = None
 
 
 def reserve(
@@ -91,6 +99,11 @@ def reserve(
             [i not in unchecked for i in ids],
             list(read),
             settings.PREFLIGHT_ASYNC_COMMIT and bool(ids),
+            spec.input_count_estimated,
+            spec.estimated_input_tokens,
+            spec.safety_factor,
+            spec.estimate_family,
+            spec.requested_cost_nanos,
         ]
         try:
             # Outside a transaction this single statement is its own transaction: no BEGIN/COMMIT
@@ -123,6 +136,11 @@ def reserve(
             estimated_cost_nanos=spec.estimated_cost_nanos,
             estimated_tokens=spec.estimated_tokens,
             api_key_id=spec.api_key_id,
+            input_count_estimated=spec.input_count_estimated,
+            estimated_input_tokens=spec.estimated_input_tokens,
+            safety_factor=spec.safety_factor,
+            estimate_family=spec.estimate_family,
+            requested_cost_nanos=spec.requested_cost_nanos,
         )
         ReservationHold.objects.bulk_create(
             [ReservationHold(reservation_id=reservation.pk, window_id=w, amount=amounts[w]) for w in ids]
@@ -133,14 +151,14 @@ def reserve(
     return reservation, {pk: (spent, reserved, soft, hard) for pk, spent, reserved, soft, hard in totals}
 
 
-# budgets_reserve() (migration 0003) does the whole write in one statement: the conditional UPDATE of
+# budgets_reserve() (migrations 0003 and 0011) does the whole write in one statement: the conditional UPDATE of
 # each window in id order (the order ingest uses: no deadlocks), raising `budget_window_full:<id>`
 # (which undoes the statement) when one has no room, then the reservation and its holds. With
 # PREFLIGHT_ASYNC_COMMIT its commit does not wait for the WAL flush (docs/budgets.md has the trade-off).
 # The row locks are held from the first UPDATE to that commit, so nothing else runs inside that span.
 _RESERVE_SQL = (
     "SELECT * FROM budgets_reserve(%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, "
-    "%s::bigint[], %s::bigint[], %s::boolean[], %s::bigint[], %s)"
+    "%s::bigint[], %s::bigint[], %s::boolean[], %s::bigint[], %s, %s, %s, %s::numeric, %s, %s)"
 )
 
 

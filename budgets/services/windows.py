@@ -166,6 +166,8 @@ def budgets_charge(charges: list[Charge], *, now: datetime) -> None:
     """
     budgets = get_budgets()
     spent: dict[tuple[int, datetime], int] = defaultdict(int)
+    # Usage that arrived without a reservation on a hard-limited budget: it bypassed preflight.
+    unreserved: dict[tuple[int, datetime], list[int]] = defaultdict(lambda: [0, 0])
     keys: dict[tuple[int, datetime], tuple[BudgetEntry, datetime, datetime]] = {}
     if budgets.entries:
         bounds_cache: dict[int, tuple[datetime, datetime]] = {}
@@ -176,28 +178,40 @@ def budgets_charge(charges: list[Charge], *, now: datetime) -> None:
                     bounds = bounds_cache[b.id] = b.bounds(c.occurred_at)
                 start, end = bounds
                 keys[(b.id, start)] = (b, start, end)
-                spent[(b.id, start)] += b.amount(c.cost_nanos, c.tokens)
+                amount = b.amount(c.cost_nanos, c.tokens)
+                spent[(b.id, start)] += amount
+                if c.reservation_id is None and b.hard_limit is not None:
+                    bypassed = unreserved[(b.id, start)]
+                    bypassed[0] += amount
+                    bypassed[1] += 1
 
     released = _reservations_settle([c for c in charges if c.reservation_id], now=now)
     if not keys and not released:
         return
     window_ids = window_ids_open(budgets, keys.values())
-    deltas: dict[int, list[int]] = defaultdict(lambda: [0, 0])
+    deltas: dict[int, list[int]] = defaultdict(lambda: [0, 0, 0, 0])
     for key, amount in spent.items():
         deltas[window_ids[key]][0] += amount
     for window_id, amount in released.items():
         deltas[window_id][1] += amount
+    for key, (amount, calls) in unreserved.items():
+        deltas[window_ids[key]][2] += amount
+        deltas[window_ids[key]][3] += calls
     for window_id in sorted(deltas):
-        add_spent, release = deltas[window_id]
-        if add_spent or release:
-            BudgetWindow.objects.filter(pk=window_id).update(
-                spent=F("spent") + add_spent, reserved=F("reserved") - release
-            )
+        add_spent, release, add_unreserved, unreserved_calls = deltas[window_id]
+        if add_spent or release or unreserved_calls:
+            changes = {"spent": F("spent") + add_spent, "reserved": F("reserved") - release}
+            if unreserved_calls:
+                changes["unreserved_spent"] = F("unreserved_spent") + add_unreserved
+                changes["unreserved_calls"] = F("unreserved_calls") + unreserved_calls
+            BudgetWindow.objects.filter(pk=window_id).update(**changes)
 
 
 _SETTLE_SQL = (
-    f"UPDATE {Reservation._meta.db_table} r SET status = 'settled', closed_at = %s, usage_record_id = v.usage_id "
-    "FROM unnest(%s::uuid[], %s::bigint[], %s::bigint[]) AS v(id, usage_id, tenant_id) "
+    f"UPDATE {Reservation._meta.db_table} r SET status = 'settled', closed_at = %s, usage_record_id = v.usage_id, "
+    "actual_cost_nanos = v.cost, actual_input_tokens = v.input "
+    "FROM unnest(%s::uuid[], %s::bigint[], %s::bigint[], %s::bigint[], %s::bigint[]) "
+    "AS v(id, usage_id, tenant_id, cost, input) "
     "WHERE r.id = v.id AND r.tenant_id = v.tenant_id AND r.status = 'held' RETURNING r.id"
 )
 
@@ -215,7 +229,14 @@ def _reservations_settle(charges: list[Charge], *, now: datetime) -> dict[int, i
         with connection.cursor() as cursor:
             cursor.execute(
                 _SETTLE_SQL,
-                [now, list(first), [c.usage_id for c in first.values()], [c.tenant_id for c in first.values()]],
+                [
+                    now,
+                    list(first),
+                    [c.usage_id for c in first.values()],
+                    [c.tenant_id for c in first.values()],
+                    [c.cost_nanos for c in first.values()],
+                    [c.input_tokens for c in first.values()],
+                ],
             )
             settled = [row[0] for row in cursor.fetchall()]
     else:
@@ -224,7 +245,13 @@ def _reservations_settle(charges: list[Charge], *, now: datetime) -> dict[int, i
             for reservation_id, c in first.items()
             if Reservation.objects.filter(
                 pk=reservation_id, tenant_id=c.tenant_id, status=Reservation.Status.HELD
-            ).update(status=Reservation.Status.SETTLED, closed_at=now, usage_record_id=c.usage_id)
+            ).update(
+                status=Reservation.Status.SETTLED,
+                closed_at=now,
+                usage_record_id=c.usage_id,
+                actual_cost_nanos=c.cost_nanos,
+                actual_input_tokens=c.input_tokens,
+            )
         ]
     return holds_by_window(settled)
 

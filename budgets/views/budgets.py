@@ -13,7 +13,7 @@ from django.views.decorators.http import require_http_methods
 from budgets import charts
 from budgets.forecasting import window_forecast_weekday
 from budgets.forms import BudgetForm, BudgetIncreaseForm
-from budgets.models import Budget
+from budgets.models import Budget, BudgetWindow
 from budgets.policy import policy_effective
 from budgets.selectors import (
     budget_alerts,
@@ -27,6 +27,7 @@ from budgets.selectors import (
 )
 from budgets.services.budget_increases import budget_increase_ask
 from budgets.services.budgets import budget_create, budget_update
+from budgets.services.unreserved import unreserved_sources
 from budgets.views.csv_tables import BUDGET_COLUMNS, budget_rows
 from finops.charts import figure_payload
 from finops.selectors.workflows import workflows_visible
@@ -87,8 +88,16 @@ def budget_detail(request, budget_id: int):
         increase_form=BudgetIncreaseForm(budget=budget),
         weekday_forecast=forecast,
         now=now,
+        unreserved_sources=_unreserved_sources(budget, burn),
     )
     return render(request, "budgets/budget_detail.html", context)
+
+
+def _unreserved_sources(budget, burn):
+    if not burn.unreserved_calls:
+        return None
+    window = BudgetWindow.objects.filter(budget=budget, starts_at=burn.starts_at).first()
+    return unreserved_sources(budget=budget, window=window) if window is not None else None
 
 
 @tenant_page

@@ -50,8 +50,13 @@ class CatalogModel:
     model: LlmModel
     history: list[PriceEntry]
     current: ModelPrice | None = None
+    variants: list[ModelPrice] = field(default_factory=list)
     past_count: int = 0
     scheduled_count: int = 0
+
+    @property
+    def all_in_force(self) -> list[ModelPrice]:
+        return ([self.current] if self.current is not None else []) + self.variants
 
 
 # How providers spell themselves; any other provider is shown as stored, capitalised.
@@ -81,14 +86,22 @@ class UnknownModelName:
 
 
 def _catalog_model(model: LlmModel, prices: list[ModelPrice], now: datetime) -> CatalogModel:
+    """Each (channel, service tier) has its own history; `current` is the provider API's standard
+    price in force (what most calls pay), `variants` the other channels' and tiers' prices in force."""
     entry = CatalogModel(model=model, history=[])
+    in_force: set[tuple[str, str]] = set()
     for price in prices:  # newest start first
+        key = (price.channel, price.service_tier)
         if price.effective_from > now:
             status = "scheduled"
             entry.scheduled_count += 1
-        elif entry.current is None:
+        elif key not in in_force:
             status = "current"
-            entry.current = price
+            in_force.add(key)
+            if key == ("api", "standard"):
+                entry.current = price
+            else:
+                entry.variants.append(price)
         else:
             status = "past"
             entry.past_count += 1

@@ -148,10 +148,11 @@ def _price(c: Candidate, catalog: CatalogSnapshot) -> None:
         return
     c.model_id = entry.id
     c.tier_id = entry.tier_id
-    price = catalog.price_at(entry.id, c.occurred_at)
+    price = catalog.price_at(entry.id, c.occurred_at, channel=c.channel, service_tier=c.service_tier)
     if price is not None:
         c.price_id = price.id
         c.cost = cost_nanos(price, c.counted_buckets)
+        c.price_rule = price.rule(c.counted_buckets)
 
 
 def _content_hash(c: Candidate) -> str:
@@ -169,6 +170,9 @@ def _content_hash(c: Candidate) -> str:
         tags=c.tags,
         reservation_id=c.reservation_id,
         prompt_version=c.prompt_version,
+        cache_write_1h_tokens=b.cache_write_1h,
+        service_tier=c.service_tier,
+        channel=c.channel,
     )
 
 
@@ -282,6 +286,10 @@ _COLUMNS = (
     "api_key_id",
     "tags",
     "prompt_version",
+    "cache_write_1h_tokens",
+    "service_tier",
+    "channel",
+    "price_rule",
 )
 
 
@@ -312,6 +320,7 @@ def _insert(fresh: list[Candidate], api_key: ApiKey | None, now: datetime, resul
                 tokens=c.counted_buckets.total,
                 reservation_id=c.reservation_id,
                 usage_id=result.items[c.index].id,
+                input_tokens=c.counted_buckets.prompt,
             )
             for c in fresh
         ],
@@ -358,6 +367,10 @@ def _pg_copy(fresh: list[Candidate], key_id: int | None, now: datetime) -> list[
                         key_id,
                         orjson.dumps(c.tags).decode(),
                         c.prompt_version,
+                        b.cache_write_1h,
+                        c.service_tier,
+                        c.channel,
+                        c.price_rule,
                     )
                 )
     return ids
@@ -389,6 +402,10 @@ def _orm_insert(fresh: list[Candidate], key_id: int | None, now: datetime) -> li
             api_key_id=key_id,
             tags=c.tags,
             prompt_version=c.prompt_version,
+            cache_write_1h_tokens=c.counted_buckets.cache_write_1h,
+            service_tier=c.service_tier,
+            channel=c.channel,
+            price_rule=c.price_rule,
         )
         for c in fresh
     ]

@@ -25,6 +25,9 @@ _FIELDS = (
     "id",
     "tenant_id",
     "occurred_at",
+    "channel",
+    "service_tier",
+    "cache_write_1h_tokens",
     *TOKEN_FIELDS,
 )
 
@@ -38,10 +41,17 @@ def _reprice_chunked(queryset, catalog: CatalogSnapshot, model_id: int) -> int:
             return changed
         updates = []
         touched = set()
-        for pk, tenant_id, occurred_at, inp, cached, write, out, reasoning in rows:
+        for pk, tenant_id, occurred_at, channel, tier, write_1h, inp, cached, write, out, reasoning in rows:
             touched.add((tenant_id, occurred_at.astimezone(UTC).date()))
-            price = catalog.price_at(model_id, occurred_at)
-            buckets = TokenBuckets(input=inp, cached_input=cached, cache_write=write, output=out, reasoning=reasoning)
+            price = catalog.price_at(model_id, occurred_at, channel=channel, service_tier=tier)
+            buckets = TokenBuckets(
+                input=inp,
+                cached_input=cached,
+                cache_write=write,
+                output=out,
+                reasoning=reasoning,
+                cache_write_1h=write_1h,
+            )
             cost = cost_nanos(price, buckets) if price is not None else None
             updates.append(
                 UsageRecord(
@@ -50,10 +60,13 @@ def _reprice_chunked(queryset, catalog: CatalogSnapshot, model_id: int) -> int:
                     price_id=price.id if price else None,
                     cost_nanos=cost,
                     priced=cost is not None,
+                    price_rule=price.rule(buckets) if price is not None else "",
                 )
             )
         with transaction.atomic():
-            UsageRecord.objects.bulk_update(updates, ["model_id", "price_id", "cost_nanos", "priced"], batch_size=500)
+            UsageRecord.objects.bulk_update(
+                updates, ["model_id", "price_id", "cost_nanos", "priced", "price_rule"], batch_size=500
+            )
             rollup_mark_dirty(pairs=touched)
         changed += len(updates)
         last_id = rows[-1][0]
@@ -93,16 +106,33 @@ def _queue_reprice(model_id: int, since: datetime | None) -> None:
     transaction.on_commit(reprice_unpriced_usage.delay)
 
 
+_AUDITED_PRICE_FIELDS = (
+    "effective_from",
+    "channel",
+    "service_tier",
+    "input",
+    "cached_input",
+    "cache_write",
+    "cache_write_1h",
+    "output",
+    "reasoning",
+    "tier_multipliers",
+    "long_context_threshold",
+    "long_context_input",
+    "long_context_cached_input",
+    "long_context_cache_write",
+    "long_context_cache_write_1h",
+    "long_context_output",
+    "long_context_reasoning",
+)
+
+
 @transaction.atomic
 def model_price_save(*, price: ModelPrice, actor: Actor = Actor.system()) -> ModelPrice:
     """Add or correct a price; records it affects are re-priced in the background after commit."""
     before = None
     if price.pk:
-        old = (
-            ModelPrice.objects.filter(pk=price.pk)
-            .values("effective_from", "input", "cached_input", "cache_write", "output", "reasoning")
-            .first()
-        )
+        old = ModelPrice.objects.filter(pk=price.pk).values(*_AUDITED_PRICE_FIELDS).first()
         before = {k: str(v) for k, v in (old or {}).items()}
     price.full_clean()
     price.save()
@@ -114,10 +144,7 @@ def model_price_save(*, price: ModelPrice, actor: Actor = Actor.system()) -> Mod
         actor=actor,
         target=price,
         before=before,
-        after={
-            k: str(getattr(price, k))
-            for k in ("effective_from", "input", "cached_input", "cache_write", "output", "reasoning")
-        },
+        after={k: str(getattr(price, k)) for k in _AUDITED_PRICE_FIELDS},
     )
     _queue_reprice(price.model_id, since)
     return price

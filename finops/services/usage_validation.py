@@ -16,10 +16,10 @@ from typing import Any
 from django.conf import settings
 
 from finops import tokens as tokenizer
-from finops.catalog import CatalogSnapshot
+from finops.catalog import CatalogSnapshot, channel_from_model_name
 from finops.measures import TOKEN_FIELDS
 from finops.models import Environment
-from finops.pricing import TokenBuckets
+from finops.pricing import API, CHANNELS, STANDARD, TokenBuckets
 
 TEXT_FIELDS = ("prompt", "messages", "completion")
 KNOWN_FIELDS = frozenset(
@@ -34,6 +34,9 @@ KNOWN_FIELDS = frozenset(
         "usage",
         "reservation_id",
         "prompt_version",
+        "service_tier",
+        "channel",
+        "cache_write_1h_tokens",
         *TOKEN_FIELDS,
         *TEXT_FIELDS,
     }
@@ -69,6 +72,9 @@ class Candidate:
     tags: dict[str, str]
     reservation_id: str | None
     prompt_version: str = ""
+    service_tier: str = STANDARD
+    channel: str = API
+    price_rule: str = ""
     buckets: TokenBuckets | None = None  # None until text is counted
     tokens_counted: bool = False
     tokens_estimated: bool = False
@@ -133,19 +139,16 @@ def buckets_from_usage(usage: Any) -> TokenBuckets:
     if "input_tokens_details" in usage or "output_tokens_details" in usage:
         return _openai_buckets(usage, "input_tokens", "output_tokens")
     if "input_tokens" in usage or "output_tokens" in usage:
-        return TokenBuckets(
-            input=_opt_int(usage, "input_tokens", "usage.input_tokens"),
-            cached_input=_opt_int(usage, "cache_read_input_tokens", "usage.cache_read_input_tokens"),
-            cache_write=_opt_int(usage, "cache_creation_input_tokens", "usage.cache_creation_input_tokens"),
-            output=_opt_int(usage, "output_tokens", "usage.output_tokens"),
-        )
+        return _anthropic_buckets(usage)
     if "promptTokenCount" in usage or "candidatesTokenCount" in usage:
         prompt = _opt_int(usage, "promptTokenCount", "usage.promptTokenCount")
         cached = _opt_int(usage, "cachedContentTokenCount", "usage.cachedContentTokenCount")
         if cached > prompt:
             raise RecordError("usage.cachedContentTokenCount", "Cannot exceed promptTokenCount.")
+        # Tool-use prompt tokens (code execution, search results fed back) are billed as input too.
+        tool_prompt = _opt_int(usage, "toolUsePromptTokenCount", "usage.toolUsePromptTokenCount")
         return TokenBuckets(
-            input=prompt - cached,
+            input=prompt - cached + tool_prompt,
             cached_input=cached,
             output=_opt_int(usage, "candidatesTokenCount", "usage.candidatesTokenCount"),
             reasoning=_opt_int(usage, "thoughtsTokenCount", "usage.thoughtsTokenCount"),
@@ -155,6 +158,61 @@ def buckets_from_usage(usage: Any) -> TokenBuckets:
         "Unrecognised usage shape: expected OpenAI (prompt_tokens/completion_tokens or input_tokens_details), "
         "Anthropic (input_tokens/output_tokens) or Gemini (promptTokenCount) fields.",
     )
+
+
+def _anthropic_buckets(usage: dict) -> TokenBuckets:
+    """`cache_creation_input_tokens` counts every cache write; `cache_creation` splits it by lifetime
+    (`ephemeral_5m_input_tokens`, `ephemeral_1h_input_tokens`), and 1-hour writes cost more."""
+    split = _sub(usage, "cache_creation", "usage.cache_creation")
+    five = _opt_int(split, "ephemeral_5m_input_tokens", "usage.cache_creation.ephemeral_5m_input_tokens")
+    hour = _opt_int(split, "ephemeral_1h_input_tokens", "usage.cache_creation.ephemeral_1h_input_tokens")
+    if usage.get("cache_creation_input_tokens") is None:
+        writes = five + hour
+    else:
+        writes = _opt_int(usage, "cache_creation_input_tokens", "usage.cache_creation_input_tokens")
+        if five + hour > writes:
+            raise RecordError(
+                "usage.cache_creation", f"Its 5-minute and 1-hour writes exceed cache_creation_input_tokens ({writes})."
+            )
+    return TokenBuckets(
+        input=_opt_int(usage, "input_tokens", "usage.input_tokens"),
+        cached_input=_opt_int(usage, "cache_read_input_tokens", "usage.cache_read_input_tokens"),
+        cache_write=writes,
+        cache_write_1h=hour,
+        output=_opt_int(usage, "output_tokens", "usage.output_tokens"),
+    )
+
+
+# How each SDK spells a service tier -> the catalog's tier. OpenAI answers "default" for standard
+# processing and "scale" for Scale Tier capacity (paid up front, so the standard list price applies);
+# Anthropic's usage says "standard", "priority" or "batch"; Gemini's batch API is named by the caller.
+_TIER_SPELLINGS = {
+    "standard": STANDARD,
+    "default": STANDARD,
+    "auto": STANDARD,
+    "scale": STANDARD,
+    "on_demand": STANDARD,
+    "batch": "batch",
+    "flex": "flex",
+    "priority": "priority",
+}
+
+
+def parse_service_tier(value: Any, path: str = "service_tier") -> str:
+    if value is None:
+        return STANDARD
+    tier = _TIER_SPELLINGS.get(value.strip().lower()) if isinstance(value, str) else None
+    if tier is None:
+        raise RecordError(path, "Must be a service tier: standard (or default), batch, flex or priority.")
+    return tier
+
+
+def parse_channel(value: Any, model_name: str) -> str:
+    if value is None:
+        return channel_from_model_name(model_name)
+    if not isinstance(value, str) or value.strip().lower() not in CHANNELS:
+        raise RecordError("channel", f"Must be one of {', '.join(CHANNELS)} (api = the provider's own API).")
+    return value.strip().lower()
 
 
 def _openai_buckets(usage: dict, in_key: str, out_key: str) -> TokenBuckets:
@@ -304,6 +362,8 @@ def validate_record(index: int, raw: Any, limits: Limits, bound_slug: str | None
         tags=_parse_tags(raw.get("tags"), limits.max_tags),
         reservation_id=reservation_id,
         prompt_version=prompt_version,
+        service_tier=parse_service_tier(raw.get("service_tier")),
+        channel=parse_channel(raw.get("channel"), model_name),
     )
 
     has_canonical = any(f in raw for f in TOKEN_FIELDS)
@@ -313,6 +373,8 @@ def validate_record(index: int, raw: Any, limits: Limits, bound_slug: str | None
         raise RecordError(
             "non_field_errors", "Give tokens one way: the *_tokens fields, a `usage` object, or prompt/messages text."
         )
+    if "cache_write_1h_tokens" in raw and not has_canonical:
+        raise RecordError("cache_write_1h_tokens", "Goes with the *_tokens fields, as the part of cache_write_tokens.")
     if has_canonical:
         candidate.buckets = TokenBuckets(
             input=_opt_int(raw, "input_tokens", "input_tokens"),
@@ -320,9 +382,17 @@ def validate_record(index: int, raw: Any, limits: Limits, bound_slug: str | None
             cache_write=_opt_int(raw, "cache_write_tokens", "cache_write_tokens"),
             output=_opt_int(raw, "output_tokens", "output_tokens"),
             reasoning=_opt_int(raw, "reasoning_tokens", "reasoning_tokens"),
+            cache_write_1h=_opt_int(raw, "cache_write_1h_tokens", "cache_write_1h_tokens"),
         )
+        if candidate.buckets.cache_write_1h > candidate.buckets.cache_write:
+            raise RecordError(
+                "cache_write_1h_tokens", "Is the part of cache_write_tokens written for 1 hour, so at most it."
+            )
     elif has_usage:
         candidate.buckets = buckets_from_usage(raw["usage"])
+        usage_tier = raw["usage"].get("service_tier")
+        if usage_tier is not None and raw.get("service_tier") is None:
+            candidate.service_tier = parse_service_tier(usage_tier, "usage.service_tier")
     elif has_text:
         if "prompt" in raw and "messages" in raw:
             raise RecordError("non_field_errors", "Send either prompt or messages, not both.")

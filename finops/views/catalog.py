@@ -16,6 +16,7 @@ from django.urls import reverse
 from django.utils import timezone
 from django.views.decorators.http import require_GET, require_http_methods
 
+from finops import hooks
 from finops.exports import FocusExportParams, focus_csv, focus_rows
 from finops.forms import ModelPriceForm
 from finops.models import LlmModel, ModelPrice
@@ -46,6 +47,15 @@ def models_list(request):
         unknown_more=len(unknown) > UNKNOWN_MODELS_SHOWN,
         admin_add_model_url=ADMIN_ADD_MODEL_URL,
     )
+    if hooks.estimates_report is not None:
+        providers: dict[str, list[str]] = {}
+        for group in groups:
+            providers.setdefault(group.provider, []).extend(
+                e.model.name for e in group.models if not e.model.encoding
+            )
+        context["estimates"] = hooks.estimates_report(
+            scope=scope, providers={p: names for p, names in providers.items() if names}
+        )
     return render(request, "finops/models.html", context)
 
 

@@ -23,6 +23,8 @@ NOW = datetime(2026, 3, 4, 15, 37, 12, tzinfo=UTC)  # a Wednesday afternoon
 
 # A snapshot name no alias lists, per model with a match pattern: must reach that model and only it.
 DATED_NAMES = {
+    "gpt-5.4": "gpt-5.4-2026-09-01",
+    "gpt-5.2": "gpt-5.2-2026-02-01",
     "gpt-5.1": "gpt-5.1-2026-02-01",
     "gpt-5": "gpt-5-2026-02-01",
     "gpt-5-mini": "gpt-5-mini-2026-02-01",
@@ -70,9 +72,9 @@ def test_catalog_seed_creates_priced_models_of_three_providers(db):
     assert not LlmModel.objects.filter(prices__isnull=True).exists()
     assert set(LlmModel.objects.values_list("tier__slug", flat=True)) == {"economy", "standard", "premium"}
     # The standard list prices most dashboards will show.
-    gpt4o = ModelPrice.objects.get(model__name="gpt-4o")
+    gpt4o = ModelPrice.objects.get(model__name="gpt-4o", channel="api", service_tier="standard")
     assert (gpt4o.input, gpt4o.cached_input, gpt4o.output) == (Decimal("2.5"), Decimal("1.25"), Decimal("10"))
-    sonnet = ModelPrice.objects.get(model__name="claude-sonnet-4-5")
+    sonnet = ModelPrice.objects.get(model__name="claude-sonnet-4-5", channel="api", service_tier="standard")
     assert (sonnet.input, sonnet.cached_input, sonnet.cache_write, sonnet.output) == (
         Decimal("3"), Decimal("0.3"), Decimal("3.75"), Decimal("15"),
     )  # fmt: skip
@@ -105,7 +107,7 @@ def test_catalog_seed_links_each_substitute_to_a_cheaper_tier_of_the_same_provid
 
 def test_catalog_seed_keeps_what_operators_edited(db):
     seed.catalog_seed()
-    price = ModelPrice.objects.get(model__name="gpt-4o")
+    price = ModelPrice.objects.get(model__name="gpt-4o", channel="api", service_tier="standard")
     price.input = Decimal("2.40")
     price.save()
     model = LlmModel.objects.get(name="gpt-4o")
@@ -121,8 +123,9 @@ def test_catalog_seed_keeps_what_operators_edited(db):
     assert price.input == Decimal("2.40")
     assert "my-azure-gpt4o-deployment" in model.aliases
     assert counts["prices"]["differs"] == 1 and counts["models"]["differs"] == 1
-    assert counts["prices"]["created"] == 1  # the deleted price was missing, so it is back
-    assert ModelPrice.objects.filter(model__name="gpt-5").count() == 1
+    in_file = next(len(m["prices"]) for m in seed.seed_catalog_load()["models"] if m["name"] == "gpt-5")
+    assert counts["prices"]["created"] == in_file  # the deleted prices were missing, so they are back
+    assert ModelPrice.objects.filter(model__name="gpt-5").count() == in_file
     assert "price gpt-4o from 2025-01-01: kept as edited" in out.getvalue()
 
 

@@ -83,6 +83,7 @@ ROUTES: dict[str, str] = {
     "api-notification-channels": TENANT,
     "api-notification-channel-detail": TENANT,
     "budgets_list": TENANT,
+    "savings": TENANT,
     "budget_add": TENANT,
     "budget_detail": TENANT,
     "budget_edit": TENANT,

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import re
-from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -18,7 +17,7 @@ from django.db import transaction
 from django.utils.dateparse import parse_date, parse_datetime
 
 from finops.models import LlmModel, ModelPrice, ModelTier
-from finops.pricing import usd_per_mtok_to_pico
+from finops.services.catalog_prices import price_key, price_spec_values, same_price
 from tenants.errors import ApplicationError
 from tenants.services import audit_record
 
@@ -60,20 +59,9 @@ def seed_catalog_load(*, path: Path | None = None) -> dict[str, Any]:
                 raise _invalid(f"Model {name}: effective_from must be an ISO datetime with a zone.")
             price["effective_from"] = when
             price["price_taken_on"] = parse_date(price["price_taken_on"]) if price.get("price_taken_on") else None
-            for key in PRICE_FIELDS:
-                raw = price.get(key)
-                if raw is None and key == "reasoning":
-                    continue
-                if not isinstance(raw, str):
-                    raise _invalid(f"Model {name}: {key} must be a decimal string, not {raw!r}.")
-                try:
-                    value = Decimal(raw)
-                    usd_per_mtok_to_pico(value)  # rejects more than 6 decimal places
-                except (InvalidOperation, ValueError) as exc:
-                    raise _invalid(f"Model {name}: {key}={raw!r} is not a price with at most 6 decimals.") from exc
-                if value < 0:
-                    raise _invalid(f"Model {name}: {key} is negative.")
-                price[key] = value
+            # Billing rules (1-hour writes, long context, tiers, channel): finops/services/catalog_prices.py.
+            price["values"] = price_spec_values(name, price, code="invalid_seed_catalog")
+            price.update({k: price["values"][k] for k in PRICE_FIELDS})
     return data
 
 
@@ -111,7 +99,7 @@ def catalog_seed(*, path: Path | None = None, stdout: SupportsWrite[str] | None 
 
     models = {m.name.lower(): m for m in LlmModel.objects.select_related("tier")}
     new_models: list[tuple[LlmModel, str]] = []
-    prices = {(p.model_id, p.effective_from): p for p in ModelPrice.objects.all()}
+    prices = {(p.model_id, p.channel, p.service_tier, p.effective_from): p for p in ModelPrice.objects.all()}
     for spec in data["models"]:
         wanted = {
             "display_name": spec.get("display_name") or "",
@@ -140,8 +128,8 @@ def catalog_seed(*, path: Path | None = None, stdout: SupportsWrite[str] | None 
             notes.append(f"model {model.name}: kept as edited")
 
         for price_spec in spec["prices"]:
-            values = {k: price_spec.get(k) for k in PRICE_FIELDS}
-            existing = prices.get((model.pk, price_spec["effective_from"]))
+            values = price_spec["values"]
+            existing = prices.get((model.pk, *price_key(values), price_spec["effective_from"]))
             if existing is None:
                 ModelPrice.objects.create(
                     model=model,
@@ -151,7 +139,7 @@ def catalog_seed(*, path: Path | None = None, stdout: SupportsWrite[str] | None 
                     **values,
                 )
                 counts["prices"]["created"] += 1
-            elif all(getattr(existing, k) == v for k, v in values.items()):
+            elif same_price(existing, values):
                 counts["prices"]["unchanged"] += 1
             else:
                 counts["prices"]["differs"] += 1
