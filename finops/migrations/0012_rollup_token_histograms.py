@@ -6,7 +6,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('finops', '0010_tenant_workflow_policy'),
+        ('finops', '0011_billing_rules_channels_tiers'),
     ]
 
     operations = [

@@ -8,7 +8,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('finops', '0012_envelope_proposals'),
+        ('finops', '0013_envelope_proposals'),
         ('tenants', '0002_audit_append_only'),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]

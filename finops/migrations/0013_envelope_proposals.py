@@ -8,7 +8,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('finops', '0011_rollup_token_histograms'),
+        ('finops', '0012_rollup_token_histograms'),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 

@@ -8,7 +8,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('budgets', '0007_approval_rules'),
+        ('budgets', '0011_reserve_function_estimate_notes'),
         ('finops', '0010_tenant_workflow_policy'),
         ('tenants', '0002_audit_append_only'),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
