@@ -31,7 +31,7 @@ from django.utils.dateparse import parse_datetime
 
 from finops.catalog import get_catalog
 from finops.models import LlmModel, ModelPrice, ModelTier
-from finops.services.catalog_prices import price_key, price_spec_values, same_price
+from finops.services.catalog_prices import LONG_CONTEXT_BUCKETS, price_key, price_spec_values, same_price
 from finops.services.repricing import model_price_save
 from tenants.errors import ApplicationError
 from tenants.scope import Actor
@@ -129,7 +129,8 @@ def _project_specs(data: dict, plan: ImportPlan, override: datetime | None = Non
         raise ApplicationError(_CODE, 'The project format needs "format": 1.')
     known = {m.name.lower(): m for m in LlmModel.objects.all()}
     tiers = set(ModelTier.objects.values_list("slug", flat=True))
-    out = []
+    out: list[PriceChange] = []
+    starts: list[datetime] = []  # each change's own effective_from in the file
     for spec in data["models"]:
         name = spec.get("name")
         if not isinstance(name, str) or not spec.get("prices"):
@@ -141,9 +142,12 @@ def _project_specs(data: dict, plan: ImportPlan, override: datetime | None = Non
                 continue
             new_model = spec
         for price in spec["prices"]:
-            when = override or parse_datetime(str(price.get("effective_from")))
-            if when is None or when.tzinfo is None:
+            own = parse_datetime(str(price.get("effective_from")))
+            if override is None and (own is None or own.tzinfo is None):
                 raise ApplicationError(_CODE, f"Model {name}: effective_from must be an ISO datetime with a zone.")
+            when = override or own
+            assert when is not None
+            starts.append(own if own is not None and own.tzinfo is not None else when)
             values = price_spec_values(name, price)
             taken = price.get("price_taken_on")
             out.append(
@@ -159,6 +163,14 @@ def _project_specs(data: dict, plan: ImportPlan, override: datetime | None = Non
                     new_model=new_model,
                 )
             )
+    if override is not None:
+        # Every price now starts at the same moment: only each key's latest price in the file may.
+        latest: dict[tuple[str, str, str], tuple[datetime, PriceChange]] = {}
+        for own, change in zip(starts, out, strict=True):
+            key = (change.model, change.channel, change.service_tier)
+            if key not in latest or own >= latest[key][0]:
+                latest[key] = (own, change)
+        out = [change for _own, change in latest.values()]
     return out
 
 
@@ -310,6 +322,19 @@ def _litellm_specs(data: dict, plan: ImportPlan, when: datetime, taken: date, so
 # --- classify and apply ------------------------------------------------------------------------------------
 
 
+def _carry_forward(change: PriceChange, current: ModelPrice) -> None:
+    """LiteLLM's table leaves out what its contributors have not entered yet; that silence is not the
+    provider dropping a long-context premium or a 1-hour write price, and taking it as one would
+    under-price those calls. So a rule the file does not state is kept from the price in force."""
+    values = change.values
+    if values.get("long_context_threshold") is None and current.long_context_threshold is not None:
+        values["long_context_threshold"] = current.long_context_threshold
+        for b in LONG_CONTEXT_BUCKETS:
+            values[f"long_context_{b}"] = getattr(current, f"long_context_{b}")
+    if values.get("cache_write_1h") is None and current.cache_write_1h is not None:
+        values["cache_write_1h"] = current.cache_write_1h
+
+
 def _classify(plan: ImportPlan, specs: list[PriceChange]) -> None:
     prices: dict[tuple[str, str, str], list[ModelPrice]] = {}
     for p in ModelPrice.objects.select_related("model").order_by("effective_from"):
@@ -319,6 +344,8 @@ def _classify(plan: ImportPlan, specs: list[PriceChange]) -> None:
         in_force = [p for p in rows if p.effective_from <= change.effective_from]
         current = in_force[-1] if in_force else None
         change.before = current
+        if current is not None and plan.format == LITELLM:
+            _carry_forward(change, current)
         if current is not None and same_price(current, change.values):
             change.status, change.note = "unchanged", f"same as the price from {current.effective_from:%Y-%m-%d}"
         elif rows and change.effective_from <= rows[-1].effective_from:

@@ -303,3 +303,35 @@ def test_a_newer_seed_file_can_be_imported_from_now_on_over_an_older_catalog(tmp
     assert "created 1 prices" in out
     added = ModelPrice.objects.get(model=catalog["claude-sonnet-4-5"], effective_from__year=2026)
     assert added.cache_write_1h == Decimal("6")
+
+
+def test_from_now_on_takes_only_each_models_latest_price_of_the_file(tmp_path, catalog):
+    """A file holding a model's price history (as the shipped seed does) imported with --effective-from
+    must start the newest price then, not whichever history row came last in the file."""
+    old = {"effective_from": "2024-01-01T00:00:00Z", "input": "10", "cached_input": "2.5", "cache_write": "10"}
+    new = {"effective_from": "2025-06-10T00:00:00Z", "input": "1.5", "cached_input": "0.5", "cache_write": "1.5"}
+    old["output"], new["output"] = "40", "6"
+    for order in ([old, new], [new, old]):
+        path = _write(tmp_path, {"format": 1, "models": [{"name": "gpt-4o", "prices": order}]})
+        out = _run(path, "--dry-run", effective_from="2027-01-01T00:00:00Z")
+        assert "project file: 1 new prices" in out, out
+        assert "new       gpt-4o from 2027-01-01: input 2.5 -> 1.5" in out, out
+
+
+def test_a_litellm_entry_silent_on_a_rule_keeps_the_rule_in_force(tmp_path, catalog):
+    """LiteLLM's table not listing a long-context premium or a 1-hour write price is no reason to
+    drop them: an import must never make the catalog under-price the calls those rules bill."""
+    _run(_write(tmp_path, {"claude-sonnet-4-5": LITELLM["claude-sonnet-4-5"]}), effective_from=WHEN)
+    silent = {k: v for k, v in LITELLM["claude-sonnet-4-5"].items() if "above" not in k} | {
+        "input_cost_per_token": 3.3e-06
+    }
+    out = _run(_write(tmp_path, {"claude-sonnet-4-5": silent}, "silent.json"), effective_from="2026-09-01T00:00:00Z")
+    assert "created 1 prices" in out
+    added = ModelPrice.objects.get(model=catalog["claude-sonnet-4-5"], effective_from__month=9, channel="api")
+    assert added.input == Decimal("3.3")
+    assert (added.long_context_threshold, added.long_context_input, added.long_context_output) == (
+        200_000,
+        Decimal("6"),
+        Decimal("22.5"),
+    )
+    assert added.cache_write_1h == Decimal("6")
