@@ -84,13 +84,17 @@ class _DemoBudget:
     metric: str = Metric.COST
     hard_action: str = HardAction.DENY
     spiking: bool = False
+    # The demo's seeded history never went through preflight, so every hard-limited budget would raise
+    # an "unreserved spend" alert; one budget keeps the alert to show it, the others leave it off.
+    unreserved_alert_pct: Decimal | None = None
 
 
 # fmt: off
 _BUDGETS = (
     _DemoBudget("Platform monthly", None, Period.MONTH, "UTC", hard_action=HardAction.REQUIRE_APPROVAL),
     _DemoBudget("Northwind Traders monthly", "northwind", Period.MONTH, "America/New_York"),
-    _DemoBudget("Initech monthly", "initech", Period.MONTH, "America/Los_Angeles"),
+    _DemoBudget("Initech monthly", "initech", Period.MONTH, "America/Los_Angeles",
+                unreserved_alert_pct=Decimal(5)),
     _DemoBudget("Stark Logistics monthly", "stark-logistics", Period.MONTH, "America/Chicago",
                 hard_action=HardAction.DOWNGRADE),
     _DemoBudget("Umbrella Health monthly", "umbrella-health", Period.MONTH, "Europe/Berlin",
@@ -154,6 +158,7 @@ def budgets_demo_seed(*, now: datetime | None = None) -> dict:
                 hard_action=spec.hard_action,
                 soft_limit=soft,
                 hard_limit=hard,
+                unreserved_alert_pct=spec.unreserved_alert_pct,
             )
             created += 1
         budgets.append(budget)

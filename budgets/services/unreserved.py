@@ -20,7 +20,7 @@ from django.db.models.functions import Coalesce
 
 from budgets.models import Alert, Budget, BudgetWindow, Metric
 from finops.models import UsageRecord
-from finops.pricing import nanos_to_usd
+from finops.templatetags.money import usd_sentence
 
 from .alerts import notifications_create
 
@@ -35,7 +35,7 @@ class UnreservedSource:
 
 
 def amount_format(budget: Budget, amount: int) -> str:
-    return f"{amount:,} tokens" if budget.metric == Metric.TOKENS else f"${nanos_to_usd(amount)}"
+    return f"{amount:,} tokens" if budget.metric == Metric.TOKENS else usd_sentence(amount)
 
 
 def unreserved_share(window: BudgetWindow) -> Decimal | None:

@@ -88,8 +88,8 @@ def test_unreserved_share_above_the_budgets_raises_one_alert_naming_workflows_an
     alert = Alert.objects.get(kind=Alert.Kind.UNRESERVED)
     assert alert.budget == hard and alert.level == 20 and alert.tenant == tenant_a
     assert "79.69% of spend bypassed preflight" in alert.subject  # 1.02 of 1.28
-    assert "nightly-reindex $0.760000000 in 1 calls, ticket-bot $0.260000000 in 1 calls" in alert.message
-    assert f"{api_a.key.name} ({api_a.key.prefix}…) $1.020000000 in 2 calls" in alert.message
+    assert "nightly-reindex $0.76 in 1 calls, ticket-bot $0.26 in 1 calls" in alert.message
+    assert f"{api_a.key.name} ({api_a.key.prefix}…) $1.02 in 2 calls" in alert.message
 
 
 def test_a_budget_below_its_share_or_without_an_alert_share_stays_quiet(api_a, tenant_a, catalog, hard):
