@@ -34,7 +34,9 @@ from django.conf import settings
 
 from tenants.errors import ApplicationError
 
+from .catalog_import import litellm_channel
 from .foreign_usage import MappedBatch, MappingError, environment_name, iso, tag_value, workflow_slug
+from .usage_validation import known_service_tier
 
 MAX_TOKENS = 10**9
 
@@ -170,6 +172,15 @@ def _record(item: dict, workflow_fields: list[str], tenant_field: str | None) ->
         "output_tokens": completion - reasoning,
         "reasoning_tokens": reasoning,
     }
+    # A call through Vertex, Bedrock or Azure bills that channel's prices; the provider's own API is the
+    # default (from the model name). The tier is the one the provider's answer says billed the call.
+    provider = item.get("custom_llm_provider")
+    channel = litellm_channel(model, provider) if isinstance(provider, str) else None
+    if channel is not None and channel != "api":
+        record["channel"] = channel
+    tier = known_service_tier(_path(item, "response.service_tier"))
+    if tier is not None:
+        record["service_tier"] = tier
     when = _time(item.get("endTime")) or _time(item.get("startTime"))
     if when is not None:
         record["occurred_at"] = iso(when)

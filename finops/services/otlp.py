@@ -42,6 +42,7 @@ from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 from tenants.errors import ApplicationError
 
 from .foreign_usage import MappedBatch, MappingError, environment_name, iso, tag_value, workflow_slug
+from .usage_validation import known_service_tier
 
 INPUT, OUTPUT = "gen_ai.usage.input_tokens", "gen_ai.usage.output_tokens"
 CACHE_READ, CACHE_WRITE = "gen_ai.usage.cache_read.input_tokens", "gen_ai.usage.cache_creation.input_tokens"
@@ -376,4 +377,37 @@ def _record(
     prompt_version = pick(PROMPT_VERSION_ATTRIBUTE)
     if prompt_version:
         record["prompt_version"] = str(prompt_version)
+    channel = otel_channel(pick("gen_ai.provider.name") or pick("gen_ai.system"))
+    if channel is not None:
+        record["channel"] = channel
+    for name in SERVICE_TIER_ATTRIBUTES:
+        tier = known_service_tier(pick(name))
+        if tier is not None:
+            record["service_tier"] = tier
+            break
     return record
+
+
+# Where OpenAI's instrumentations put the tier that billed the call (the response's first: it is what
+# ran; the request's asks for one).
+SERVICE_TIER_ATTRIBUTES = (
+    "openai.response.service_tier",
+    "gen_ai.openai.response.service_tier",
+    "openai.request.service_tier",
+    "gen_ai.openai.request.service_tier",
+)
+
+
+def otel_channel(provider: Any) -> str | None:
+    """The price channel a GenAI `gen_ai.provider.name` (or the older `gen_ai.system`) names: a cloud
+    reseller bills its own prices. None leaves the channel to the model name (the provider's API)."""
+    if not isinstance(provider, str):
+        return None
+    provider = provider.strip().lower()
+    if provider.startswith(("gcp.vertex_ai", "vertex_ai")):
+        return "vertex"
+    if provider.startswith(("aws.bedrock", "aws_bedrock")):
+        return "bedrock"
+    if provider.startswith(("azure.", "az.")):
+        return "azure"
+    return None

@@ -198,6 +198,12 @@ _TIER_SPELLINGS = {
 }
 
 
+def known_service_tier(value: Any) -> str | None:
+    """A provider's tier spelling as this catalog's tier, or None when it is not one (for mappers of
+    foreign payloads, which leave an unknown spelling out rather than reject the call)."""
+    return _TIER_SPELLINGS.get(value.strip().lower()) if isinstance(value, str) else None
+
+
 def parse_service_tier(value: Any, path: str = "service_tier") -> str:
     if value is None:
         return STANDARD

@@ -252,3 +252,17 @@ def test_absurd_items_are_rejected_never_a_5xx(api_a, catalog):
     answer = response.json()
     # a4 (metadata not an object) and a5 (no usage details) still carry tokens: stored without extras
     assert (answer["accepted"], answer["rejected"]) == (2, 7), answer
+
+
+def test_the_channel_and_service_tier_of_a_litellm_call_reach_the_record(api_a, catalog):
+    """LiteLLM names the route (`custom_llm_provider`) and the provider's answer the tier that billed it."""
+    vertex = payload("call-v", custom_llm_provider="vertex_ai")
+    flex = payload("call-f")
+    flex["response"] = {**(flex.get("response") or {}), "service_tier": "flex"}
+    response = post(api_a.client, json_array([vertex, flex]))
+    assert response.status_code == 200, response.content
+    assert response.json()["accepted"] == 2
+    on_vertex = UsageRecord.objects.get(request_id="litellm:call-v")
+    assert (on_vertex.channel, on_vertex.service_tier) == ("vertex", "standard")
+    on_flex = UsageRecord.objects.get(request_id="litellm:call-f")
+    assert (on_flex.channel, on_flex.service_tier) == ("api", "flex")

@@ -435,3 +435,19 @@ def test_otlp_json_reads_every_value_kind_and_protobuf_field_names(api_a, catalo
     assert response.status_code == 200, response.content
     assert UsageRecord.objects.count() == 2
     assert {r.cost_nanos for r in UsageRecord.objects.all()} == {5_000_000}
+
+
+def test_the_channel_and_service_tier_a_span_names_reach_the_record(api_a, catalog):
+    """A call through Azure (or Vertex, Bedrock) bills that channel's prices, and OpenAI's flex tier its
+    own: a span that says so must not be priced as a standard call on the provider's API."""
+    attrs = GENAI | {"gen_ai.provider.name": "azure.ai.openai", "openai.response.service_tier": "flex"}
+    unknown = GENAI | {"openai.response.service_tier": "some-future-tier"}
+    response = post_pb(
+        api_a.client,
+        export([{"span_id": "eee19b7ec3c1b180", "attrs": attrs}, {"span_id": "eee19b7ec3c1b181", "attrs": unknown}]),
+    )
+    assert response.status_code == 200, response.content
+    azure = UsageRecord.objects.get(request_id__endswith="eee19b7ec3c1b180")
+    assert (azure.channel, azure.service_tier) == ("azure", "flex")
+    plain = UsageRecord.objects.get(request_id__endswith="eee19b7ec3c1b181")  # an unknown tier is left out
+    assert (plain.channel, plain.service_tier) == ("api", "standard")
