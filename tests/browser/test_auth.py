@@ -43,3 +43,18 @@ def test_sign_in_returns_to_the_page_asked_for_and_sign_out_ends_the_session(pag
 
     visit(page, "/usage/")
     assert "/accounts/login/?next=/usage/" in page.url
+
+
+def test_the_top_bar_fits_every_common_screen_width(page, demo):
+    """An operator's bar holds ten sections, two badges, the tenant switcher and the user menu: at no
+    common width may it push the page sideways or hide the switcher and the menu off screen."""
+    sign_in(page, demo.operator, demo.password)
+    for width in (1920, 1536, 1440, 1366, 1280, 1024, 768, 390):
+        page.set_viewport_size({"width": width, "height": 800})
+        visit(page, "/alerts/")
+        assert page.evaluate("document.querySelector('.topbar').scrollWidth") <= width, width
+        if width >= 1024:  # on a phone a wide table may scroll the page; the bar itself never does
+            assert page.evaluate("document.documentElement.scrollWidth") <= width, width
+        for selector in ("#tenant-switcher", "details.usermenu summary"):
+            box = page.locator(selector).bounding_box()
+            assert box is not None and box["x"] + box["width"] <= width, (width, selector)
