@@ -55,6 +55,8 @@ def anomalies_demo_seed(*, now: datetime) -> int:
                 row.occurred_at = hour + timedelta(seconds=(i * 3590) // n)
                 row.received_at = row.occurred_at + timedelta(seconds=1 + i % 8)
                 row.reservation_id = None
+                # Tagged like the live demo's incidents, so the demo's "normal rhythm" leaves it out.
+                row.tags = {**(row.tags or {}), "incident": "runaway-loop"}
                 row.content_hash = usage_content_hash(
                     workflow=SPIKE_WORKFLOW,
                     model_name=row.model_name,

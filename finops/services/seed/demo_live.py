@@ -107,6 +107,7 @@ def _per_call(pairs: Iterable[Pair], *, metric: str, since: datetime) -> dict[tu
         UsageRecord.objects.filter(
             tenant__in={p.tenant.pk for p in pairs}, occurred_at__gte=since, priced=True, workflow__isnull=False
         )
+        .exclude(tags__has_key="incident")  # the scripted incidents are not the normal rhythm
         .values("tenant_id", "workflow_id")
         .annotate(mean=Avg(measure))
         .order_by()
