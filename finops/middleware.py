@@ -19,7 +19,9 @@ import time
 import uuid
 from collections.abc import Callable
 
-from django.http import HttpRequest, HttpResponse
+import orjson
+from django.conf import settings
+from django.http import HttpRequest, HttpResponse, JsonResponse
 
 from finops.request_context import current_request_id as _request_id
 from finops.views import operations
@@ -87,3 +89,39 @@ class RequestLogMiddleware:
             fields["key_prefix"] or "-",
             extra=fields,
         )
+
+
+class StrictJsonBodyMiddleware:
+    """One rule for every JSON body the API takes: it must be JSON a strict parser accepts.
+
+    The API views parse with DRF's JSONParser (the standard library), which recurses once per nesting level
+    (10,000 levels: RecursionError, a 500 on every endpoint), accepts lone UTF-16 surrogates (which cannot be
+    encoded when the answer or the row is written: another 500), and numbers too large for a float. Checking
+    the body here, once, with orjson (depth at most 1024, UTF-8 only, no lone surrogates, no NaN or Infinity,
+    no infinite numbers) answers all of these 400 in the API's JSON error shape before any view runs.
+
+    Only uncompressed JSON bodies under /api/ are checked; an over-large body is left to the view's 413.
+    """
+
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]):
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        if request.method in ("POST", "PUT", "PATCH") and self._applies(request):
+            try:
+                orjson.loads(request.body)
+            except orjson.JSONDecodeError as exc:
+                return JsonResponse(
+                    {"error": {"code": "malformed_json", "message": f"Malformed JSON: {exc}"}}, status=400
+                )
+        return self.get_response(request)
+
+    @staticmethod
+    def _applies(request: HttpRequest) -> bool:
+        if not request.path_info.startswith("/api/") or request.META.get("HTTP_CONTENT_ENCODING"):
+            return False
+        if not request.META.get("CONTENT_TYPE", "").split(";")[0].strip().lower().endswith("json"):
+            return False
+        length = request.META.get("CONTENT_LENGTH") or "0"
+        limit = settings.DATA_UPLOAD_MAX_MEMORY_SIZE
+        return length.isdigit() and 0 < int(length) and (limit is None or int(length) <= limit)

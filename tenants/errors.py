@@ -73,6 +73,10 @@ def api_exception_handler(exc: Exception, context: dict) -> Response | None:
         return error_response(
             "database_unavailable", "The database is not answering; retry shortly.", 503, headers={"Retry-After": "5"}
         )
+    if isinstance(exc, RecursionError):
+        # Input nested deeper than any parser or serializer should follow (StrictJsonBodyMiddleware stops
+        # JSON bodies earlier; this covers whatever else recurses on input).
+        return error_response("too_deeply_nested", "The input is nested too deeply.", 400)
     if isinstance(exc, Http404):
         exc = exceptions.NotFound()
     elif isinstance(exc, PermissionDenied):
