@@ -135,12 +135,20 @@ class ApiKeyRateThrottle(throttling.BaseThrottle):
         if self.limit is None:
             return True
         now = time.time()
+        if now < _breaker.open_until:
+            return True  # the cache failed a moment ago: do not make every request wait for its timeout
         window = int(now // self.period)
         key = f"throttle:{self.scope}:{self.ident(request)}:{window}"
         try:
             count = _incr(key, self.period)
         except Exception as exc:  # noqa: BLE001 - any cache failure (refused, timeout, protocol) fails open
-            throttle_log.warning("rate limit not enforced: the cache did not answer (%s: %s)", type(exc).__name__, exc)
+            _breaker.open_until = time.time() + CACHE_RETRY_SECONDS
+            throttle_log.warning(
+                "rate limit not enforced for %s s: the cache did not answer (%s: %s)",
+                CACHE_RETRY_SECONDS,
+                type(exc).__name__,
+                exc,
+            )
             return True
         if count <= self.limit:
             return True
@@ -150,6 +158,16 @@ class ApiKeyRateThrottle(throttling.BaseThrottle):
     def wait(self) -> float | None:
         return self.wait_seconds
 
+
+# After a cache failure, this process lets requests through unthrottled for this long before trying again.
+CACHE_RETRY_SECONDS = 5.0
+
+
+class _Breaker:
+    open_until = 0.0
+
+
+_breaker = _Breaker()
 
 _PERIODS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 
