@@ -121,7 +121,7 @@ class ApiKeyRateThrottle(throttling.BaseThrottle):
     THROTTLE_RATES = api_settings.DEFAULT_THROTTLE_RATES
 
     def __init__(self) -> None:
-        self.limit, self.period = _rate(self.THROTTLE_RATES.get(self.scope))
+        self.limit, self.period = _rate(self.THROTTLE_RATES.get(self.scope))  # type: ignore[arg-type]
         self.wait_seconds: int | None = None
 
     def ident(self, request) -> str:
