@@ -163,7 +163,10 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "COMPONENT_SPLIT_REQUEST": True,
-    "ENUM_NAME_OVERRIDES": {"EnvironmentEnum": "finops.models.Environment"},
+    "ENUM_NAME_OVERRIDES": {
+        "EnvironmentEnum": "finops.models.Environment",
+        "PromptVersionStatusEnum": "finops.models.PromptVersion.Status",
+    },
 }
 
 # --- Ingest limits -----------------------------------------------------------------------------------
@@ -314,6 +317,9 @@ if not DEBUG:
     SECURE_HSTS_SECONDS = env.int("DJANGO_SECURE_HSTS_SECONDS", default=31_536_000)
     SECURE_HSTS_INCLUDE_SUBDOMAINS = env.bool("DJANGO_SECURE_HSTS_INCLUDE_SUBDOMAINS", default=True)
     SECURE_HSTS_PRELOAD = env.bool("DJANGO_SECURE_HSTS_PRELOAD", default=False)
+    if not SECURE_HSTS_PRELOAD:
+        # Preloading is a commitment browsers keep for months: the operator opts in, the check does not nag.
+        SILENCED_SYSTEM_CHECKS = ["security.W021"]
     # Off by default: the app behind a TLS proxy redirects nothing itself (probes call plain http).
     SECURE_SSL_REDIRECT = env.bool("DJANGO_SECURE_SSL_REDIRECT", default=False)
     SECURE_CONTENT_TYPE_NOSNIFF = True
