@@ -21,7 +21,7 @@ from collections.abc import Callable
 
 import orjson
 from django.conf import settings
-from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.http import HttpRequest, HttpResponse, HttpResponseBadRequest, JsonResponse
 
 from finops.request_context import current_request_id as _request_id
 from finops.views import operations
@@ -91,37 +91,49 @@ class RequestLogMiddleware:
         )
 
 
-class StrictJsonBodyMiddleware:
-    """One rule for every JSON body the API takes: it must be JSON a strict parser accepts.
+class HostileInputMiddleware:
+    """Two rules for every request, kept in one place rather than in each view.
 
-    The API views parse with DRF's JSONParser (the standard library), which recurses once per nesting level
-    (10,000 levels: RecursionError, a 500 on every endpoint), accepts lone UTF-16 surrogates (which cannot be
-    encoded when the answer or the row is written: another 500), and numbers too large for a float. Checking
-    the body here, once, with orjson (depth at most 1024, UTF-8 only, no lone surrogates, no NaN or Infinity,
-    no infinite numbers) answers all of these 400 in the API's JSON error shape before any view runs.
+    1. No NUL byte in the path or the query string (percent-encoded as %00): PostgreSQL text cannot hold
+       one, so a slug or filter carrying it failed as a 500 in whichever query used it first.
+    2. Every JSON body the API takes is JSON a strict parser accepts. The API views parse with DRF's
+       JSONParser (the standard library), which recurses once per nesting level (10,000 levels:
+       RecursionError, a 500 on every endpoint), accepts lone UTF-16 surrogates (which cannot be encoded
+       when the answer or the row is written: another 500), and numbers too large for a float. Checking the
+       body here, once, with orjson (depth at most 1024, UTF-8 only, no lone surrogates, no NaN or
+       Infinity, no infinite numbers) answers all of these 400 before any view runs. Only uncompressed
+       JSON bodies under /api/ are checked; an over-large body is left to the view's 413.
 
-    Only uncompressed JSON bodies under /api/ are checked; an over-large body is left to the view's 413.
+    API paths answer in the API's JSON error shape, pages with a plain 400.
     """
 
     def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]):
         self.get_response = get_response
 
     def __call__(self, request: HttpRequest) -> HttpResponse:
-        if request.method in ("POST", "PUT", "PATCH") and self._applies(request):
+        api = request.path_info.startswith("/api/")
+        if "\x00" in request.path_info or "%00" in request.META.get("QUERY_STRING", ""):
+            message = "The URL must not contain NUL (%00) characters."
+            if api:
+                return _api_error("invalid_url", message)
+            return HttpResponseBadRequest(message, content_type="text/plain")
+        if api and request.method in ("POST", "PUT", "PATCH") and self._json_body(request):
             try:
                 orjson.loads(request.body)
             except orjson.JSONDecodeError as exc:
-                return JsonResponse(
-                    {"error": {"code": "malformed_json", "message": f"Malformed JSON: {exc}"}}, status=400
-                )
+                return _api_error("malformed_json", f"Malformed JSON: {exc}")
         return self.get_response(request)
 
     @staticmethod
-    def _applies(request: HttpRequest) -> bool:
-        if not request.path_info.startswith("/api/") or request.META.get("HTTP_CONTENT_ENCODING"):
+    def _json_body(request: HttpRequest) -> bool:
+        if request.META.get("HTTP_CONTENT_ENCODING"):
             return False
         if not request.META.get("CONTENT_TYPE", "").split(";")[0].strip().lower().endswith("json"):
             return False
         length = request.META.get("CONTENT_LENGTH") or "0"
         limit = settings.DATA_UPLOAD_MAX_MEMORY_SIZE
         return length.isdigit() and 0 < int(length) and (limit is None or int(length) <= limit)
+
+
+def _api_error(code: str, message: str) -> JsonResponse:
+    return JsonResponse({"error": {"code": code, "message": message}}, status=400)

@@ -50,8 +50,8 @@ MIDDLEWARE = [
     # One log line per request; then probes and Prometheus, answered before host validation and sessions.
     "finops.middleware.RequestLogMiddleware",
     "finops.middleware.OperationsEndpointsMiddleware",
-    # Every JSON body under /api/ is strict JSON (depth, surrogates, NaN) before any view parses it.
-    "finops.middleware.StrictJsonBodyMiddleware",
+    # No NUL in URLs; every JSON body under /api/ is strict JSON (depth, surrogates, NaN) before any view.
+    "finops.middleware.HostileInputMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",

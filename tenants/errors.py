@@ -9,7 +9,7 @@ import logging
 from typing import Any
 
 from django.core.exceptions import PermissionDenied
-from django.db import InterfaceError, OperationalError
+from django.db import DataError, InterfaceError, OperationalError
 from django.http import Http404
 from rest_framework import exceptions, status
 from rest_framework.response import Response
@@ -73,8 +73,12 @@ def api_exception_handler(exc: Exception, context: dict) -> Response | None:
         return error_response(
             "database_unavailable", "The database is not answering; retry shortly.", 503, headers={"Retry-After": "5"}
         )
+    if isinstance(exc, DataError):
+        # A value the database cannot hold (NUL in text, a number out of range) that validation let through.
+        logger.warning("value refused by the database: %s", exc)
+        return error_response("invalid_value", "A value in the request cannot be stored.", 400)
     if isinstance(exc, RecursionError):
-        # Input nested deeper than any parser or serializer should follow (StrictJsonBodyMiddleware stops
+        # Input nested deeper than any parser or serializer should follow (HostileInputMiddleware stops
         # JSON bodies earlier; this covers whatever else recurses on input).
         return error_response("too_deeply_nested", "The input is nested too deeply.", 400)
     if isinstance(exc, Http404):

@@ -231,3 +231,15 @@ def test_wrong_types_everywhere_answer_the_json_error_shape(api_a, catalog):
 def test_urls_in_this_file_are_routes():
     assert reverse("api-usage") == "/api/v1/usage"
     assert reverse("api-notification-channels") == "/api/v1/notification-channels"
+
+
+def test_a_value_the_database_refuses_answers_400_not_500(db):
+    from django.db import DataError, connection
+
+    from tenants.errors import api_exception_handler
+
+    with pytest.raises(DataError) as caught, connection.cursor() as cursor:
+        cursor.execute("SELECT %s::text", ["a\x00b"])
+    response = api_exception_handler(caught.value, {})
+    assert response is not None and response.status_code == 400
+    assert response.data["error"]["code"] == "invalid_value"
