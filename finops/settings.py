@@ -163,6 +163,10 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "COMPONENT_SPLIT_REQUEST": True,
+    "POSTPROCESSING_HOOKS": [
+        "drf_spectacular.hooks.postprocess_schema_enums",
+        "tenants.schema.add_error_responses",
+    ],
     "ENUM_NAME_OVERRIDES": {
         "EnvironmentEnum": "finops.models.Environment",
         "PromptVersionStatusEnum": "finops.models.PromptVersion.Status",

@@ -95,3 +95,26 @@ def api_exception_handler(exc: Exception, context: dict) -> Response | None:
         message, details = str(exc.detail), None
     headers = {k: v for k, v in response.items() if k in ("Retry-After", "WWW-Authenticate")}
     return error_response(code, message, response.status_code, details, headers=headers)
+
+
+# Django's own 404 and 500 pages are HTML; under /api/ they answer in the JSON error shape instead (an id
+# that does not match the route's converter, e.g. /api/v1/budgets/abc, never reaches a view).
+
+
+def api_aware_not_found(request, exception):
+    from django.http import JsonResponse
+    from django.views.defaults import page_not_found
+
+    if request.path_info.startswith("/api/"):
+        return JsonResponse({"error": {"code": "not_found", "message": "Not found."}}, status=404)
+    return page_not_found(request, exception)
+
+
+def api_aware_server_error(request):
+    from django.http import JsonResponse
+    from django.views.defaults import server_error
+
+    if request.path_info.startswith("/api/"):
+        body = {"error": {"code": "server_error", "message": "An unexpected error; it has been logged."}}
+        return JsonResponse(body, status=500)
+    return server_error(request)

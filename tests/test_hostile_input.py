@@ -22,12 +22,14 @@ JSON_ENDPOINTS = [
     "/api/v1/controls",
     "/api/v1/notification-channels",
     "/api/v1/approvals",
-    "/api/v1/alerts",
-    "/api/v1/workflows/support-bot/policy",
+    "/api/v1/workflows/support-bot/policy",  # PUT
+    "/api/v1/workflows/support-bot/prompt-versions",
 ]
+_PUT = {"/api/v1/workflows/support-bot/policy"}
 
 
-def _raw(client, path: str, body: str | bytes, method: str = "post"):
+def _raw(client, path: str, body: str | bytes, method: str = ""):
+    method = method or ("put" if path in _PUT else "post")
     return getattr(client, method)(path, data=body, content_type="application/json")
 
 
@@ -226,6 +228,12 @@ def test_wrong_types_everywhere_answer_the_json_error_shape(api_a, catalog):
             assert response.status_code < 500, (path, body, response.status_code, response.content[:200])
             if response.status_code >= 400:
                 assert "error" in response.json(), (path, body)
+
+
+def test_a_method_the_endpoint_does_not_have_is_405_whatever_the_body(api_a):
+    for body in (NESTED, '{"x": NaN}', "{}"):
+        response = _raw(api_a.client, "/api/v1/alerts", body, method="post")
+        assert _assert_json_error(response, 405)["code"] == "method_not_allowed"
 
 
 def test_urls_in_this_file_are_routes():
