@@ -2,8 +2,9 @@
 
 Each operation gets a bounded number of generated requests, valid and invalid (SCHEMATHESIS_MAX_EXAMPLES,
 default 8), sent with API keys of two tenants in turn and a platform key. Every answer must be: not a 5xx,
-a status code and content type the schema declares, a body that matches the schema, and for invalid
-input the JSON error shape. Requests go through the WSGI app in-process: no server to start.
+a status code and content type the schema declares, a body that matches the schema, invalid input
+rejected (except the LENIENT operations below) and every 4xx in the JSON error shape. Requests go
+through the WSGI app in-process: no server to start.
 """
 
 from __future__ import annotations
@@ -49,16 +50,32 @@ def callers(tenant_a, tenant_b, catalog):
 
 # Checks left out, and why: a request valid by the schema may still be refused by the domain (an unknown
 # model name, a budget over its limit), so "positive data accepted" does not hold for this API; the
-# stateful resource checks need links the schema does not declare. "Negative data rejected" is left out
-# for now: the API is more lenient than its schema in places (repeated query parameters, 0/1 for booleans,
-# empty filters, ingest's per-item 207 answers by design); what it does reject is checked for the JSON
-# error shape below.
+# stateful resource checks need links the schema does not declare.
 EXCLUDED = [
     openapi_checks.positive_data_acceptance,
-    openapi_checks.negative_data_rejection,
     openapi_checks.use_after_free,
     openapi_checks.ensure_resource_availability,
 ]
+
+
+# "Invalid input is rejected" holds everywhere except these operations, which are more lenient than their
+# schema (issue 13, left to do): ingest answers per item (207 by design: valid records are stored beside
+# rejected ones); the others accept repeated or empty query parameters, 0/1 for booleans, or ignore an
+# unusable optional value instead of answering 400.
+LENIENT = {
+    "POST /api/v1/usage",  # per-item outcomes, by design
+    "POST /api/v1/litellm/logs",  # per-item outcomes, by design
+    "GET /api/v1/usage",  # page_size repeated or not a number: the default page size
+    "GET /api/v1/alerts",  # idem
+    "GET /api/v1/budgets",  # active=<not a boolean> ignored
+    "GET /api/v1/controls",  # idem
+    "POST /api/v1/budgets",  # is_active: 0/1 taken as a boolean
+    "GET /api/v1/exports/focus.csv",  # an empty filter means no filter
+    "GET /api/v1/spend",  # start= empty means the default
+    "GET /api/v1/spend.csv",  # idem
+    "POST /api/v1/notification-channels",  # ?tenant= empty means no tenant (platform-wide)
+    "POST /api/v1/preflight",  # approval_id: 0 (falsy) read as none
+}
 
 
 def _error_shape(ctx, response, case):
@@ -81,8 +98,9 @@ def _error_shape(ctx, response, case):
     database=None,
 )
 def test_api_conforms_to_its_schema(case, callers):
+    lenient = f"{case.operation.method.upper()} {case.operation.path}" in LENIENT
     case.call_and_validate(
         headers=next(callers),
-        excluded_checks=EXCLUDED,
+        excluded_checks=[*EXCLUDED, openapi_checks.negative_data_rejection] if lenient else EXCLUDED,
         additional_checks=[_error_shape],
     )
