@@ -373,3 +373,11 @@ def test_serve_names_its_services_without_passwords():
     assert describe_broker("redis://:broker-secret@redis:6379/0") == "redis://:***@redis:6379/0"
     assert "cache-secret" not in describe_cache("redis://user:cache-secret@redis:6379/1")
     assert describe_cache("").startswith("in-process memory")
+
+
+def test_compose_restarts_a_worker_or_beat_that_dies():
+    """Under docker compose a killed Celery worker or beat comes back (issue 13); `make run` is covered by
+    test_serve_restarts_a_dead_worker_or_beat_and_stops_everything_when_web_dies."""
+    services = _compose()["services"]
+    for name in ("web", "worker", "beat"):
+        assert services[name].get("restart") in ("unless-stopped", "always"), name
