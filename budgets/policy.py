@@ -12,10 +12,13 @@ control of some kind, optionally for workflows of some priorities only, with par
 
 from __future__ import annotations
 
+import logging
 from copy import deepcopy
 from decimal import Decimal, InvalidOperation
 
 from budgets.models import ControlKind, HardAction
+
+logger = logging.getLogger(__name__)
 
 LEVEL_BASES = ("soft", "hard", "forecast")
 RUNG_KINDS = ("alert", "hard_action", *ControlKind.values)
@@ -90,6 +93,25 @@ def control_params_validate(params, *, where: str = "params") -> dict:
                 f'{where}.above_usd must be an amount in USD of at least 0, e.g. "5.00", not {params["above_usd"]!r}.'
             )
     return params
+
+
+def control_params_usable(params, *, control_id: int | None = None) -> dict:
+    """A stored control's params as preflight may read them: each parameter that would not pass
+    `control_params_validate` is dropped (its default applies) and logged. Writes validate; this guards
+    rows written before they did, or by hand, so that one bad row cannot make a tenant's preflight fail."""
+    if not isinstance(params, dict):
+        if params not in (None, ""):
+            logger.warning("control %s: params %r are not an object; ignored", control_id, params)
+        return {}
+    usable = {}
+    for key, value in params.items():
+        try:
+            control_params_validate({key: value})
+        except ValueError as exc:
+            logger.warning("control %s: parameter ignored: %s", control_id, exc)
+            continue
+        usable[key] = value
+    return usable
 
 
 def policy_validate(policy) -> list[dict]:

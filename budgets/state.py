@@ -17,6 +17,7 @@ from django.conf import settings
 from django.db import connection
 
 from budgets.models import Control
+from budgets.policy import control_params_usable
 from budgets.services import windows
 from budgets.services.windows import BudgetSnapshot, get_budgets
 from finops import catalog as catalog_module
@@ -131,7 +132,7 @@ def _load_controls() -> list[ControlEntry]:
             environment=c.environment,
             tier_id=c.tier_id,
             priorities=tuple(c.priorities or ()),
-            params=dict(c.params or {}),
+            params=control_params_usable(c.params, control_id=c.pk),
             source=c.source,
             reason=c.reason,
             starts_at=c.starts_at,

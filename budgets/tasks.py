@@ -17,6 +17,7 @@ from budgets.services.ladder import budgets_evaluate
 from budgets.services.notifications import notification_deliver, notifications_due
 from budgets.services.reconcile import windows_reconcile
 from budgets.services.reservations import reservations_expire
+from finops.locks import single_run
 
 _RETRY: dict[str, Any] = {
     "acks_late": True,
@@ -35,7 +36,9 @@ def expire_reservations() -> int:
 
 @shared_task(**_RETRY)
 def evaluate_budgets() -> dict:
-    return budgets_evaluate()
+    # Two copies at once (two beats) would both see a rung without its control and both start one.
+    with single_run("evaluate-budgets") as mine:
+        return budgets_evaluate() if mine else {"skipped": "another evaluation is running"}
 
 
 @shared_task(**_RETRY)

@@ -52,6 +52,8 @@ MIDDLEWARE = [
     "finops.middleware.RequestLogMiddleware",
     "tenants.middleware.BodySizeLimitMiddleware",
     "finops.middleware.OperationsEndpointsMiddleware",
+    # No NUL in URLs; every JSON body under /api/ is strict JSON (depth, surrogates, NaN) before any view.
+    "finops.middleware.HostileInputMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
@@ -163,7 +165,14 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "COMPONENT_SPLIT_REQUEST": True,
-    "ENUM_NAME_OVERRIDES": {"EnvironmentEnum": "finops.models.Environment"},
+    "POSTPROCESSING_HOOKS": [
+        "drf_spectacular.hooks.postprocess_schema_enums",
+        "tenants.schema.add_error_responses",
+    ],
+    "ENUM_NAME_OVERRIDES": {
+        "EnvironmentEnum": "finops.models.Environment",
+        "PromptVersionStatusEnum": "finops.models.PromptVersion.Status",
+    },
 }
 
 # --- Ingest limits -----------------------------------------------------------------------------------
@@ -289,3 +298,50 @@ if LOG_FORMAT not in ("text", "json"):
 if not DEBUG:
     SESSION_COOKIE_HTTPONLY = True
     X_FRAME_OPTIONS = "DENY"
+
+# --- Hostile input and faults (issue 13, docs/operations.md) --------------------------------------------
+# A database that accepts connections but never answers must not hold a request until gunicorn kills the
+# worker: connecting gives up after DB_CONNECT_TIMEOUT_SECONDS, an established connection whose peer stops
+# acknowledging is dropped after DB_TCP_USER_TIMEOUT_MS, and a statement is cancelled by the server after
+# DB_STATEMENT_TIMEOUT_MS (0 = no limit; the web process sets 10 s in finops/wsgi.py, workers keep none
+# because a rollup rebuild may run longer). The API answers each of these 503 with Retry-After.
+DB_CONNECT_TIMEOUT_SECONDS = env.int("DB_CONNECT_TIMEOUT_SECONDS", default=3)
+DB_TCP_USER_TIMEOUT_MS = env.int("DB_TCP_USER_TIMEOUT_MS", default=10_000)
+DB_STATEMENT_TIMEOUT_MS = env.int("DB_STATEMENT_TIMEOUT_MS", default=0)
+if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
+    _pg_options = DATABASES["default"].setdefault("OPTIONS", {})
+    _pg_options.setdefault("connect_timeout", DB_CONNECT_TIMEOUT_SECONDS)
+    _pg_options.setdefault("keepalives", 1)
+    _pg_options.setdefault("keepalives_idle", 10)
+    _pg_options.setdefault("keepalives_interval", 5)
+    _pg_options.setdefault("keepalives_count", 3)
+    _pg_options.setdefault("tcp_user_timeout", DB_TCP_USER_TIMEOUT_MS)
+    if DB_STATEMENT_TIMEOUT_MS:
+        _timeout_option = f"-c statement_timeout={DB_STATEMENT_TIMEOUT_MS}"
+        _pg_options["options"] = f"{_pg_options.get('options', '')} {_timeout_option}".strip()
+
+# Webhook targets: a channel may not point at loopback, link-local, private, or metadata addresses (checked
+# when it is registered and again at each delivery, since DNS can change), unless its host is named here.
+WEBHOOK_ALLOWED_INTERNAL_HOSTS = env.list("WEBHOOK_ALLOWED_INTERNAL_HOSTS", default=[])
+
+# Behind TLS (DJANGO_DEBUG=false): cookies only over https, HSTS, and the proxy's scheme header trusted when
+# the operator names it, e.g. DJANGO_SECURE_PROXY_SSL_HEADER=HTTP_X_FORWARDED_PROTO,https.
+if not DEBUG:
+    SESSION_COOKIE_SECURE = env.bool("DJANGO_SESSION_COOKIE_SECURE", default=True)
+    CSRF_COOKIE_SECURE = env.bool("DJANGO_CSRF_COOKIE_SECURE", default=True)
+    SECURE_HSTS_SECONDS = env.int("DJANGO_SECURE_HSTS_SECONDS", default=31_536_000)
+    SECURE_HSTS_INCLUDE_SUBDOMAINS = env.bool("DJANGO_SECURE_HSTS_INCLUDE_SUBDOMAINS", default=True)
+    SECURE_HSTS_PRELOAD = env.bool("DJANGO_SECURE_HSTS_PRELOAD", default=False)
+    if not SECURE_HSTS_PRELOAD:
+        # Preloading is a commitment browsers keep for months: the operator opts in, the check does not nag.
+        SILENCED_SYSTEM_CHECKS = ["security.W021"]
+    # Off by default: the app behind a TLS proxy redirects nothing itself (probes call plain http).
+    SECURE_SSL_REDIRECT = env.bool("DJANGO_SECURE_SSL_REDIRECT", default=False)
+    SECURE_CONTENT_TYPE_NOSNIFF = True
+    _proxy_ssl_header = env.list("DJANGO_SECURE_PROXY_SSL_HEADER", default=[])
+    if _proxy_ssl_header:
+        if len(_proxy_ssl_header) != 2:
+            raise ImproperlyConfigured(
+                "DJANGO_SECURE_PROXY_SSL_HEADER must be HEADER,value, e.g. HTTP_X_FORWARDED_PROTO,https."
+            )
+        SECURE_PROXY_SSL_HEADER = (_proxy_ssl_header[0], _proxy_ssl_header[1])

@@ -2,7 +2,9 @@
 
 Each child is started in its own session, so a Ctrl-C reaches the children exactly once: the
 supervisor forwards it. Their output is relayed line by line, prefixed with the child's name. When
-any child dies the others are stopped too, so nothing is left half-running.
+any child dies the others are stopped too, so nothing is left half-running, except a child marked
+`restart` (the Celery worker and beat): it is started again, unless it keeps dying (RESTART_LIMIT times
+within RESTART_WINDOW_SECONDS), which is a crash loop that restarting will not cure.
 
 Plain standard library: what the children are (gunicorn, a Celery worker, Celery beat) and how the
 product is prepared for them is the command's business (finops/management/commands/serve.py).
@@ -28,6 +30,9 @@ STOP_TIMEOUT_SECONDS = 25.0
 POLL_SECONDS = 0.2
 # Once the web server listens, how long the banner may wait for the worker and beat to report ready.
 READY_GRACE_SECONDS = 30.0
+# A child with `restart` that dies this many times within the window is given up on (and all stop).
+RESTART_LIMIT = 5
+RESTART_WINDOW_SECONDS = 60.0
 
 
 @dataclass
@@ -40,6 +45,9 @@ class Child:
     # A line the child prints once it is ready; the banner waits for it so it is not buried in start-up logs.
     ready_marker: str = ""
     ready: threading.Event = field(default_factory=threading.Event)
+    # Start it again when it dies (a Celery worker or beat killed by the OOM killer or by hand).
+    restart: bool = False
+    restarts: list[float] = field(default_factory=list)
 
     @property
     def pid(self) -> int | None:
@@ -205,10 +213,28 @@ class Supervisor:
     def _supervise(self, children: list[Child]) -> Child | None:
         while self._stop_signal is None:
             dead = self._first_dead(children)
-            if dead is not None:
+            if dead is not None and not self._restart(dead):
                 return dead
             time.sleep(POLL_SECONDS)
         return None
+
+    def _restart(self, child: Child) -> bool:
+        """Start a dead `restart` child again; False when it may not be (not marked, or crash-looping)."""
+        if not child.restart or self._stop_signal is not None:
+            return False
+        now = time.monotonic()
+        child.restarts = [t for t in child.restarts if now - t < RESTART_WINDOW_SECONDS]
+        code = child.process.returncode if child.process else None
+        if len(child.restarts) >= RESTART_LIMIT:
+            self.say(f"serve: {child.name} died {RESTART_LIMIT} times in {RESTART_WINDOW_SECONDS:.0f}s; giving up.")
+            return False
+        self._signal_group(child, signal.SIGKILL)  # its pool processes must not outlive it
+        if child.reader:
+            child.reader.join(timeout=2)
+        child.restarts.append(now)
+        self._start(child)
+        self.say(f"serve: {child.name} exited (code {code}); restarted it (pid {child.pid}).")
+        return True
 
     def _stop_all(self, children: list[Child], signum: int) -> None:
         running = [c for c in children if c.alive()]

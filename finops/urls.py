@@ -25,3 +25,7 @@ urlpatterns = [
     path("readyz", operations.readyz, name="readyz"),
     path("metrics", operations.metrics, name="metrics"),
 ]
+
+# Under /api/, a route that does not match and an unexpected error answer JSON, not Django's HTML pages.
+handler404 = "tenants.errors.api_aware_not_found"
+handler500 = "tenants.errors.api_aware_server_error"

@@ -2,15 +2,22 @@ from __future__ import annotations
 
 import hmac
 import json
+import logging
+import math
+import time
 from datetime import UTC, datetime, timedelta
 
 from django.conf import settings
+from django.core.cache import cache
 from django.db import connection
 from django.utils import timezone
 from rest_framework import authentication, exceptions, throttling
+from rest_framework.settings import api_settings
 
 from .models import ApiKey, Tenant
 from .services import KEY_PREFIX, hash_secret
+
+throttle_log = logging.getLogger("tenants.throttle")
 
 _KEY_SQL = (
     f"SELECT k.id, k.tenant_id, k.name, k.prefix, k.secret_hash, k.scopes, k.expires_at, k.revoked_at, "
@@ -115,16 +122,87 @@ class ApiKeyAuthentication(authentication.BaseAuthentication):
         return f'{self.keyword} realm="api"'
 
 
-class ApiKeyRateThrottle(throttling.SimpleRateThrottle):
-    """Per-key request rate (API_KEY_RATE); people signed in through sessions are throttled per user."""
+class ApiKeyRateThrottle(throttling.BaseThrottle):
+    """Per-key request rate (API_KEY_RATE); people signed in through sessions are throttled per user.
+
+    A fixed-window counter in the cache: one atomic INCR per request (Redis INCR, or the local cache's
+    own lock), so concurrent requests cannot lose each other's counts the way DRF's read-modify-write
+    history throttle does, and the cost does not grow with the traffic already in the window. The
+    window is the rate's period aligned to the clock; over the limit answers 429 with Retry-After
+    (the seconds left in the window). A cache that cannot be reached lets the request through and logs
+    it: hard limits live in PostgreSQL, and the rate limit is not worth an outage.
+    """
 
     scope = "api_key"
+    THROTTLE_RATES = api_settings.DEFAULT_THROTTLE_RATES
 
-    def get_cache_key(self, request, view):
+    def __init__(self) -> None:
+        self.limit, self.period = _rate(self.THROTTLE_RATES.get(self.scope))  # type: ignore[arg-type]
+        self.wait_seconds: int | None = None
+
+    def ident(self, request) -> str:
         if isinstance(request.auth, ApiKey):
-            ident = f"key:{request.auth.pk}"
-        elif request.user and request.user.is_authenticated:
-            ident = f"user:{request.user.pk}"
-        else:
-            ident = self.get_ident(request)
-        return self.cache_format % {"scope": self.scope, "ident": ident}
+            return f"key:{request.auth.pk}"
+        if request.user and request.user.is_authenticated:
+            return f"user:{request.user.pk}"
+        return f"ip:{self.get_ident(request)}"
+
+    def allow_request(self, request, view) -> bool:
+        if self.limit is None:
+            return True
+        now = time.time()
+        if now < _breaker.open_until:
+            return True  # the cache failed a moment ago: do not make every request wait for its timeout
+        window = int(now // self.period)
+        key = f"throttle:{self.scope}:{self.ident(request)}:{window}"
+        try:
+            count = _incr(key, self.period)
+        except Exception as exc:  # noqa: BLE001 - any cache failure (refused, timeout, protocol) fails open
+            _breaker.open_until = time.time() + CACHE_RETRY_SECONDS
+            throttle_log.warning(
+                "rate limit not enforced for %s s: the cache did not answer (%s: %s)",
+                CACHE_RETRY_SECONDS,
+                type(exc).__name__,
+                exc,
+            )
+            return True
+        if count <= self.limit:
+            return True
+        self.wait_seconds = max(1, math.ceil((window + 1) * self.period - now))
+        return False
+
+    def wait(self) -> float | None:
+        return self.wait_seconds
+
+
+# After a cache failure, this process lets requests through unthrottled for this long before trying again.
+CACHE_RETRY_SECONDS = 5.0
+
+
+class _Breaker:
+    open_until = 0.0
+
+
+_breaker = _Breaker()
+
+_PERIODS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def _rate(rate: str | None) -> tuple[int | None, int]:
+    """'6000/min' -> (6000, 60); None (no limit) -> (None, 1)."""
+    if not rate:
+        return None, 1
+    count, period = rate.split("/")
+    return int(count), _PERIODS[period[0]]
+
+
+def _incr(key: str, period: int) -> int:
+    """Count one request in the window `key`; the first one creates it with an expiry past the window."""
+    # add() is SET NX: only the window's first request writes; incr() is atomic in Redis and locmem.
+    if cache.add(key, 1, timeout=period + 1):
+        return 1
+    try:
+        return cache.incr(key)
+    except ValueError:  # expired between add() and incr(): start the window again
+        cache.add(key, 1, timeout=period + 1)
+        return 1

@@ -9,7 +9,7 @@ import logging
 from typing import Any
 
 from django.core.exceptions import PermissionDenied
-from django.db import InterfaceError, OperationalError
+from django.db import DataError, InterfaceError, OperationalError
 from django.http import Http404
 from rest_framework import exceptions, status
 from rest_framework.response import Response
@@ -86,6 +86,14 @@ def api_exception_handler(exc: Exception, context: dict) -> Response | None:
         return error_response(
             "database_unavailable", "The database is not answering; retry shortly.", 503, headers={"Retry-After": "5"}
         )
+    if isinstance(exc, DataError):
+        # A value the database cannot hold (NUL in text, a number out of range) that validation let through.
+        logger.warning("value refused by the database: %s", exc)
+        return error_response("invalid_value", "A value in the request cannot be stored.", 400)
+    if isinstance(exc, RecursionError):
+        # Input nested deeper than any parser or serializer should follow (HostileInputMiddleware stops
+        # JSON bodies earlier; this covers whatever else recurses on input).
+        return error_response("too_deeply_nested", "The input is nested too deeply.", 400)
     if isinstance(exc, Http404):
         exc = exceptions.NotFound()
     elif isinstance(exc, PermissionDenied):
@@ -100,3 +108,26 @@ def api_exception_handler(exc: Exception, context: dict) -> Response | None:
         message, details = str(exc.detail), None
     headers = {k: v for k, v in response.items() if k in ("Retry-After", "WWW-Authenticate")}
     return error_response(code, message, response.status_code, details, headers=headers)
+
+
+# Django's own 404 and 500 pages are HTML; under /api/ they answer in the JSON error shape instead (an id
+# that does not match the route's converter, e.g. /api/v1/budgets/abc, never reaches a view).
+
+
+def api_aware_not_found(request, exception):
+    from django.http import JsonResponse
+    from django.views.defaults import page_not_found
+
+    if request.path_info.startswith("/api/"):
+        return JsonResponse({"error": {"code": "not_found", "message": "Not found."}}, status=404)
+    return page_not_found(request, exception)
+
+
+def api_aware_server_error(request):
+    from django.http import JsonResponse
+    from django.views.defaults import server_error
+
+    if request.path_info.startswith("/api/"):
+        body = {"error": {"code": "server_error", "message": "An unexpected error; it has been logged."}}
+        return JsonResponse(body, status=500)
+    return server_error(request)

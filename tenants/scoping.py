@@ -14,7 +14,7 @@ from django.contrib.auth.decorators import login_required
 from django.core.exceptions import ImproperlyConfigured, PermissionDenied
 from django.db.models import Model, QuerySet
 from django.http import Http404, HttpRequest, HttpResponse
-from rest_framework import permissions
+from rest_framework import exceptions, permissions
 from rest_framework.views import APIView
 
 from .authentication import ApiKeyRateThrottle
@@ -80,6 +80,9 @@ class TenantScopedAPIView(APIView):
 
     def initial(self, request, *args, **kwargs):
         super().initial(request, *args, **kwargs)
+        if request.method.lower() not in self.http_method_names or not hasattr(self, request.method.lower()):
+            # A method the view does not have answers 405 before the tenant is resolved (which may answer 400).
+            raise exceptions.MethodNotAllowed(request.method)
         self.scope = self.resolve_scope(request)
         # What the per-request log line names (finops.middleware.RequestLogMiddleware): never the key itself.
         request._request._log_tenant = self.scope.tenant.slug if self.scope.tenant is not None else None
@@ -98,7 +101,9 @@ class TenantScopedAPIView(APIView):
         return obj
 
     def finalize_response(self, request, response, *args, **kwargs):
-        if not getattr(self, "_checked", True) and 200 <= response.status_code < 300:
+        # OPTIONS describes the route (no object is read or shown), so it needs no object lookup.
+        checked = getattr(self, "_checked", True) or request.method == "OPTIONS"
+        if not checked and 200 <= response.status_code < 300:
             raise ImproperlyConfigured(
                 f"{type(self).__name__} answered {response.status_code} without object_in_scope(): "
                 "an object route must look its object up through the scope."

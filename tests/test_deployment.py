@@ -323,7 +323,9 @@ def test_serve_runs_web_worker_and_beat_and_stops_them_all(services_env):
     assert not left, f"processes still running after serve stopped: {left}"
 
 
-def test_serve_stops_everything_when_a_child_dies(tmp_path):
+def test_serve_restarts_a_dead_worker_or_beat_and_stops_everything_when_web_dies(tmp_path):
+    """A Celery worker or beat that dies (OOM killer, kill -9) is started again and work still flows; the
+    web server dying still stops everything (nothing left half-running)."""
     env, port = _base_env(tmp_path), _free_port()
     manage = [sys.executable, str(BASE_DIR / "manage.py")]
     serve = subprocess.Popen(
@@ -335,18 +337,29 @@ def test_serve_stops_everything_when_a_child_dies(tmp_path):
         text=True,
     )
     out = _Output(serve)
+    restarted: dict[str, int] = {}
     try:
         out.wait_for(r"is running", timeout=90)
         pids = {name: int(pid) for name, pid in re.findall(r"(\w+) \(pid (\d+)\)", out.text)}
-        os.kill(pids["beat"], signal.SIGKILL)
+        for name in ("worker", "beat"):
+            os.kill(pids[name], signal.SIGKILL)
+            match = out.wait_for(rf"serve: {name} exited \(code -9\); restarted it \(pid (\d+)\)", timeout=30)
+            restarted[name] = int(match.group(1))
+            assert serve.poll() is None and _get(f"http://127.0.0.1:{port}/admin/login/") == 200
+        # The restarted worker takes tasks again.
+        marker = uuid.uuid4().hex
+        send = "from finops.celery import app; app.send_task('celery.accumulate', args=[sys.argv[1]])"
+        subprocess.run([sys.executable, "-c", f"import sys; {send}", marker], env=env, cwd=BASE_DIR, check=True)
+        out.wait_for(rf"celery\.accumulate\[.*\] succeeded .*{marker}", timeout=60)
+        os.kill(pids["web"], signal.SIGKILL)
         assert serve.wait(timeout=60) == 1
     finally:
         if serve.poll() is None:
             serve.kill()
             serve.wait()
     out._thread.join(timeout=5)
-    assert re.search(r"Celery beat \(pid \d+\) exited unexpectedly", out.text), out.text
-    assert all(_gone(pid) for pid in pids.values())
+    assert re.search(r"web server \(gunicorn on .*\) \(pid \d+\) exited unexpectedly", out.text), out.text
+    assert all(_gone(pid) for pid in [*pids.values(), *restarted.values()])
 
 
 def test_serve_names_its_services_without_passwords():
@@ -360,3 +373,11 @@ def test_serve_names_its_services_without_passwords():
     assert describe_broker("redis://:broker-secret@redis:6379/0") == "redis://:***@redis:6379/0"
     assert "cache-secret" not in describe_cache("redis://user:cache-secret@redis:6379/1")
     assert describe_cache("").startswith("in-process memory")
+
+
+def test_compose_restarts_a_worker_or_beat_that_dies():
+    """Under docker compose a killed Celery worker or beat comes back (issue 13); `make run` is covered by
+    test_serve_restarts_a_dead_worker_or_beat_and_stops_everything_when_web_dies."""
+    services = _compose()["services"]
+    for name in ("web", "worker", "beat"):
+        assert services[name].get("restart") in ("unless-stopped", "always"), name

@@ -14,6 +14,7 @@ from budgets.selectors import alerts_scoped, channels_visible
 from budgets.services.alerts import alert_acknowledge
 from budgets.services.notifications import channel_create, channel_delete
 from tenants.errors import ApplicationError
+from tenants.schema import results_of
 from tenants.scope import Operation
 from tenants.scoping import TenantScopedAPIView
 
@@ -90,7 +91,7 @@ class AlertCollectionApi(_AlertsBase):
             OpenApiParameter("kind", str, enum=Alert.Kind.values),
             OpenApiParameter("page_size", int, description="Up to 500; default 100."),
         ],
-        responses=AlertOutputSerializer(many=True),
+        responses=results_of(AlertOutputSerializer, name="AlertList", cursor=True),
     )
     def get(self, request: Request) -> Response:
         alerts = self.queryset()

@@ -17,6 +17,7 @@ from finops.pricing import NANOS_PER_USD, nanos_to_usd
 from finops.selectors.workflows import workflows_visible
 from finops.services.usage_validation import MAX_TOKENS
 from tenants.errors import ApplicationError
+from tenants.schema import results_of
 from tenants.scope import Operation
 from tenants.scoping import TenantScopedAPIView
 
@@ -109,7 +110,7 @@ class ApprovalCollectionApi(_ApprovalsBase):
             OpenApiParameter("kind", str, enum=ApprovalRequest.Kind.values),
             OpenApiParameter("workflow", str, description="Workflow slug."),
         ],
-        responses={200: ApprovalOutputSerializer(many=True)},
+        responses={200: results_of(ApprovalOutputSerializer, name="ApprovalList")},
     )
     def get(self, request: Request) -> Response:
         approvals = self.queryset()

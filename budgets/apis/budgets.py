@@ -26,6 +26,7 @@ from budgets.services.budgets import (
 from finops.models import Environment
 from finops.selectors.catalog import model_tiers
 from finops.selectors.workflows import workflows_visible
+from tenants.schema import results_of
 from tenants.scoping import TenantScopedAPIView
 
 from .approvals import ApprovalOutputSerializer, approval_out
@@ -160,7 +161,7 @@ class BudgetCollectionApi(_BudgetApiBase):
             OpenApiParameter("tenant", str, description="Platform callers: one tenant's budgets."),
             OpenApiParameter("active", bool, description="Only active (true) or retired (false) budgets."),
         ],
-        responses={200: BudgetOutputSerializer(many=True)},
+        responses={200: results_of(BudgetOutputSerializer, name="BudgetList")},
     )
     def get(self, request: Request) -> Response:
         budgets = self.queryset()

@@ -15,6 +15,7 @@ from finops.models import Environment
 from finops.selectors.catalog import model_tiers
 from finops.selectors.workflows import workflows_visible
 from tenants.errors import ApplicationError
+from tenants.schema import results_of
 from tenants.scope import Operation
 from tenants.scoping import TenantScopedAPIView
 
@@ -101,7 +102,7 @@ class ControlCollectionApi(_ControlsBase):
             OpenApiParameter("tenant", str, description="Platform callers: one tenant's controls."),
             OpenApiParameter("active", bool, description="true: only controls in force now."),
         ],
-        responses={200: ControlOutputSerializer(many=True)},
+        responses={200: results_of(ControlOutputSerializer, name="ControlList")},
     )
     def get(self, request: Request) -> Response:
         now = timezone.now()

@@ -32,23 +32,37 @@ KEEP: Literal[Keep.KEEP] = Keep.KEEP
 _MAX_AMOUNT = 2**63 - 1  # a bigint column
 
 
+# Limits are stored as PostgreSQL bigint: tokens, or nano-USD (so at most ~9.2 billion USD).
+MAX_LIMIT = 2**63 - 1
+
+
 def limit_parse(value, metric: str, field: str) -> int | None:
     """A limit as sent (USD decimal string for cost, whole tokens for tokens) -> integer in the budget's unit."""
     if value is None or value == "":
         return None
     if metric == Metric.TOKENS:
-        if isinstance(value, bool) or not isinstance(value, int | str) or not str(value).isdigit():
+        text = str(value)
+        if isinstance(value, bool) or not isinstance(value, int | str) or not (text.isascii() and text.isdigit()):
             raise _invalid(field, "A token limit must be a whole number of tokens.")
-        amount = int(value)
+        if len(text) > 19 or int(text) > MAX_LIMIT:
+            raise _invalid(field, f"A token limit must be at most {MAX_LIMIT:,} tokens.")
+        amount = int(text)
     else:
         if isinstance(value, float):
             raise _invalid(field, 'Send money as a decimal string, e.g. "250.00", not a float.')
+        if isinstance(value, bool) or not isinstance(value, int | str):
+            raise _invalid(field, 'Must be an amount in USD, e.g. "250.00".')
         try:
-            usd = Decimal(str(value))
+            usd = Decimal(str(value).strip())
         except InvalidOperation:
             raise _invalid(field, 'Must be an amount in USD, e.g. "250.00".') from None
+        # Checked before any arithmetic: sNaN raises on use, and 1E+999999 would build a million-digit integer.
+        if not usd.is_finite():
+            raise _invalid(field, 'Must be an amount in USD, e.g. "250.00".')
+        if usd > Decimal(MAX_LIMIT) / NANOS_PER_USD:
+            raise _invalid(field, f"Must be at most {nanos_to_usd(MAX_LIMIT)} USD.")
         nanos = usd * NANOS_PER_USD
-        if not usd.is_finite() or nanos != nanos.to_integral_value():
+        if nanos != nanos.to_integral_value():
             raise _invalid(field, "Must be an amount in USD with at most 9 decimal places.")
         amount = int(nanos)
     if amount <= 0:

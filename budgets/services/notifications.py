@@ -33,6 +33,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from budgets.models import Alert, Metric, Notification, NotificationAttempt, NotificationChannel
+from budgets.webhook_targets import TargetRefused, guarded_opener, webhook_target_check
 from finops.pricing import nanos_to_usd
 from tenants.errors import ApplicationError
 from tenants.models import Tenant
@@ -185,7 +186,8 @@ class _NoRedirect(urllib.request.HTTPRedirectHandler):
         return None
 
 
-_opener = urllib.request.build_opener(_NoRedirect)
+# Connects only to public addresses, checked at connection time (budgets/webhook_targets.py).
+_opener = guarded_opener(_NoRedirect)
 
 
 def _webhook_post(channel: NotificationChannel, alert: Alert) -> int:
@@ -240,6 +242,11 @@ def channel_create(
     except ValidationError:
         what = "an email address" if kind == "email" else ("an https:// URL" if require_https else "an http(s) URL")
         raise ApplicationError("invalid", f"target must be {what}.", details={"target": [f"Not {what}."]}) from None
+    if kind == NotificationChannel.Kind.WEBHOOK:
+        try:
+            webhook_target_check(target)
+        except TargetRefused as exc:
+            raise ApplicationError("invalid", str(exc), details={"target": [str(exc)]}) from None
     if kind == NotificationChannel.Kind.WEBHOOK and not secret:
         secret = secrets.token_urlsafe(32)
     with transaction.atomic():

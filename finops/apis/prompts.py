@@ -19,6 +19,7 @@ from finops.selectors.prompts import PromptProjection, prompt_versions_of
 from finops.selectors.workflows import workflow_required
 from finops.services.prompts import PromptRegistration, prompt_version_register
 from tenants.errors import reject_oversized_body
+from tenants.schema import results_of
 from tenants.scope import Operation
 from tenants.scoping import TenantScopedAPIView
 
@@ -130,7 +131,7 @@ class PromptVersionCollectionApi(TenantScopedAPIView):
     @extend_schema(
         operation_id="prompt_versions_list",
         parameters=[OpenApiParameter("tenant", str, description="Platform callers: the tenant.")],
-        responses={200: PromptVersionOutputSerializer(many=True)},
+        responses={200: results_of(PromptVersionOutputSerializer, name="PromptVersionList")},
     )
     def get(self, request: Request, slug: str) -> Response:
         workflow = workflow_required(scope=self.scope, slug=slug)

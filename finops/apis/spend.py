@@ -5,6 +5,7 @@ from typing import Any
 import orjson
 from django.http import HttpResponse
 from django.utils import timezone
+from drf_spectacular.openapi import AutoSchema
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework.renderers import BrowsableAPIRenderer, JSONRenderer
@@ -67,14 +68,33 @@ class SpendJSONRenderer(JSONRenderer):
         return orjson.dumps(data, default=self.encoder_class().default, option=orjson.OPT_PASSTHROUGH_DATETIME)
 
 
+class _SpendSchema(AutoSchema):
+    """One view serves /spend and /spend.csv: each path gets its own operationId and media type."""
+
+    def _csv(self) -> bool:
+        return self.path.endswith(".csv")
+
+    def get_operation_id(self) -> str:
+        return "spend_read_csv" if self._csv() else "spend_read"
+
+    def map_renderers(self, attribute: str) -> Any:
+        return ["text/csv"] if self._csv() else super().map_renderers(attribute)
+
+    def _get_response_for_code(self, serializer, status_code, media_types=None, direction="response"):
+        if self._csv() and str(status_code).startswith("2"):
+            return {"content": {"text/csv": {"schema": {"type": "string"}}}, "description": "CSV of the spend view"}
+        return super()._get_response_for_code(serializer, status_code, media_types, direction)
+
+
 class SpendApi(TenantScopedAPIView):
     """Spend from rollups, grouped by up to two dimensions, with totals and a time series."""
+
+    schema = _SpendSchema()
 
     renderer_classes = [SpendJSONRenderer, BrowsableAPIRenderer]
     tenant_required = False  # platform keys and operators may read across all tenants
 
     @extend_schema(
-        operation_id="spend_read",
         summary="Spend by dimension over time",
         parameters=[
             OpenApiParameter(

@@ -20,6 +20,7 @@ from finops.serializers import (
 )
 from finops.services.ingest import ACCEPTED, CONFLICT, DUPLICATE, REJECTED, usage_ingest
 from tenants.errors import ApplicationError, reject_oversized_body
+from tenants.schema import results_of
 from tenants.scope import Operation
 from tenants.scoping import TenantScopedAPIView
 
@@ -95,7 +96,7 @@ class UsageCollectionApi(TenantScopedAPIView):
             OpenApiParameter("tenant", OpenApiTypes.STR, description="Tenant slug (platform keys and operators)."),
             OpenApiParameter("page_size", OpenApiTypes.INT, description="Up to 1000; default 100."),
         ],
-        responses=UsageRecordSerializer(many=True),
+        responses=results_of(UsageRecordSerializer, name="UsageRecordList", cursor=True),
     )
     def get(self, request):
         if self.scope.tenant is None:

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from django.core.exceptions import EmptyResultSet
 from django.db import connection
 from django.db.models import Model, Q, QuerySet
 
@@ -155,7 +156,10 @@ def fetch(qs: QuerySet) -> list[tuple]:
     fetched without its per-value converters, which cost more than the query itself on 16,000 rows
     (an int() per sum, and a timestamp parsed in Python per row: timestamps are read as text here
     and parsed once per bucket)."""
-    sql, params = qs.query.sql_with_params()
+    try:
+        sql, params = qs.query.sql_with_params()
+    except EmptyResultSet:  # a filter that matches nothing (an unknown workflow): the ORM builds no SQL
+        return []
     with connection.cursor() as cursor:
         if connection.vendor == "postgresql":
             from psycopg.types.string import TextLoader

@@ -74,10 +74,16 @@ def hourly_retention_start(now: datetime | None = None) -> datetime:
 
 
 @transaction.atomic
+@transaction.atomic
 def rollup_recompute_day(*, tenant_id: int, day: date, all_tenants: bool = True) -> int:
     """Replace one tenant-day's daily, hourly and tag rollups with sums over its raw records, and the
     coarser daily tables derived from them. `all_tenants=False` leaves the day's `AllTenantsRollup`
     rows to the caller, who recomputes them once after the day's last tenant (`rollups_refresh`)."""
+    if connection.vendor == "postgresql":
+        # Held until commit: two recomputes of one tenant-day at once (two beats' refreshes, a re-pricing)
+        # would each delete, then each insert, and double the day. The second waits and redoes it.
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_advisory_xact_lock(%s)", [tenant_id * 1_000_000 + day.toordinal()])
     start, end = day_bounds(day)
     raw = UsageRecord.objects.filter(tenant_id=tenant_id, occurred_at__gte=start, occurred_at__lt=end)
     dims = {"unknown_model_name": _unknown_model_name()}

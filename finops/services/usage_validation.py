@@ -45,6 +45,8 @@ ENVIRONMENTS = frozenset(Environment.values)
 MAX_TOKENS = 10**9  # per bucket, per record: far above any real call, far below overflow
 _SLUG_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
 _MAX_TEXT_CHARS = 2_000_000
+# PostgreSQL text cannot hold NUL: one such record must be rejected alone, not fail its whole batch.
+_NUL_MESSAGE = "Must not contain NUL (\\u0000) characters."
 PROMPT_VERSION_MAX = 100  # PromptVersion.label / UsageRecord.prompt_version
 
 
@@ -300,6 +302,8 @@ def _parse_tags(value: Any, max_tags: int) -> dict[str, str]:
     for k, v in value.items():
         if not isinstance(v, str) or not 0 < len(k) <= 64 or len(v) > 256:
             raise RecordError("tags", f"Tag '{str(k)[:64]}': keys are 1-64 characters, values strings up to 256.")
+        if "\x00" in k or "\x00" in v:
+            raise RecordError("tags", f"Tag '{k[:64]!r}': {_NUL_MESSAGE}")
     return value
 
 
@@ -315,9 +319,11 @@ def validate_record(index: int, raw: Any, limits: Limits, bound_slug: str | None
         raise RecordError("request_id", "Required: a non-empty string that identifies this call (idempotency key).")
     if len(request_id) > 200:
         raise RecordError("request_id", "At most 200 characters.")
+    if "\x00" in request_id:
+        raise RecordError("request_id", _NUL_MESSAGE)
 
     tenant_slug = raw.get("tenant")
-    if tenant_slug is not None and not isinstance(tenant_slug, str):
+    if tenant_slug is not None and (not isinstance(tenant_slug, str) or "\x00" in tenant_slug):
         raise RecordError("tenant", "Must be a tenant slug.")
     if bound_slug is not None:
         if tenant_slug is not None and tenant_slug != bound_slug:
@@ -335,6 +341,8 @@ def validate_record(index: int, raw: Any, limits: Limits, bound_slug: str | None
         raise RecordError("model", "Required: the model name as sent to the provider.")
     if len(model_name) > 200:
         raise RecordError("model", "At most 200 characters.")
+    if "\x00" in model_name:
+        raise RecordError("model", _NUL_MESSAGE)
 
     environment = raw.get("environment", "prod")
     if environment not in ENVIRONMENTS:

@@ -59,6 +59,12 @@ class Receiver:
         self.server.server_close()
 
 
+@pytest.fixture(autouse=True)
+def _receivers_on_loopback_allowed(settings):
+    """The receivers here listen on 127.0.0.1, which webhooks may reach only when the operator allows it."""
+    settings.WEBHOOK_ALLOWED_INTERNAL_HOSTS = ["127.0.0.1"]
+
+
 def _alert(tenant, metric="cost"):
     if metric == "cost":
         budget = BudgetFactory(tenant=tenant, name="Acme monthly", soft_limit=500 * USD, hard_limit=800 * USD)

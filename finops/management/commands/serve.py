@@ -278,8 +278,8 @@ class Command(BaseCommand):
         ]  # fmt: skip
         return [
             Child("web", f"web server (gunicorn on {bind})", web),
-            Child("worker", "Celery worker", worker, ready_marker=" ready."),
-            Child("beat", "Celery beat", beat, ready_marker="beat: Starting"),
+            Child("worker", "Celery worker", worker, ready_marker=" ready.", restart=True),
+            Child("beat", "Celery beat", beat, ready_marker="beat: Starting", restart=True),
         ]
 
     # -- banner -------------------------------------------------------------------------------------------

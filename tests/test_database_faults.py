@@ -1,0 +1,119 @@
+"""A database that is down, or accepts connections and never answers: the API answers 503 JSON with
+Retry-After within a few seconds, never 500 and never a hang until gunicorn kills the worker."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+from django.conf import settings
+from django.db import OperationalError, connection, transaction
+from rest_framework.test import APIClient
+
+from tenants.errors import api_exception_handler
+
+pytestmark = pytest.mark.skipif(connection.vendor != "postgresql", reason="PostgreSQL connection options")
+
+
+@pytest.fixture
+def silent_server():
+    """Accepts TCP connections and never sends a byte back."""
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(64)
+    accepted: list[socket.socket] = []
+    stop = threading.Event()
+
+    def accept() -> None:
+        server.settimeout(0.2)
+        while not stop.is_set():
+            try:
+                accepted.append(server.accept()[0])
+            except OSError:
+                continue
+
+    thread = threading.Thread(target=accept, daemon=True)
+    thread.start()
+    yield server.getsockname()[1]
+    stop.set()
+    thread.join()
+    for conn in accepted:
+        conn.close()
+    server.close()
+
+
+def _closed_port() -> int:
+    probe = socket.socket()
+    probe.bind(("127.0.0.1", 0))
+    port = probe.getsockname()[1]
+    probe.close()
+    return port
+
+
+def test_the_connection_has_connect_and_tcp_timeouts():
+    options = settings.DATABASES["default"]["OPTIONS"]
+    assert options["connect_timeout"] == settings.DB_CONNECT_TIMEOUT_SECONDS <= 5
+    assert options["tcp_user_timeout"] == settings.DB_TCP_USER_TIMEOUT_MS
+    assert options["keepalives"] == 1
+
+
+def test_the_web_process_gets_a_statement_timeout():
+    """finops/wsgi.py (what gunicorn loads) sets 10 s unless the operator says otherwise; workers keep none."""
+    code = (
+        "import finops.wsgi; from django.conf import settings; "
+        "print(settings.DATABASES['default']['OPTIONS'].get('options', ''))"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "DB_STATEMENT_TIMEOUT_MS"}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    assert "statement_timeout=10000" in out.stdout
+    worker = subprocess.run(
+        [sys.executable, "-c", "import django, os; os.environ.setdefault('DJANGO_SETTINGS_MODULE', 'finops.settings');"
+         "django.setup(); from django.conf import settings; print(settings.DATABASES['default']['OPTIONS'])"],
+        env=env, capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    assert "statement_timeout" not in worker.stdout
+
+
+@pytest.mark.django_db
+def test_a_statement_cancelled_by_its_timeout_answers_503_with_retry_after():
+    with pytest.raises(OperationalError) as caught, transaction.atomic(), connection.cursor() as cursor:
+        cursor.execute("SET LOCAL statement_timeout = 50")
+        cursor.execute("SELECT pg_sleep(2)")
+    response = api_exception_handler(caught.value, {})
+    assert response is not None and response.status_code == 503
+    assert response["Retry-After"] and response.data["error"]["code"] == "database_unavailable"
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize("kind", ["refused", "silent"])
+def test_a_database_that_is_down_or_silent_answers_503_json_fast(kind, request):
+    port = _closed_port() if kind == "refused" else request.getfixturevalue("silent_server")
+    connection.close()
+    saved = dict(connection.settings_dict)
+    connection.settings_dict.update(HOST="127.0.0.1", PORT=str(port), CONN_HEALTH_CHECKS=False)
+    connection.settings_dict["OPTIONS"] = {**saved["OPTIONS"], "connect_timeout": 1}
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION="Bearer tsk_abcdefgh_0123456789")
+    try:
+        for path, body in [
+            ("/api/v1/usage", {"request_id": "r1", "model": "gpt-4o", "input_tokens": 1}),
+            ("/api/v1/preflight", {"model": "gpt-4o", "input_tokens": 1}),
+        ]:
+            started = time.perf_counter()
+            response = client.post(path, body, format="json")
+            elapsed = time.perf_counter() - started
+            assert response.status_code == 503, response.content[:300]
+            assert response["Content-Type"].startswith("application/json")
+            assert response.json()["error"]["code"] == "database_unavailable"
+            assert int(response["Retry-After"]) > 0
+            assert elapsed < 3.0, elapsed
+    finally:
+        connection.close()
+        connection.settings_dict.clear()
+        connection.settings_dict.update(saved)
+    connection.ensure_connection()
