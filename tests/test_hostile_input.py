@@ -251,3 +251,16 @@ def test_a_value_the_database_refuses_answers_400_not_500(db):
     response = api_exception_handler(caught.value, {})
     assert response is not None and response.status_code == 400
     assert response.data["error"]["code"] == "invalid_value"
+
+
+@pytest.mark.parametrize("field", ["environment", "workflow", "service_tier", "channel", "prompt_version"])
+@pytest.mark.parametrize("value", [["prod"], {"a": 1}, 7, True])
+def test_a_wrong_typed_field_rejects_its_record_alone(api_a, catalog, field, value):
+    """Found by Schemathesis after the merge: a list as `environment` raised TypeError (unhashable) and
+    answered 500, losing the whole batch."""
+    good = {"request_id": "good-1", "model": "gpt-4o", "input_tokens": 10, "output_tokens": 1}
+    hostile = {"request_id": "bad-1", "model": "gpt-4o", "input_tokens": 10, field: value}
+    response = api_a.client.post("/api/v1/usage", {"records": [good, hostile]}, format="json")
+    assert response.status_code == 207, response.content
+    assert [item["status"] for item in response.json()["items"]] == ["accepted", "rejected"]
+    assert list(UsageRecord.objects.values_list("request_id", flat=True)) == ["good-1"]

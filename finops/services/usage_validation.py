@@ -345,7 +345,7 @@ def validate_record(index: int, raw: Any, limits: Limits, bound_slug: str | None
         raise RecordError("model", _NUL_MESSAGE)
 
     environment = raw.get("environment", "prod")
-    if environment not in ENVIRONMENTS:
+    if not isinstance(environment, str) or environment not in ENVIRONMENTS:
         raise RecordError("environment", f"Must be one of {', '.join(sorted(ENVIRONMENTS))}.")
 
     reservation_id = raw.get("reservation_id")
