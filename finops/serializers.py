@@ -5,7 +5,7 @@ from rest_framework import serializers
 from tenants.models import Tenant
 
 from .measures import TOKEN_FIELDS
-from .models import LlmModel, UsageRecord, Workflow
+from .models import Channel, LlmModel, UsageRecord, Workflow
 from .pricing import nanos_to_usd
 
 
@@ -111,7 +111,7 @@ class UsageRecordInputSerializer(serializers.Serializer):
         help_text="The service tier that billed the call (OpenAI's `service_tier`; Anthropic's usage carries it).",
     )
     channel = serializers.ChoiceField(
-        choices=["api", "vertex", "bedrock", "azure"],
+        choices=Channel.choices,
         required=False,
         help_text="Where the model was called; default from the model name (vertex_ai/…, bedrock ids, azure/…).",
     )

@@ -172,6 +172,10 @@ SPECTACULAR_SETTINGS = {
     "ENUM_NAME_OVERRIDES": {
         "EnvironmentEnum": "finops.models.Environment",
         "PromptVersionStatusEnum": "finops.models.PromptVersion.Status",
+        "ChannelEnum": "finops.models.Channel",
+        "ServiceTierEnum": "finops.models.ServiceTier",
+        # Requests also take OpenAI's own spelling of the standard tier.
+        "ServiceTierRequestEnum": ["standard", "default", "batch", "flex", "priority"],
     },
 }
 

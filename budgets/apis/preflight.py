@@ -11,7 +11,7 @@ from rest_framework.response import Response
 from budgets.services.preflight import PreflightInput, PreflightInputError, preflight_decide
 from finops import metrics, tokens
 from finops.apis.tokens import _MessagesField, _StrictCharField
-from finops.models import Environment
+from finops.models import Channel, Environment
 from finops.services.usage_validation import MAX_TOKENS
 from tenants.errors import reject_oversized_body
 from tenants.scope import Operation
@@ -56,7 +56,7 @@ class PreflightInputSerializer(serializers.Serializer):
         help_text="The service tier the call will use; the estimate is priced for it (default = standard).",
     )
     channel = serializers.ChoiceField(
-        choices=["api", "vertex", "bedrock", "azure"],
+        choices=Channel.choices,
         required=False,
         help_text="Where the model is called; default from the model name.",
     )
