@@ -27,6 +27,10 @@ from dataclasses import dataclass, field
 import pytest
 from django.apps import apps
 from django.db import connection, models
+from django.test.utils import isolate_apps
+
+from finops.models import LlmModel, UsageRecord
+from tenants.models import Tenant
 
 TENANT_TABLE = "tenants_tenant"
 TENANT_COLUMN = "tenant_id"
@@ -158,29 +162,32 @@ class Table:
 
 def tables_from_models() -> dict[str, Table]:
     """Every table Django manages (many-to-many tables included), as its models declare it."""
-    tables: dict[str, Table] = {}
-    for model in apps.get_models(include_auto_created=True):
-        meta = model._meta
-        if not meta.managed or meta.proxy:
-            continue
-        table = Table(meta.db_table)
-        by_name = {f.name: f for f in meta.concrete_fields}
-        for f in meta.concrete_fields:
-            table.columns[f.column] = f.null
-            if f.unique and not f.primary_key:
-                table.uniques.add((f.column,))
-            if isinstance(f, models.ForeignKey):
-                target = f.related_model._meta
-                target_field = f.target_field
-                table.foreign_keys.add(ForeignKey((f.column,), target.db_table, (target_field.column,)))
-        table.primary_key = (meta.pk.column,)
-        for together in meta.unique_together:
-            table.uniques.add(tuple(by_name[name].column for name in together))
-        for constraint in meta.constraints:
-            if isinstance(constraint, models.UniqueConstraint) and constraint.fields:
-                table.uniques.add(tuple(by_name[name].column for name in constraint.fields))
-        tables[table.name] = table
-    return tables
+    return {
+        model._meta.db_table: table_from_model(model)
+        for model in apps.get_models(include_auto_created=True)
+        if model._meta.managed and not model._meta.proxy
+    }
+
+
+def table_from_model(model: type[models.Model]) -> Table:
+    meta = model._meta
+    table = Table(meta.db_table)
+    by_name = {f.name: f for f in meta.concrete_fields}
+    for f in meta.concrete_fields:
+        table.columns[f.column] = f.null
+        if f.unique and not f.primary_key:
+            table.uniques.add((f.column,))
+        if isinstance(f, models.ForeignKey):
+            target = f.related_model._meta
+            table.foreign_keys.add(ForeignKey((f.column,), target.db_table, (f.target_field.column,)))
+    # A CompositePrimaryKey (Django 5.2) lists its fields; a plain key is one field.
+    table.primary_key = tuple(f.column for f in meta.pk_fields)
+    for together in meta.unique_together:
+        table.uniques.add(tuple(by_name[name].column for name in together))
+    for constraint in meta.constraints:
+        if isinstance(constraint, models.UniqueConstraint) and constraint.fields:
+            table.uniques.add(tuple(by_name[name].column for name in constraint.fields))
+    return table
 
 
 def tables_from_postgres(names: set[str]) -> dict[str, Table]:
@@ -390,6 +397,56 @@ def test_a_bad_schema_is_reported_line_by_line():
         "orphan: not classified (no tenant_id, no tenant-owned parent): REFERENCE or LOCAL?",
         "catalog: fk (owner_id) -> parent: a reference table cannot point at a distributed one",
     }
+
+
+@isolate_apps("finops")
+def test_a_bad_django_model_is_reported():
+    """A model someone might add: a nullable tenant, a unique request id without the tenant, a link to a
+    usage record by id, and a key per record. Each is a line the test would fail on."""
+
+    class UsageNote(models.Model):
+        tenant = models.ForeignKey(Tenant, null=True, on_delete=models.CASCADE)
+        record = models.ForeignKey(UsageRecord, on_delete=models.CASCADE)
+        request_id = models.CharField(max_length=64, unique=True)
+
+        class Meta:
+            app_label = "finops"
+            constraints = [models.UniqueConstraint(fields=["record"], name="usagenote_once")]
+
+        def __str__(self) -> str:
+            return self.request_id
+
+    tables = tables_from_models()
+    tables[UsageNote._meta.db_table] = table_from_model(UsageNote)
+    new = violations(tables, REFERENCE, LOCAL) - set(KNOWN_VIOLATIONS)
+    assert new == {
+        "finops_usagenote: tenant_id nullable",
+        "finops_usagenote: primary key (id)",
+        "finops_usagenote: unique (request_id)",
+        "finops_usagenote: unique (record_id)",
+        "finops_usagenote: fk (record_id) -> finops_usagerecord (id)",
+    }
+
+
+@isolate_apps("finops")
+def test_a_model_with_the_tenant_in_every_key_passes():
+    class TenantNote(models.Model):
+        pk = models.CompositePrimaryKey("tenant_id", "id")
+        id = models.BigIntegerField()
+        tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE)
+        model = models.ForeignKey(LlmModel, on_delete=models.PROTECT)
+        request_id = models.CharField(max_length=64)
+
+        class Meta:
+            app_label = "finops"
+            constraints = [models.UniqueConstraint(fields=["tenant", "request_id"], name="tenantnote_once")]
+
+        def __str__(self) -> str:
+            return self.request_id
+
+    tables = tables_from_models()
+    tables[TenantNote._meta.db_table] = table_from_model(TenantNote)
+    assert violations(tables, REFERENCE, LOCAL) - set(KNOWN_VIOLATIONS) == set()
 
 
 @pytest.mark.django_db
