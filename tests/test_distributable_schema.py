@@ -22,6 +22,7 @@ its line is removed, so the list only shrinks.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 
 import pytest
@@ -293,6 +294,15 @@ def schema_tables() -> dict[str, Table]:
     return tables
 
 
+def _postgresql_or_skip(reason: str) -> None:
+    """Skips on SQLite on a developer's machine; fails when CI asks for the services (REQUIRE_SERVICES=1)."""
+    if connection.vendor == "postgresql":
+        return
+    if os.environ.get("REQUIRE_SERVICES", "").lower() in ("1", "true", "yes"):
+        pytest.fail(f"REQUIRE_SERVICES=1 but the database is {connection.vendor}: {reason}")
+    pytest.skip(reason)
+
+
 # --- the rules on today's schema -----------------------------------------------------------------------------
 
 
@@ -308,8 +318,7 @@ def test_no_new_violation_of_the_distribution_rules():
 @pytest.mark.django_db
 def test_every_known_violation_still_exists():
     """A fixed exception leaves the list, so the list stays the migration plan still to do."""
-    if connection.vendor != "postgresql":
-        pytest.skip("the full picture (raw-SQL indexes and constraints) is PostgreSQL's")
+    _postgresql_or_skip("the full picture (raw-SQL indexes and constraints) is PostgreSQL's")
     gone = set(KNOWN_VIOLATIONS) - violations(schema_tables(), REFERENCE, LOCAL)
     assert not gone, "Fixed, remove from KNOWN_VIOLATIONS:\n" + "\n".join(sorted(gone))
 
@@ -453,8 +462,7 @@ def test_a_model_with_the_tenant_in_every_key_passes():
 def test_a_bad_table_made_in_postgresql_is_reported():
     """A table made with raw SQL (as a migration might): its surrogate key, its unique index without the
     tenant and its foreign key to usage by id are all found in pg_catalog, and the test would fail."""
-    if connection.vendor != "postgresql":
-        pytest.skip("reads pg_catalog")
+    _postgresql_or_skip("reads pg_catalog")
     with connection.cursor() as cursor:
         cursor.execute(
             """
