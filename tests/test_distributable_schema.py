@@ -275,6 +275,7 @@ def violations(tables: dict[str, Table], reference: set[str], local: set[str]) -
                     other.target == fk.target
                     and set(fk.columns) < set(other.columns)
                     and TENANT_COLUMN in other.columns
+                    and TENANT_COLUMN in other.target_columns
                     for other in table.foreign_keys
                 ):
                     continue
