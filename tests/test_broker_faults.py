@@ -12,11 +12,13 @@ from finops.celery import app
 
 
 @pytest.fixture
-def broker_down():
+def broker_down(monkeypatch):
     probe = socket.socket()
     probe.bind(("127.0.0.1", 0))
     port = probe.getsockname()[1]
     probe.close()
+    # Celery reads CELERY_BROKER_URL from the environment before its own setting (CI sets it).
+    monkeypatch.setenv("CELERY_BROKER_URL", f"redis://127.0.0.1:{port}/0")
     saved = {k: app.conf[k] for k in ("broker_url", "task_always_eager", "broker_connection_timeout")}
     app.conf.update(broker_url=f"redis://127.0.0.1:{port}/0", task_always_eager=False, broker_connection_timeout=1)
     app.close()  # drops the connection pool, so the next connection reads broker_url again

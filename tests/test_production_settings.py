@@ -80,7 +80,8 @@ def test_session_and_csrf_cookies_are_secure_and_hsts_is_sent(client, django_use
     assert client.cookies["sessionid"]["secure"] and client.cookies["sessionid"]["httponly"]
 
 
-def test_behind_a_tls_proxy_the_forwarded_scheme_counts_as_secure(client, settings):
+def test_behind_a_tls_proxy_the_forwarded_scheme_counts_as_secure(client, settings, db):
+    # (db: the sign-in page asks whether any user exists yet, for the first-run hint)
     settings.SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
     page = client.get("/accounts/login/", HTTP_X_FORWARDED_PROTO="https")
     assert "Strict-Transport-Security" in page
