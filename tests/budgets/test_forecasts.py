@@ -124,7 +124,8 @@ def test_the_forecast_alert_carries_the_weekday_forecast(tenant_a, spending):
     _window(budget, now)
     budgets_evaluate(now=now)
     alert = Alert.objects.get(budget=budget, kind=Alert.Kind.FORECAST)
-    assert "With the weekday pattern" in alert.message and "p10" in alert.message and "p90" in alert.message
+    assert "forecast with the weekday pattern" in alert.message  # 40 days of history: the ladder uses it
+    assert "Forecast method: the weekday pattern" in alert.message and "p10" in alert.message and "p90" in alert.message
 
 
 def _list_queries(client) -> tuple[list[dict], int]:
@@ -164,5 +165,5 @@ def test_the_list_gives_every_budgets_forecast_in_a_fixed_number_of_queries(tena
             alone = api_a.client.get(f"/api/v1/budgets/{budget_id}").json()["forecast"]
             assert (alone["method"], alone["history_days"]) == (row["forecast"]["method"], 28)
             for field in ("expected", "p10", "p90", "run_rate"):
-                assert float(alone[field]) == pytest.approx(float(row["forecast"][field]), rel=1e-6)
+                assert float(alone[field]) == pytest.approx(float(row["forecast"][field]), rel=1e-4)
     assert api_b.client.get("/api/v1/budgets").json()["results"] == []  # tenant B sees none of them
