@@ -114,7 +114,10 @@ def forecast_period_end(
     )
 
 
-HISTORY_DAYS = 35  # the days before the window that carry the weekday pattern and the level
+# How far back before now the rollups are read: the 28 days before (local) today carry the weekday
+# pattern and the 14 before it the level (`forecast_period_end` reads nothing older but the window's own
+# days); one more covers any time zone's offset from the UTC days of the daily rollups.
+HISTORY_DAYS = 29
 
 
 @dataclass(frozen=True)
@@ -187,7 +190,11 @@ def window_forecasts_weekday(
     rows = UsageRollup.objects.all()
     if all(b.tenant_id is not None for b, _ in live):
         rows = rows.filter(tenant_id__in={b.tenant_id for b, _ in live})
-    start = min(w.starts_at for _, w in live) - timedelta(days=HISTORY_DAYS)
+
+    def history_start(window: BudgetWindow) -> datetime:
+        return min(window.starts_at, now - timedelta(days=HISTORY_DAYS))
+
+    start = min(history_start(w) for _, w in live)
     first_day = start.astimezone(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
     hourly_from = max(start, hourly_retention_start())  # as spend_series reads them
     end = min(now, max(w.ends_at for _, w in live))
@@ -232,7 +239,7 @@ def window_forecasts_weekday(
     for budget, window in live:
         tz = ZoneInfo(budget.time_zone)
         metric = "tokens" if budget.metric == TOKENS else "cost"
-        budget_first_day = (window.starts_at - timedelta(days=HISTORY_DAYS)).astimezone(UTC)
+        budget_first_day = history_start(window).astimezone(UTC)
         budget_first_day = budget_first_day.replace(hour=0, minute=0, second=0, microsecond=0)
         if budget.tenant_id is None:
             day_rows = daily_rows
