@@ -67,7 +67,7 @@ def _scoped(qs: QuerySet, scope: TenantScope) -> QuerySet:
 
 @dataclass(frozen=True, slots=True)
 class Burn:
-    """A budget's current period: what is spent and held, its limits, and where the run-rate ends."""
+    """A budget's current period: what is spent and held, its limits, and where the ladder's forecast ends."""
 
     budget: Budget
     starts_at: datetime
@@ -80,6 +80,11 @@ class Burn:
     status: str
     unreserved_spent: int = 0  # part of spent that arrived without a preflight reservation
     unreserved_calls: int = 0
+    forecast_method: str = "run_rate"  # "weekday" (the pattern, with the history for it) or "run_rate"
+
+    @property
+    def forecast_method_label(self) -> str:
+        return "with the weekday pattern" if self.forecast_method == "weekday" else "at the run-rate so far"
 
     @property
     def unreserved_share(self) -> Decimal | None:
@@ -165,7 +170,8 @@ def _burn(budget: Budget, window: BudgetWindow | None, now: datetime, weekday: W
             hard_limit=budget.hard_limit,
         )
     window.budget = budget
-    forecast = window_forecast(window, now, weekday)
+    levels = budget_levels(budget, window, now=now, weekday=weekday)
+    forecast = levels.forecast
     return Burn(
         budget=budget,
         starts_at=window.starts_at,
@@ -178,6 +184,7 @@ def _burn(budget: Budget, window: BudgetWindow | None, now: datetime, weekday: W
         status=burn_status(spent=window.spent, forecast=forecast, soft=window.soft_limit, hard=window.hard_limit),
         unreserved_spent=window.unreserved_spent,
         unreserved_calls=window.unreserved_calls,
+        forecast_method=levels.forecast_method,
     )
 
 

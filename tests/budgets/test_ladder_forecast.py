@@ -86,7 +86,7 @@ def test_a_weekday_heavy_friday_does_not_trip_the_rung_the_run_rate_would(weekly
     budgets_evaluate(now=FRIDAY_NOON)
     assert forecast_controls(a) == [] and forecast_alert(a) is None
     burn = budget_burn(budget=a, now=FRIDAY_NOON)  # the page agrees with the ladder
-    assert burn.forecast == 54 * USD and burn.status == "ok"
+    assert burn.forecast == 54 * USD and burn.status == "ok" and burn.forecast_method == "weekday"
 
 
 def test_a_weekend_heavy_friday_trips_the_rung_the_run_rate_would_not(weekly):
@@ -112,6 +112,9 @@ def test_without_enough_history_the_rung_falls_back_to_the_run_rate_and_says_so(
     assert alert is not None and "$70.00 forecast at the linear run-rate" in alert.message
     assert "Forecast method: the linear run-rate, $70.00 by the period end" in alert.message
     assert "10 days with spend in the last four weeks, 14 needed" in alert.message
+    burn = budget_burn(budget=budget, now=FRIDAY_NOON)
+    assert abs(burn.forecast - 70 * USD) <= 1  # the run-rate, to the nano-USD
+    assert (burn.forecast_method, burn.status) == ("run_rate", "forecast_over_hard")
 
 
 def _rollup_reads(queries: CaptureQueriesContext) -> int:
