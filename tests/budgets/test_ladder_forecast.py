@@ -133,3 +133,10 @@ def test_the_ladder_reads_every_budgets_forecast_in_a_fixed_number_of_queries(we
     with CaptureQueriesContext(connection) as ten:
         budgets_evaluate(now=FRIDAY_NOON)
     assert _rollup_reads(two) == _rollup_reads(ten) == 2
+
+
+def test_a_platform_wide_budget_forecasts_from_every_tenants_history(weekly):
+    """A budget of all tenants sums A and B: 12 USD every day, so both methods agree on 84."""
+    budget = week_budget(None, hard_usd=1000, spent=54 * USD)
+    burn = budget_burn(budget=budget, now=FRIDAY_NOON)
+    assert burn.forecast_method == "weekday" and burn.forecast == 84 * USD
