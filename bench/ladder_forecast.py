@@ -157,7 +157,8 @@ def main() -> None:
     alone = timed(lambda: real(pairs, now=now), args.runs)
     ref = statistics.median(reference)
     print()
-    print(f"{len(budgets)} budgets ({args.tenants} tenants, 2 time zones), {rows:,} rollup rows, {args.runs} runs:")
+    scale = f"{len(budgets)} budgets ({args.tenants} tenants, 2 time zones), {rows:,} rollup rows"
+    print(f"{scale}, {args.runs} runs each:")
     print(f"  rollup queries for all forecasts: {rollup_reads} (most common method: {', '.join(methods)})")
     for label, values in (("run_rate (reference)", reference), ("weekday", weekday), ("forecasts only", alone)):
         median = statistics.median(values)
