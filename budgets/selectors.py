@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, TypedDict
 from django.db.models import Case, Count, IntegerField, Prefetch, Q, QuerySet, Value, When
 from django.utils import timezone
 
+from budgets.forecasting import WindowForecast
 from budgets.models import (
     Alert,
     Anomaly,
@@ -29,7 +30,7 @@ from budgets.models import (
 )
 from budgets.periods import period_bounds
 from budgets.services.controls import active_controls_q
-from budgets.services.ladder import budget_levels
+from budgets.services.ladder import budget_levels, levels_forecasts
 from finops.models import Workflow
 from finops.selectors.spend import SpendGroup, SpendQuery, spend_query
 from finops.selectors.spend_totals import spend_series
@@ -66,7 +67,7 @@ def _scoped(qs: QuerySet, scope: TenantScope) -> QuerySet:
 
 @dataclass(frozen=True, slots=True)
 class Burn:
-    """A budget's current period: what is spent and held, its limits, and where the run-rate ends."""
+    """A budget's current period: what is spent and held, its limits, and where the ladder's forecast ends."""
 
     budget: Budget
     starts_at: datetime
@@ -79,6 +80,11 @@ class Burn:
     status: str
     unreserved_spent: int = 0  # part of spent that arrived without a preflight reservation
     unreserved_calls: int = 0
+    forecast_method: str = "run_rate"  # "weekday" (the pattern, with the history for it) or "run_rate"
+
+    @property
+    def forecast_method_label(self) -> str:
+        return "with the weekday pattern" if self.forecast_method == "weekday" else "at the run-rate so far"
 
     @property
     def unreserved_share(self) -> Decimal | None:
@@ -128,10 +134,11 @@ class Burn:
         return BurnStatus.LABELS[self.status]
 
 
-def window_forecast(window: BudgetWindow, now: datetime) -> int:
-    """The period-end forecast the ladder acts on (linear run-rate, see services/ladder.py), so the page
-    and the controls never disagree about whether a budget is forecast over its hard limit."""
-    return budget_levels(window.budget, window, now=now).forecast
+def window_forecast(window: BudgetWindow, now: datetime, weekday: WindowForecast | None = None) -> int:
+    """The period-end forecast the ladder acts on (the weekday pattern with enough history, else the linear
+    run-rate; see services/ladder.py), so the page and the controls never disagree about whether a budget
+    is forecast over its hard limit. `weekday` comes from `levels_forecasts` (None: the run-rate)."""
+    return budget_levels(window.budget, window, now=now, weekday=weekday).forecast
 
 
 def burn_status(*, spent: int, forecast: int, soft: int | None, hard: int | None) -> str:
@@ -145,7 +152,13 @@ def burn_status(*, spent: int, forecast: int, soft: int | None, hard: int | None
     return BurnStatus.OK
 
 
-def _burn(budget: Budget, window: BudgetWindow | None, now: datetime) -> Burn:
+def _burns(budgets: list[Budget], current: dict[int, BudgetWindow], now: datetime) -> list[Burn]:
+    """Each budget's burn, its forecast the ladder's: the weekday ones read together (fixed query count)."""
+    weekday = levels_forecasts([(b, current[b.pk]) for b in budgets if b.pk in current], now=now)
+    return [_burn(b, current.get(b.pk), now, weekday.get(b.pk)) for b in budgets]
+
+
+def _burn(budget: Budget, window: BudgetWindow | None, now: datetime, weekday: WindowForecast | None = None) -> Burn:
     if window is None:
         # No call counted yet this period (windows open lazily): an empty window with the budget's limits.
         starts_at, ends_at = period_bounds(budget.period, budget.time_zone, now)
@@ -157,7 +170,8 @@ def _burn(budget: Budget, window: BudgetWindow | None, now: datetime) -> Burn:
             hard_limit=budget.hard_limit,
         )
     window.budget = budget
-    forecast = window_forecast(window, now)
+    levels = budget_levels(budget, window, now=now, weekday=weekday)
+    forecast = levels.forecast
     return Burn(
         budget=budget,
         starts_at=window.starts_at,
@@ -170,6 +184,7 @@ def _burn(budget: Budget, window: BudgetWindow | None, now: datetime) -> Burn:
         status=burn_status(spent=window.spent, forecast=forecast, soft=window.soft_limit, hard=window.hard_limit),
         unreserved_spent=window.unreserved_spent,
         unreserved_calls=window.unreserved_calls,
+        forecast_method=levels.forecast_method,
     )
 
 
@@ -191,7 +206,7 @@ def budget_burns(*, scope: TenantScope, now: datetime | None = None) -> list[Bur
         w.budget_id: w
         for w in BudgetWindow.objects.filter(budget_id__in=[b.pk for b in budgets], starts_at__lte=now, ends_at__gt=now)
     }
-    return [_burn(b, current.get(b.pk), now) for b in budgets]
+    return _burns(budgets, current, now)
 
 
 def budget_current_windows(budgets: list[Budget], now: datetime | None = None) -> dict[int, BudgetWindow]:
@@ -204,7 +219,7 @@ def budget_current_windows(budgets: list[Budget], now: datetime | None = None) -
 def budget_burn(*, budget: Budget, now: datetime | None = None) -> Burn:
     now = now or timezone.now()
     window = BudgetWindow.objects.filter(budget=budget, starts_at__lte=now, ends_at__gt=now).first()
-    return _burn(budget, window, now)
+    return _burns([budget], {budget.pk: window} if window is not None else {}, now)[0]
 
 
 @dataclass(frozen=True, slots=True)
@@ -221,11 +236,14 @@ def budget_windows(*, budget: Budget, now: datetime | None = None) -> list[Windo
     """The budget's periods, newest first, each judged by where it ended (or stands now)."""
     now = now or timezone.now()
     rows = []
-    for w in BudgetWindow.objects.filter(budget=budget).order_by("-starts_at")[:WINDOW_HISTORY]:
+    windows = list(BudgetWindow.objects.filter(budget=budget).order_by("-starts_at")[:WINDOW_HISTORY])
+    current = [w for w in windows if w.starts_at <= now < w.ends_at]
+    weekday = levels_forecasts([(budget, current[0])], now=now).get(budget.pk) if current else None
+    for w in windows:
         w.budget = budget
         status = burn_status(
             spent=w.spent,
-            forecast=window_forecast(w, now),
+            forecast=window_forecast(w, now, weekday if w in current else None),
             soft=w.soft_limit,
             hard=w.hard_limit,
         )
@@ -444,7 +462,7 @@ def approval_budget_burns(*, approval: ApprovalRequest, scope: TenantScope, now:
         qs = qs.filter(Q(tier__isnull=True) | Q(tier_id=approval.model.tier_id))
     budgets = sorted(qs, key=lambda b: (b.tenant_id is None, b.name, b.pk))
     current = budget_current_windows(budgets, now)
-    return [_burn(b, current.get(b.pk), now) for b in budgets]
+    return _burns(budgets, current, now)
 
 
 def workflow_recent_usage(

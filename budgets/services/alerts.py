@@ -28,7 +28,7 @@ from django.db import IntegrityError, transaction
 from django.db.models import Max, Q
 from django.utils import timezone
 
-from budgets.forecasting import window_forecast_weekday
+from budgets.forecasting import PATTERN_MIN_DAYS
 from budgets.models import Alert, Notification, NotificationChannel
 from budgets.policy import policy_effective
 from tenants.scope import Actor
@@ -89,12 +89,7 @@ def alert_create(levels: BudgetLevels, *, kind: str, level: int, current: Decima
         f"Scope: {budget.scope_label()}."
     )
     if kind == Alert.Kind.FORECAST:
-        weekday = window_forecast_weekday(budget=budget, window=window, now=levels.at)
-        if weekday.method == "weekday":
-            message += (
-                f"\nWith the weekday pattern: {levels.fmt(weekday.expected)} by the period end "
-                f"(p10 {levels.fmt(weekday.p10)}, p90 {levels.fmt(weekday.p90)})."
-            )
+        message += f"\n{forecast_method_sentence(levels)}"
     try:
         with transaction.atomic():
             alert = Alert.objects.create(
@@ -112,6 +107,22 @@ def alert_create(levels: BudgetLevels, *, kind: str, level: int, current: Decima
         # alert_once_per_window_level: a concurrent evaluation raised it; that one notifies.
         return None
     return alert
+
+
+def forecast_method_sentence(levels: BudgetLevels) -> str:
+    """Which forecast the forecast level (and so this alert and the forecast rung) used, and the other."""
+    weekday, fmt = levels.weekday, levels.fmt
+    if levels.forecast_method == "weekday" and weekday is not None:
+        return (
+            f"Forecast method: the weekday pattern ({weekday.history_days} days with spend in the last four weeks): "
+            f"{fmt(levels.forecast)} by the period end, p10 {fmt(weekday.p10)}, p90 {fmt(weekday.p90)}; "
+            f"the linear run-rate would say {fmt(levels.run_rate)}."
+        )
+    days = weekday.history_days if weekday is not None else 0
+    return (
+        f"Forecast method: the linear run-rate, {fmt(levels.forecast)} by the period end (too little history "
+        f"for the weekday pattern: {days} days with spend in the last four weeks, {PATTERN_MIN_DAYS} needed)."
+    )
 
 
 def notifications_create(alert: Alert) -> list[Notification]:

@@ -7,12 +7,18 @@ the current window and computes three levels, each a percentage:
 - hard: spent as a share of the hard limit;
 - forecast: the period-end forecast as a share of the hard limit.
 
-The forecast is linear: spent + run rate × time left, with run rate = spent / elapsed time, where the
-elapsed time counts as at least FORECAST_MIN_ELAPSED_SHARE of the window (a tenth: 2.4 hours of a day,
-about 3 days of a month). Without that floor, a burst in the first minutes of a period would be
-extrapolated over the whole period and trip the forecast rung on noise; with it, the forecast of a
-young window understates rather than overstates, and the soft and hard rungs still act on what was
-really spent. Reservations are not counted: they are estimates that mostly settle for less.
+The forecast is the weekday-pattern one (budgets/forecasting.py: level x weekday factor for each day
+left, from the rollups of the budget's scope) when the budget has the history for it: at least
+PATTERN_MIN_DAYS days with spend in the four weeks before today. A weekday-heavy tenant's Friday then
+does not extrapolate its busy week over the quiet weekend, and a month that started on a weekend is not
+under-forecast. Without that history (a new budget scope, a new tenant) it falls back to the linear
+run-rate: spent + run rate × time left, with run rate = spent / elapsed time, where the elapsed time
+counts as at least FORECAST_MIN_ELAPSED_SHARE of the window (a tenth: 2.4 hours of a day, about 3 days
+of a month). Without that floor, a burst in the first minutes of a period would be extrapolated over the
+whole period and trip the forecast rung on noise; with it, the forecast of a young window understates
+rather than overstates, and the soft and hard rungs still act on what was really spent. Which one was
+used is in `BudgetLevels.forecast_method`, and said in the forecast alert and the control's reason.
+Reservations are not counted: they are estimates that mostly settle for less.
 
 Each control rung of the budget's policy starts one `Control` when its level reaches the rung's
 percent, at most one active per (window, rung), ending by itself with the window (`ends_at`). It ends
@@ -33,6 +39,7 @@ from django.conf import settings
 from django.db.models import Q
 from django.utils import timezone
 
+from budgets.forecasting import WindowForecast, window_forecasts_weekday
 from budgets.models import Budget, BudgetWindow, Control, Metric
 from budgets.periods import period_bounds
 from budgets.policy import HARD_ACTION_CONTROL, policy_effective, rung_key
@@ -62,6 +69,13 @@ class BudgetLevels:
     soft: Decimal | None
     hard: Decimal | None
     forecast_pct: Decimal | None
+    forecast_method: str = "run_rate"  # "weekday" (the pattern, with enough history) or "run_rate"
+    run_rate: int | None = None  # the linear run-rate forecast, also when the weekday one is used
+    weekday: WindowForecast | None = None  # the weekday-pattern forecast, when it was computed
+
+    @property
+    def forecast_method_label(self) -> str:
+        return "with the weekday pattern" if self.forecast_method == "weekday" else "at the linear run-rate"
 
     def level(self, basis: str) -> Decimal | None:
         return {"soft": self.soft, "hard": self.hard, "forecast": self.forecast_pct}[basis]
@@ -79,7 +93,8 @@ class BudgetLevels:
         if basis == "forecast":
             return (
                 f"{name} is forecast to reach {pct}% of its {self.fmt(self.limit('hard'))} hard limit by "
-                f"the end of the period ({self.fmt(self.forecast)} forecast, {self.fmt(self.spent)} spent)"
+                f"the end of the period ({self.fmt(self.forecast)} forecast {self.forecast_method_label}, "
+                f"{self.fmt(self.spent)} spent)"
             )
         limit = f"{self.fmt(self.limit(basis))} {_BASIS_LABEL[basis]}"
         return f"{name} at {pct}% of its {limit} ({self.fmt(self.spent)} spent)"
@@ -103,14 +118,29 @@ def _percent(amount: int, limit: int | None) -> Decimal | None:
     return Decimal(amount) * 100 / Decimal(limit)
 
 
-def budget_levels(budget: Budget, window: BudgetWindow, *, now: datetime) -> BudgetLevels:
-    """The soft, hard and forecast levels of a window at `now` (see the module docstring for the forecast)."""
+def run_rate_forecast(window: BudgetWindow, *, now: datetime) -> int:
+    """The linear period-end forecast (see the module docstring): the fallback without history."""
     length = (window.ends_at - window.starts_at).total_seconds()
     elapsed = min(max((now - window.starts_at).total_seconds(), 0.0), length)
     remaining = Decimal(length - elapsed)
     floor = Decimal(length) * FORECAST_MIN_ELAPSED_SHARE
     rate = Decimal(max(window.spent, 0)) / max(Decimal(elapsed), floor, Decimal(1))
-    forecast = window.spent + int(rate * remaining)
+    return window.spent + int(rate * remaining)
+
+
+def budget_levels(
+    budget: Budget, window: BudgetWindow, *, now: datetime, weekday: WindowForecast | None = None
+) -> BudgetLevels:
+    """The soft, hard and forecast levels of a window at `now` (see the module docstring for the forecast).
+
+    `weekday` is the window's weekday-pattern forecast (`levels_forecasts` reads them for many windows
+    at once); the forecast level uses it when it has the history for it, the run-rate otherwise.
+    """
+    run_rate = run_rate_forecast(window, now=now)
+    if weekday is not None and weekday.has_pattern and window.ends_at > now:
+        forecast, method = max(weekday.expected, window.spent), "weekday"
+    else:
+        forecast, method = run_rate, "run_rate"
     return BudgetLevels(
         budget=budget,
         window=window,
@@ -120,7 +150,19 @@ def budget_levels(budget: Budget, window: BudgetWindow, *, now: datetime) -> Bud
         soft=_percent(window.spent, window.soft_limit),
         hard=_percent(window.spent, window.hard_limit),
         forecast_pct=_percent(forecast, window.hard_limit),
+        forecast_method=method,
+        run_rate=run_rate,
+        weekday=weekday,
     )
+
+
+def levels_forecasts(pairs: list[tuple[Budget, BudgetWindow]], *, now: datetime) -> dict[int, WindowForecast]:
+    """The weekday forecasts the forecast level needs, by budget id, in a fixed number of queries: only
+    for current windows with a hard limit (the forecast level is a share of it) that were saved."""
+    wanted = [
+        (b, w) for b, w in pairs if w.pk is not None and w.hard_limit is not None and w.starts_at <= now < w.ends_at
+    ]
+    return window_forecasts_weekday(wanted, now=now)
 
 
 def budgets_evaluate(*, now: datetime | None = None) -> dict:
@@ -137,9 +179,10 @@ def budgets_evaluate(*, now: datetime | None = None) -> dict:
         start, end = period_bounds(budget.period, budget.time_zone, now)
         keys.append((budget, start, end))
     windows = windows_open(keys)  # Budget rows carry the id and limits windows_open reads.
+    weekday = levels_forecasts([(budget, windows[(budget.pk, start)]) for budget, start, _ in keys], now=now)
     for budget, start, _ in keys:
         window = windows[(budget.pk, start)]
-        levels = budget_levels(budget, window, now=now)
+        levels = budget_levels(budget, window, now=now, weekday=weekday.get(budget.pk))
         started, ended = _ladder_apply(levels, now=now)
         summary["controls_started"] += started
         summary["controls_ended"] += ended

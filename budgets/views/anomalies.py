@@ -15,7 +15,9 @@ from budgets import charts
 from budgets.models import Anomaly
 from budgets.selectors import anomalies_scoped, anomaly_feedback_counts, anomaly_get
 from budgets.services.anomalies import anomaly_feedback as anomaly_feedback_service
+from budgets.views.csv_tables import ANOMALY_COLUMNS, anomaly_rows
 from finops.charts import figure_payload
+from tenants.csv_safe import csv_download, wants_csv
 from tenants.errors import ApplicationError
 from tenants.scope import Actor, Operation
 from tenants.scoping import tenant_page
@@ -42,6 +44,10 @@ def anomalies_list(request):
     qs = anomalies_scoped(scope=scope)
     open_anomalies = list(qs.filter(status=Anomaly.Status.OPEN)[:200])
     recent = list(qs.filter(status=Anomaly.Status.CLEARED).order_by("-cleared_at", "-id")[:RECENT_SHOWN])
+    if wants_csv(request):
+        return csv_download(
+            name="anomalies", scope=scope, header=ANOMALY_COLUMNS, rows=anomaly_rows(open_anomalies + recent)
+        )
     counts = anomaly_feedback_counts(scope=scope)
     context = budget_layout_context(request, scope)
     context.update(

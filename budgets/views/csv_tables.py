@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator
 from typing import Any
 
-from budgets.models import Alert, ApprovalRequest, Metric
+from budgets.models import Alert, Anomaly, ApprovalRequest, Metric
 from budgets.selectors import Burn, BurnStatus
 from finops.pricing import nanos_to_usd
 
@@ -21,6 +21,11 @@ ALERT_COLUMNS = (
 APPROVAL_COLUMNS = (
     "requested_at", "id", "kind", "tenant", "workflow", "model", "environment", "estimated_cost_usd",
     "why", "status", "expires_at", "decided_at", "decided_by", "comment",
+)  # fmt: skip
+ANOMALY_COLUMNS = (
+    "id", "status", "tenant", "workflow", "workflow_name", "kind", "metric", "model", "unit", "observed",
+    "expected", "band_low", "band_high", "score", "opened_at", "last_hour", "cleared_at", "feedback",
+    "feedback_note", "controls",
 )  # fmt: skip
 
 
@@ -89,4 +94,37 @@ def approval_rows(approvals: Iterable[ApprovalRequest]) -> Iterator[list[Any]]:
             _iso(a.decided_at),
             a.decided_by.get_username() if a.decided_by_id and a.decided_by else "",
             a.comment,
+        ]
+
+
+def _control_cell(control) -> str:
+    """A control as the anomalies page says it: its kind, and whether it is still in force."""
+    state = f"ended {_iso(control.ends_at)}" if control.ends_at is not None else "active"
+    return f"{control.get_kind_display()} ({state})"
+
+
+def anomaly_rows(anomalies: Iterable[Anomaly]) -> Iterator[list[Any]]:
+    """Open and recently cleared anomalies as the page lists them; the measured values unrounded."""
+    for a in anomalies:
+        yield [
+            str(a.pk),
+            a.status,
+            a.tenant.slug,
+            a.workflow.slug if a.workflow_id and a.workflow else "",
+            a.workflow.name if a.workflow_id and a.workflow else "",
+            a.get_kind_display(),
+            a.metric,
+            a.subject_name,
+            a.evidence.get("unit", ""),
+            a.observed,
+            "" if a.expected is None else a.expected,
+            "" if a.low is None else a.low,
+            "" if a.high is None else a.high,
+            "" if a.score is None else round(a.score, 2),
+            _iso(a.opened_at),
+            _iso(a.last_hour),
+            _iso(a.cleared_at),
+            a.get_feedback_display() if a.feedback else "",
+            a.feedback_note,
+            "; ".join(_control_cell(c) for c in a.controls.all()) or "none",
         ]

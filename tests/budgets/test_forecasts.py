@@ -4,7 +4,9 @@ from the rollups, the budgets API, the budget page and the forecast alert."""
 from datetime import UTC, date, datetime, timedelta
 
 import pytest
+from django.db import connection
 from django.test import Client
+from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from budgets.forecasting import forecast_period_end, window_forecast_weekday
@@ -122,4 +124,46 @@ def test_the_forecast_alert_carries_the_weekday_forecast(tenant_a, spending):
     _window(budget, now)
     budgets_evaluate(now=now)
     alert = Alert.objects.get(budget=budget, kind=Alert.Kind.FORECAST)
-    assert "With the weekday pattern" in alert.message and "p10" in alert.message and "p90" in alert.message
+    assert "forecast with the weekday pattern" in alert.message  # 40 days of history: the ladder uses it
+    assert "Forecast method: the weekday pattern" in alert.message and "p10" in alert.message and "p90" in alert.message
+
+
+def _list_queries(client) -> tuple[list[dict], int]:
+    with CaptureQueriesContext(connection) as queries:
+        response = client.get("/api/v1/budgets")
+    assert response.status_code == 200, response.content
+    return response.json()["results"], len(queries)
+
+
+def test_the_list_gives_every_budgets_forecast_in_a_fixed_number_of_queries(tenant_a, api_a, api_b, spending):
+    first = BudgetFactory(tenant=tenant_a, period="month", hard_limit=10_000 * USD)
+    _window(first, timezone.now())
+    _list_queries(api_a.client)  # the key's first use is recorded once: not part of the count
+    one, queries_for_one = _list_queries(api_a.client)
+    assert one[0]["forecast"]["method"] == "weekday" and one[0]["forecast"]["history_days"] >= 14
+    # Nine more of every shape: weeks and days, prod only, tokens; one without a window yet (no forecast).
+    for k in range(8):
+        budget = BudgetFactory(
+            tenant=tenant_a,
+            period=("week", "day", "month")[k % 3],
+            environment="prod" if k % 2 else "",
+            metric="tokens" if k == 3 else "cost",
+            hard_limit=10_000 * USD,
+        )
+        _window(budget, timezone.now())
+    BudgetFactory(tenant=tenant_a, period="month", name="no window yet")
+    BudgetFactory(tenant=None, period="month", name="all tenants")  # a platform budget: not tenant A's
+    ten, queries_for_ten = _list_queries(api_a.client)
+    assert len(ten) == 10
+    assert queries_for_ten == queries_for_one, (queries_for_one, queries_for_ten)
+    by_id = {b["id"]: b for b in ten}
+    assert "forecast" not in next(b for b in ten if b["name"] == "no window yet")
+    assert sum(1 for b in ten if "forecast" in b) == 9
+    # The list says what the one-budget endpoint says (a few milliseconds later: the run-rate moves).
+    for budget_id, row in by_id.items():
+        if "forecast" in row:
+            alone = api_a.client.get(f"/api/v1/budgets/{budget_id}").json()["forecast"]
+            assert (alone["method"], alone["history_days"]) == (row["forecast"]["method"], 28)
+            for field in ("expected", "p10", "p90", "run_rate"):
+                assert float(alone[field]) == pytest.approx(float(row["forecast"][field]), rel=1e-4)
+    assert api_b.client.get("/api/v1/budgets").json()["results"] == []  # tenant B sees none of them
