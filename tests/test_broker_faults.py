@@ -1,5 +1,6 @@
 """The Celery broker unreachable: ingest and preflight queue nothing, so they keep answering at full speed;
-alert notifications are rows in the database, delivered by the sweeper once the broker is back."""
+alert notifications are rows in the database, delivered by the sweeper once the broker is back; re-pricing
+after a price change is a PendingJob row (finops/services/outbox.py), sent again by its sweeper."""
 
 from __future__ import annotations
 
@@ -9,6 +10,10 @@ from decimal import Decimal
 
 import pytest
 
+# Imported while the app is registered: app.close() in the fixture also deregisters it from shared_task,
+# so a task module imported for the first time afterwards would be unknown to it.
+import budgets.tasks  # noqa: F401
+import finops.tasks  # noqa: F401
 from finops.celery import app
 from finops.services import outbox
 
@@ -197,3 +202,21 @@ def test_a_failing_job_records_its_error_releases_its_claim_and_is_retried(db, m
     assert pending_job_run(job_id=job.pk) is True
     job.refresh_from_db()
     assert job.done_at is not None and job.attempts == 2 and job.last_error == ""
+
+
+def test_a_preflight_that_opens_an_approval_answers_with_the_broker_down_and_its_notice_waits(
+    broker_down, api_a, catalog, tenant_a, django_capture_on_commit_callbacks
+):
+    """Notifications are rows of their own, sent after commit: a broker that is down must not turn the
+    preflight that opened the approval into an error after its commit; the sweeper delivers later."""
+    from budgets.models import Notification, NotificationChannel
+    from finops.models import Workflow
+
+    Workflow.objects.create(slug="batch-summary", name="Batch summary", approval_threshold_usd=Decimal("0.10"))
+    NotificationChannel.objects.create(tenant=tenant_a, kind="email", target="finops@acme.example")
+    body = {"workflow": "batch-summary", "model": "gpt-4o", "input_tokens": 100_000, "max_output_tokens": 1000}
+    with django_capture_on_commit_callbacks(execute=True):
+        response = api_a.client.post("/api/v1/preflight", body, format="json")
+    assert response.status_code == 200 and response.json()["decision"] == "needs_approval"
+    notice = Notification.objects.get()
+    assert notice.status == Notification.Status.PENDING and notice.attempts == 0

@@ -14,7 +14,7 @@ import logging
 import time
 from datetime import datetime, timedelta
 
-from celery import Task, current_app
+from celery import Task
 from django.db import transaction
 from django.db.models import F, Q
 from django.utils import timezone
@@ -50,23 +50,29 @@ def enqueue_durably(task: Task, /, **kwargs) -> PendingJob:
     return job
 
 
-def pending_job_send(*, job_id: int, force: bool = False) -> bool:
-    """Hand a recorded job to the broker; False (logged, not raised) when the broker is unreachable or
-    failed moments ago in this process (unless `force`, as the sweeper does: no person waits on it)."""
-    from finops.tasks import run_pending_job
-
+def task_send(task: Task, *args, what: str, force: bool = False) -> bool:
+    """Send `task(*args)` whose work is already recorded in a row that a sweeper picks up (`what` names
+    it for the log). False, logged and not raised, when the broker is unreachable or failed moments ago
+    in this process (unless `force`, as sweepers do: no person waits on them)."""
     global _broker_down_until
     if not force and time.monotonic() < _broker_down_until:
-        logger.warning("broker failed moments ago, pending job %s is left for the sweeper", job_id)
+        logger.warning("broker failed moments ago, %s is left for the sweeper", what)
         return False
     try:
-        run_pending_job.apply_async((job_id,), retry=False)
+        task.apply_async(args, retry=False)
     except _SEND_ERRORS as error:
         _broker_down_until = time.monotonic() + BROKER_BACKOFF_SECONDS
-        logger.warning("broker unreachable, pending job %s is left for the sweeper: %s", job_id, error)
+        logger.warning("broker unreachable, %s is left for the sweeper: %s", what, error)
         return False
     _broker_down_until = 0.0
     return True
+
+
+def pending_job_send(*, job_id: int, force: bool = False) -> bool:
+    """Hand a recorded job to the broker; False (logged) when the broker is unreachable."""
+    from finops.tasks import run_pending_job
+
+    return task_send(run_pending_job, job_id, what=f"pending job {job_id}", force=force)
 
 
 def pending_job_run(*, job_id: int, now: datetime | None = None) -> bool:
@@ -79,9 +85,11 @@ def pending_job_run(*, job_id: int, now: datetime | None = None) -> bool:
     )
     if not claimed:
         return False
+    from finops.celery import app  # the project's app (current_app may be a default one outside a worker)
+
     job = PendingJob.objects.get(pk=job_id)
     try:
-        current_app.tasks[job.task](**job.kwargs)  # runs in this worker, not queued again
+        app.tasks[job.task](**job.kwargs)  # runs in this worker, not queued again
     except Exception as error:
         PendingJob.objects.filter(pk=job_id, claimed_at=now).update(
             claimed_at=None, last_error=f"{type(error).__name__}: {error}"[:2000]
