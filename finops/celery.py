@@ -25,6 +25,13 @@ app.conf.beat_schedule = {
         "schedule": 300.0,
         "options": {"expires": 240},
     },
+    # Outbox: jobs recorded with a change (re-pricing after a price edit) that the broker did not take
+    # then, because it was down, or that a dead worker left unfinished, are sent again.
+    "sweep-pending-jobs": {
+        "task": "finops.tasks.sweep_pending_jobs",
+        "schedule": 60.0,
+        "options": {"expires": 55},
+    },
     # Budgets: release reservations whose usage never came, start and end ladder controls, raise
     # alerts, correct window drift against rollups, and retry notification deliveries that are due.
     "expire-reservations": {

@@ -611,3 +611,27 @@ class TenantWorkflowEnvelope(models.Model):
 
     def __str__(self) -> str:
         return f"{self.tenant_id}/{self.workflow_id} envelope"
+
+
+class PendingJob(models.Model):
+    """A background job recorded in the same transaction as the change that needs it (transactional
+    outbox, finops.services.outbox): queued on commit, marked done by the task, re-queued by the beat
+    sweeper while the broker was unreachable or a worker died, so the job is never lost."""
+
+    task = models.CharField(max_length=200, help_text="The Celery task's registered name.")
+    kwargs = models.JSONField(default=dict)
+    created_at = models.DateTimeField()
+    attempts = models.PositiveIntegerField(default=0)
+    last_error = models.TextField(blank=True)
+    claimed_at = models.DateTimeField(null=True, blank=True, help_text="A worker runs it since then.")
+    done_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        indexes = [
+            models.Index(
+                fields=["created_at"], condition=models.Q(done_at__isnull=True), name="pendingjob_open_by_age"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.task} #{self.pk} {'done' if self.done_at else 'pending'}"

@@ -5,6 +5,7 @@ from datetime import datetime
 from celery import shared_task
 
 from finops.services.envelopes import envelope_proposals_refresh
+from finops.services.outbox import pending_job_run, pending_jobs_sweep
 from finops.services.repricing import usage_reprice_model, usage_reprice_unpriced
 from finops.services.rollups import rollups_refresh
 
@@ -29,3 +30,16 @@ def refresh_rollups() -> int:
 def propose_envelopes() -> int:
     # Safe twice: a pending proposal with the same values is kept, not duplicated.
     return envelope_proposals_refresh()
+
+
+# No autoretry: a failure is recorded on the row and the sweeper sends it again; the claim is a
+# conditional UPDATE, so a job sent twice (on commit and by the sweeper) runs once.
+@shared_task(acks_late=True)
+def run_pending_job(job_id: int) -> bool:
+    return pending_job_run(job_id=job_id)
+
+
+@shared_task(acks_late=True)
+def sweep_pending_jobs() -> int:
+    """Send again the outbox jobs that the broker did not take when they were recorded."""
+    return pending_jobs_sweep()

@@ -21,6 +21,7 @@ from .authentication import ApiKeyRateThrottle
 from .errors import ApplicationError
 from .models import ApiKey, Tenant
 from .scope import Operation, TenantScope, scope_for_key, scope_for_person
+from .strict_input import query_check
 
 _READS = frozenset({"GET", "HEAD", "OPTIONS"})
 M = TypeVar("M", bound=Model)
@@ -52,7 +53,8 @@ class TenantScopedAPIView(APIView):
     Subclasses configure, never override the resolution: defining `initial`, `resolve_scope` or
     `check_operation` in a subclass raises TypeError at import. The tenant comes from the query
     string; `tenant_from_body = True` is the named opt-in for the two endpoints where a platform key
-    names it in the JSON body (preflight and budget writes).
+    names it in the JSON body (preflight and budget writes). A query parameter given twice (unless
+    listed in `repeatable_query_params`) or empty answers 400 (tenants.strict_input).
     """
 
     permission_classes = [IsAuthenticatedCaller]
@@ -64,6 +66,8 @@ class TenantScopedAPIView(APIView):
     tenant_required: ClassVar[bool] = True
     tenant_from_body: ClassVar[bool] = False
     lookup_kwarg: ClassVar[str | None] = None
+    # Query parameters the schema declares as lists (`?model=a&model=b`); any other given twice is a 400.
+    repeatable_query_params: ClassVar[tuple[str, ...]] = ()
 
     scope: TenantScope
 
@@ -83,6 +87,7 @@ class TenantScopedAPIView(APIView):
         if request.method.lower() not in self.http_method_names or not hasattr(self, request.method.lower()):
             # A method the view does not have answers 405 before the tenant is resolved (which may answer 400).
             raise exceptions.MethodNotAllowed(request.method)
+        query_check(request.query_params, repeatable=self.repeatable_query_params)
         self.scope = self.resolve_scope(request)
         # What the per-request log line names (finops.middleware.RequestLogMiddleware): never the key itself.
         request._request._log_tenant = self.scope.tenant.slug if self.scope.tenant is not None else None

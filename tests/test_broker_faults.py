@@ -1,14 +1,21 @@
 """The Celery broker unreachable: ingest and preflight queue nothing, so they keep answering at full speed;
-alert notifications are rows in the database, delivered by the sweeper once the broker is back."""
+alert notifications are rows in the database, delivered by the sweeper once the broker is back; re-pricing
+after a price change is a PendingJob row (finops/services/outbox.py), sent again by its sweeper."""
 
 from __future__ import annotations
 
 import socket
 import time
+from decimal import Decimal
 
 import pytest
 
+# Imported while the app is registered: app.close() in the fixture also deregisters it from shared_task,
+# so a task module imported for the first time afterwards would be unknown to it.
+import budgets.tasks  # noqa: F401
+import finops.tasks  # noqa: F401
 from finops.celery import app
+from finops.services import outbox
 
 
 @pytest.fixture
@@ -27,6 +34,7 @@ def broker_down(monkeypatch):
     finally:
         app.conf.update(saved)
         app.close()  # drops the connection pool, so the next connection reads broker_url again
+        outbox._broker_down_until = 0.0  # the next test starts with a broker not known to be down
 
 
 def test_ingest_and_preflight_keep_answering_with_the_broker_down(broker_down, api_a, catalog):
@@ -47,3 +55,173 @@ def test_the_broker_really_is_down_in_this_test(broker_down):
 
     with pytest.raises(OperationalError), app.connection_for_write() as conn:
         conn.ensure_connection(max_retries=1, timeout=1)
+
+
+# --- the transactional outbox: a price correction with the broker down ------------------------------------
+
+
+def _correct_o3_price(operator, input_price: str):
+    from django.test import Client
+
+    from finops.models import ModelPrice
+
+    price = ModelPrice.objects.get(model__name="o3")
+    client = Client()
+    client.force_login(operator)
+    data = {
+        "effective_from": "2024-01-01T00:00:00",
+        "input": input_price,
+        "cached_input": "0.5",
+        "cache_write": "0",
+        "output": "8",
+        "reasoning": "",
+        "source": "https://openai.com/api/pricing/",
+        "price_taken_on": "2024-01-01",
+    }
+    return client.post(f"/models/o3/prices/{price.pk}/edit/", data)
+
+
+def _o3_record(api_a):
+    from finops.models import UsageRecord
+
+    response = api_a.client.post(
+        "/api/v1/usage",
+        {"request_id": "o3-1", "model": "o3", "input_tokens": 1_000_000},
+        format="json",
+    )
+    assert response.status_code == 200, response.content
+    return UsageRecord.objects.get(pk=response.json()["items"][0]["id"])
+
+
+def test_a_price_correction_with_the_broker_down_succeeds_and_the_sweeper_reprices_later(
+    broker_down, operator, api_a, catalog, django_capture_on_commit_callbacks, monkeypatch
+):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from finops.models import ModelPrice, PendingJob
+    from finops.services.outbox import RETRY_AFTER, pending_jobs_sweep
+
+    record = _o3_record(api_a)
+    assert record.cost_nanos == 2_000_000_000
+    # Read the log lines off the logger itself: other tests may have reconfigured logging's propagation.
+    warnings: list[str] = []
+    monkeypatch.setattr(outbox.logger, "warning", lambda msg, *args: warnings.append(msg % args))
+    started = time.perf_counter()
+    with django_capture_on_commit_callbacks(execute=True):
+        response = _correct_o3_price(operator, "1.75")
+    assert time.perf_counter() - started < 3.0
+    assert response.status_code == 302 and response["Location"] == "/models/o3/"
+    assert ModelPrice.objects.get(model__name="o3").input == Decimal("1.75")  # the change is saved ...
+    record.refresh_from_db()
+    assert record.cost_nanos == 2_000_000_000  # ... the re-pricing could not be queued ...
+    jobs = PendingJob.objects.order_by("id")
+    assert [(j.task, j.done_at, j.attempts) for j in jobs] == [
+        ("finops.tasks.reprice_model_usage", None, 0),
+        ("finops.tasks.reprice_unpriced_usage", None, 0),
+    ]  # ... but it is recorded
+    assert jobs[0].kwargs == {"model_id": catalog["o3"].pk, "since": "2024-01-01T00:00:00+00:00"}
+    assert len(warnings) == 2 and "pending job" in warnings[0] and "left for the sweeper" in warnings[0]
+
+    later = timezone.now() + RETRY_AFTER + timedelta(seconds=1)
+    assert pending_jobs_sweep(now=later) == 0  # broker still down: nothing sent, nothing lost
+    assert PendingJob.objects.filter(done_at__isnull=True).count() == 2
+
+    # The broker is back (tests run tasks eagerly): the sweeper sends both, they run and are marked done.
+    from finops.celery import app
+
+    app.conf.update(task_always_eager=True)
+    assert pending_jobs_sweep(now=later) == 2
+    record.refresh_from_db()
+    assert record.cost_nanos == 1_750_000_000
+    assert all(j.done_at is not None and j.attempts == 1 for j in PendingJob.objects.all())
+    assert pending_jobs_sweep(now=later + RETRY_AFTER) == 0  # done jobs are not sent again
+
+
+def test_a_job_sent_on_commit_and_by_the_sweeper_runs_once(
+    api_a, catalog, django_capture_on_commit_callbacks, monkeypatch
+):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from finops.models import ModelPrice, PendingJob
+    from finops.services import repricing
+    from finops.services.outbox import RETRY_AFTER, pending_job_run, pending_jobs_sweep
+    from finops.services.repricing import model_price_save
+
+    _o3_record(api_a)
+    runs = []
+    real = repricing.usage_reprice_model
+    monkeypatch.setattr("finops.tasks.usage_reprice_model", lambda **kw: runs.append(kw) or real(**kw))
+    price = ModelPrice.objects.get(model=catalog["o3"])
+    price.input = Decimal("1.75")
+    with django_capture_on_commit_callbacks(execute=True):
+        model_price_save(price=price)  # queued on commit and run (eagerly)
+    job = PendingJob.objects.get(task="finops.tasks.reprice_model_usage")
+    assert job.done_at is not None and len(runs) == 1
+
+    # Both copies of a delivered job: the sweeper's and a redelivery of the commit's.
+    assert pending_jobs_sweep(now=timezone.now() + RETRY_AFTER + timedelta(seconds=1)) == 0
+    assert pending_job_run(job_id=job.pk) is False
+    assert len(runs) == 1
+
+
+def test_a_claimed_job_is_left_to_its_worker_until_the_claim_expires(db):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from finops.models import PendingJob
+    from finops.services.outbox import CLAIM_LEASE, RETRY_AFTER, pending_job_run, pending_jobs_sweep
+
+    now = timezone.now()
+    job = PendingJob.objects.create(
+        task="finops.tasks.reprice_unpriced_usage", kwargs={}, created_at=now - RETRY_AFTER * 2, claimed_at=now
+    )
+    assert pending_jobs_sweep(now=now) == 0 and pending_job_run(job_id=job.pk, now=now) is False
+    # The worker died: after the lease another worker claims and finishes it.
+    assert pending_job_run(job_id=job.pk, now=now + CLAIM_LEASE + timedelta(seconds=1)) is True
+    job.refresh_from_db()
+    assert job.done_at is not None and job.claimed_at is not None
+
+
+def test_a_failing_job_records_its_error_releases_its_claim_and_is_retried(db, monkeypatch):
+    from django.utils import timezone
+
+    from finops.models import PendingJob
+    from finops.services.outbox import pending_job_run
+
+    def broken():
+        raise RuntimeError("database went away")
+
+    monkeypatch.setattr("finops.tasks.usage_reprice_unpriced", broken)
+    job = PendingJob.objects.create(task="finops.tasks.reprice_unpriced_usage", kwargs={}, created_at=timezone.now())
+    with pytest.raises(RuntimeError):
+        pending_job_run(job_id=job.pk)
+    job.refresh_from_db()
+    assert (job.done_at, job.claimed_at, job.attempts) == (None, None, 1)
+    assert job.last_error == "RuntimeError: database went away"
+    monkeypatch.undo()
+    assert pending_job_run(job_id=job.pk) is True
+    job.refresh_from_db()
+    assert job.done_at is not None and job.attempts == 2 and job.last_error == ""
+
+
+def test_a_preflight_that_opens_an_approval_answers_with_the_broker_down_and_its_notice_waits(
+    broker_down, api_a, catalog, tenant_a, django_capture_on_commit_callbacks
+):
+    """Notifications are rows of their own, sent after commit: a broker that is down must not turn the
+    preflight that opened the approval into an error after its commit; the sweeper delivers later."""
+    from budgets.models import Notification, NotificationChannel
+    from finops.models import Workflow
+
+    Workflow.objects.create(slug="batch-summary", name="Batch summary", approval_threshold_usd=Decimal("0.10"))
+    NotificationChannel.objects.create(tenant=tenant_a, kind="email", target="finops@acme.example")
+    body = {"workflow": "batch-summary", "model": "gpt-4o", "input_tokens": 100_000, "max_output_tokens": 1000}
+    with django_capture_on_commit_callbacks(execute=True):
+        response = api_a.client.post("/api/v1/preflight", body, format="json")
+    assert response.status_code == 200 and response.json()["decision"] == "needs_approval"
+    notice = Notification.objects.get()
+    assert notice.status == Notification.Status.PENDING and notice.attempts == 0

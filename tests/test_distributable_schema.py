@@ -63,6 +63,7 @@ REFERENCE = {
 LOCAL = {
     "django_session",
     "django_admin_log",
+    "finops_pendingjob",  # the job outbox: rows of one database's own work, never joined to tenant data
 }
 
 # Every way today's schema breaks the rules, with what Citus needs. The surrogate `id` keys are the

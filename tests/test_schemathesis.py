@@ -58,23 +58,12 @@ EXCLUDED = [
 ]
 
 
-# "Invalid input is rejected" holds everywhere except these operations, which are more lenient than their
-# schema (issue 13, left to do): ingest answers per item (207 by design: valid records are stored beside
-# rejected ones); the others accept repeated or empty query parameters, 0/1 for booleans, or ignore an
-# unusable optional value instead of answering 400.
+# "Invalid input is rejected" holds everywhere except ingest, which answers per item (207 by design: valid
+# records are stored beside rejected ones). Query strings and bodies elsewhere are strict
+# (tenants/strict_input.py; tests/tenants/test_strict_input.py).
 LENIENT = {
     "POST /api/v1/usage",  # per-item outcomes, by design
     "POST /api/v1/litellm/logs",  # per-item outcomes, by design
-    "GET /api/v1/usage",  # page_size repeated or not a number: the default page size
-    "GET /api/v1/alerts",  # idem
-    "GET /api/v1/budgets",  # active=<not a boolean> ignored
-    "GET /api/v1/controls",  # idem
-    "POST /api/v1/budgets",  # is_active: 0/1 taken as a boolean
-    "GET /api/v1/exports/focus.csv",  # an empty filter means no filter
-    "GET /api/v1/spend",  # start= empty means the default
-    "GET /api/v1/spend.csv",  # idem
-    "POST /api/v1/notification-channels",  # ?tenant= empty means no tenant (platform-wide)
-    "POST /api/v1/preflight",  # approval_id: 0 (falsy) read as none
 }
 
 

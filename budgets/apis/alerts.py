@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from drf_spectacular.utils import OpenApiExample, OpenApiParameter, extend_schema
 from rest_framework import serializers, status
-from rest_framework.pagination import CursorPagination
 from rest_framework.parsers import JSONParser
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -17,9 +16,10 @@ from tenants.errors import ApplicationError
 from tenants.schema import results_of
 from tenants.scope import Operation
 from tenants.scoping import TenantScopedAPIView
+from tenants.strict_input import StrictCursorPagination, StrictInputSerializer, query_bool
 
 
-class AlertCursorPagination(CursorPagination):
+class AlertCursorPagination(StrictCursorPagination):
     ordering = ("-created_at", "-id")
     page_size = 100
     page_size_query_param = "page_size"
@@ -95,13 +95,9 @@ class AlertCollectionApi(_AlertsBase):
     )
     def get(self, request: Request) -> Response:
         alerts = self.queryset()
-        acknowledged = request.query_params.get("acknowledged")
+        acknowledged = query_bool(request.query_params, "acknowledged")
         if acknowledged is not None:
-            if acknowledged not in ("true", "false"):
-                raise ApplicationError(
-                    "invalid", "acknowledged must be true or false.", details={"acknowledged": ["true or false."]}
-                )
-            alerts = alerts.filter(acknowledged_at__isnull=acknowledged == "false")
+            alerts = alerts.filter(acknowledged_at__isnull=not acknowledged)
         kind = request.query_params.get("kind")
         if kind is not None:
             if kind not in Alert.Kind.values:
@@ -128,7 +124,7 @@ class AlertAcknowledgeApi(_AlertsBase):
         return Response(alert_out(alert))
 
 
-class ChannelInputSerializer(serializers.Serializer):
+class ChannelInputSerializer(StrictInputSerializer):
     kind = serializers.ChoiceField(choices=NotificationChannel.Kind.choices)
     target = serializers.CharField(max_length=500, help_text="Email address, or the webhook's https:// URL.")
     secret = serializers.CharField(

@@ -14,6 +14,7 @@ from budgets.services.anomalies import anomaly_feedback
 from tenants.errors import ApplicationError
 from tenants.scope import Operation
 from tenants.scoping import TenantScopedAPIView
+from tenants.strict_input import StrictInputSerializer
 
 LIST_LIMIT = 500
 
@@ -125,7 +126,7 @@ class AnomalyDetailApi(_AnomaliesBase):
         return Response(anomaly_out(self.object_in_scope(self.queryset()), with_series=True))
 
 
-class AnomalyFeedbackInputSerializer(serializers.Serializer):
+class AnomalyFeedbackInputSerializer(StrictInputSerializer):
     feedback = serializers.ChoiceField(choices=[c for c in Anomaly.Feedback.values if c])
     note = serializers.CharField(max_length=2000, required=False, allow_blank=True, default="")
 

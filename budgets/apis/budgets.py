@@ -28,12 +28,13 @@ from finops.selectors.catalog import model_tiers
 from finops.selectors.workflows import workflows_visible
 from tenants.schema import results_of
 from tenants.scoping import TenantScopedAPIView
+from tenants.strict_input import StrictDecimalField, StrictInputSerializer, query_bool
 
 from .approvals import ApprovalOutputSerializer, approval_out
 from .base import by_slug
 
 
-class BudgetInputSerializer(serializers.Serializer):
+class BudgetInputSerializer(StrictInputSerializer):
     name = serializers.CharField(max_length=200)
     tenant = serializers.CharField(required=False, help_text="Platform callers only; tenant callers get their own.")
     workflow = serializers.SlugField(required=False, allow_null=True, help_text="Workflow slug; empty = all.")
@@ -47,7 +48,7 @@ class BudgetInputSerializer(serializers.Serializer):
     hard_action = serializers.ChoiceField(choices=HardAction.choices, default=HardAction.DENY)
     policy = serializers.JSONField(required=False, help_text="Ladder rungs; empty = the default policy.")
     is_active = serializers.BooleanField(required=False)
-    unreserved_alert_pct = serializers.DecimalField(
+    unreserved_alert_pct = StrictDecimalField(
         max_digits=5,
         decimal_places=2,
         min_value=0,
@@ -192,9 +193,9 @@ class BudgetCollectionApi(_BudgetApiBase):
     )
     def get(self, request: Request) -> Response:
         budgets = self.queryset()
-        active = request.query_params.get("active")
-        if active in ("true", "false"):
-            budgets = budgets.filter(is_active=active == "true")
+        active = query_bool(request.query_params, "active")
+        if active is not None:
+            budgets = budgets.filter(is_active=active)
         return Response({"results": budgets_out(list(budgets[:1000]))})
 
     @extend_schema(
@@ -253,7 +254,7 @@ class BudgetDetailApi(_BudgetApiBase):
         return Response(status=status.HTTP_204_NO_CONTENT)
 
 
-class BudgetIncreaseInputSerializer(serializers.Serializer):
+class BudgetIncreaseInputSerializer(StrictInputSerializer):
     soft_limit = serializers.JSONField(required=False, allow_null=True, help_text='USD string ("600.00") or tokens.')
     hard_limit = serializers.JSONField(required=False, allow_null=True, help_text='USD string ("800.00") or tokens.')
     current_window_only = serializers.BooleanField(

@@ -18,11 +18,12 @@ from tenants.errors import ApplicationError
 from tenants.schema import results_of
 from tenants.scope import Operation
 from tenants.scoping import TenantScopedAPIView
+from tenants.strict_input import StrictInputSerializer, query_bool
 
 from .base import by_slug
 
 
-class ControlInputSerializer(serializers.Serializer):
+class ControlInputSerializer(StrictInputSerializer):
     kind = serializers.ChoiceField(choices=ControlKind.choices)
     tenant = serializers.SlugField(required=False, allow_null=True, help_text="Empty = every tenant.")
     workflow = serializers.SlugField(required=False, allow_null=True)
@@ -107,7 +108,7 @@ class ControlCollectionApi(_ControlsBase):
     def get(self, request: Request) -> Response:
         now = timezone.now()
         controls = self.queryset()
-        if request.query_params.get("active") == "true":
+        if query_bool(request.query_params, "active"):
             controls = controls.filter(active_controls_q(now))
         return Response({"results": [control_out(c, now) for c in controls[:500]]})
 

@@ -16,9 +16,10 @@ from finops.services.usage_validation import MAX_TOKENS
 from tenants.errors import reject_oversized_body
 from tenants.scope import Operation
 from tenants.scoping import TenantScopedAPIView
+from tenants.strict_input import StrictInputSerializer, StrictUUIDField
 
 
-class PreflightInputSerializer(serializers.Serializer):
+class PreflightInputSerializer(StrictInputSerializer):
     tenant = _StrictCharField(
         required=False,
         max_length=64,
@@ -42,7 +43,7 @@ class PreflightInputSerializer(serializers.Serializer):
         max_value=MAX_TOKENS,
         help_text="When missing: the model's output limit, capped by PREFLIGHT_DEFAULT_MAX_OUTPUT_TOKENS.",
     )
-    approval_id = serializers.UUIDField(required=False, help_text="An approved request from an earlier answer.")
+    approval_id = StrictUUIDField(required=False, help_text="An approved request from an earlier answer.")
     prompt_version = _StrictCharField(
         required=False,
         max_length=100,

@@ -135,9 +135,12 @@ def notifications_create(alert: Alert) -> list[Notification]:
     )
     if notifications:
         from budgets.tasks import deliver_notification
+        from finops.services.outbox import task_send
 
+        # A broker that is down must not fail what raised the alert (a preflight that opened an
+        # approval, say): the rows are there, and the deliver-notifications sweeper sends them later.
         ids = [n.pk for n in notifications]
-        transaction.on_commit(lambda: [deliver_notification.delay(pk) for pk in ids])
+        transaction.on_commit(lambda: [task_send(deliver_notification, pk, what=f"notification {pk}") for pk in ids])
     return notifications
 
 

@@ -22,11 +22,12 @@ from tenants.errors import reject_oversized_body
 from tenants.schema import results_of
 from tenants.scope import Operation
 from tenants.scoping import TenantScopedAPIView
+from tenants.strict_input import StrictInputSerializer
 
 LIST_MAX = 500
 
 
-class PromptVersionInputSerializer(serializers.Serializer):
+class PromptVersionInputSerializer(StrictInputSerializer):
     # The serializer metaclass moves declared fields off the class, so Field.label is not shadowed.
     label = _StrictCharField(  # type: ignore[assignment]
         max_length=100, help_text="What usage records and preflights name, e.g. v7 or a date."

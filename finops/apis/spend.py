@@ -93,6 +93,7 @@ class SpendApi(TenantScopedAPIView):
 
     renderer_classes = [SpendJSONRenderer, BrowsableAPIRenderer]
     tenant_required = False  # platform keys and operators may read across all tenants
+    repeatable_query_params = _FILTERS  # ?model=a&model=b
 
     @extend_schema(
         summary="Spend by dimension over time",

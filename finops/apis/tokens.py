@@ -12,6 +12,7 @@ from finops.pricing import nanos_to_usd
 from tenants.authentication import ApiKeyRateThrottle
 from tenants.errors import reject_oversized_body
 from tenants.scoping import IsAuthenticatedCaller
+from tenants.strict_input import StrictInputSerializer
 
 
 class _StrictCharField(serializers.CharField):
@@ -42,7 +43,7 @@ class _MessagesField(serializers.ListField):
     child = serializers.DictField()
 
 
-class TokenCountInputSerializer(serializers.Serializer):
+class TokenCountInputSerializer(StrictInputSerializer):
     model = _StrictCharField(
         max_length=200, trim_whitespace=False, help_text="Model name as you would send it to the provider."
     )

@@ -6,7 +6,6 @@ from django.http import HttpResponse
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import exceptions
-from rest_framework.pagination import CursorPagination
 from rest_framework.response import Response
 
 from finops import metrics
@@ -23,9 +22,10 @@ from tenants.errors import ApplicationError, reject_oversized_body
 from tenants.schema import results_of
 from tenants.scope import Operation
 from tenants.scoping import TenantScopedAPIView
+from tenants.strict_input import StrictCursorPagination
 
 
-class UsageCursorPagination(CursorPagination):
+class UsageCursorPagination(StrictCursorPagination):
     ordering = ("-occurred_at", "-id")
     page_size = 100
     page_size_query_param = "page_size"

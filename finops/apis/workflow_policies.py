@@ -15,9 +15,10 @@ from finops.services.workflow_policies import threshold_parse, workflow_threshol
 from tenants.errors import ApplicationError, reject_oversized_body
 from tenants.scope import Operation
 from tenants.scoping import TenantScopedAPIView
+from tenants.strict_input import StrictInputSerializer
 
 
-class WorkflowPolicyInputSerializer(serializers.Serializer):
+class WorkflowPolicyInputSerializer(StrictInputSerializer):
     approval_threshold_usd = serializers.CharField(
         allow_null=True,
         allow_blank=True,

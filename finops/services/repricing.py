@@ -100,10 +100,13 @@ def usage_reprice_model(*, model_id: int, since: datetime | None = None) -> int:
 
 
 def _queue_reprice(model_id: int, since: datetime | None) -> None:
+    # Recorded with the price change (finops.services.outbox): a broker that is down delays the
+    # re-pricing until the sweeper sends it again, but neither loses it nor fails the change.
+    from finops.services.outbox import enqueue_durably
     from finops.tasks import reprice_model_usage, reprice_unpriced_usage
 
-    transaction.on_commit(lambda: reprice_model_usage.delay(model_id, since.isoformat() if since else None))
-    transaction.on_commit(reprice_unpriced_usage.delay)
+    enqueue_durably(reprice_model_usage, model_id=model_id, since=since.isoformat() if since else None)
+    enqueue_durably(reprice_unpriced_usage)
 
 
 _AUDITED_PRICE_FIELDS = (
