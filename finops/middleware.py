@@ -19,8 +19,6 @@ import time
 import uuid
 from collections.abc import Callable
 
-import orjson
-from django.conf import settings
 from django.http import HttpRequest, HttpResponse, HttpResponseBadRequest, JsonResponse
 
 from finops.request_context import current_request_id as _request_id
@@ -92,21 +90,10 @@ class RequestLogMiddleware:
 
 
 class HostileInputMiddleware:
-    """Two rules for every request, kept in one place rather than in each view.
-
-    1. No NUL byte in the path or the query string (percent-encoded as %00): PostgreSQL text cannot hold
-       one, so a slug or filter carrying it failed as a 500 in whichever query used it first.
-    2. A JSON body for an API view that parses with DRF's JSONParser (the standard library) must be JSON a
-       strict parser accepts. JSONParser recurses once per nesting level (10,000 levels: RecursionError, a
-       500 on every endpoint), accepts lone UTF-16 surrogates (which cannot be encoded when the answer or
-       the row is written: another 500), and numbers too large for a float. Checking the body once with
-       orjson (depth at most 1024, UTF-8 only, no lone surrogates, no NaN or Infinity, no infinite numbers)
-       answers all of these 400 before the view runs. Views that parse their own bodies (usage ingest with
-       orjson already, the OTLP and LiteLLM receivers) are left alone, as is a method the view does not
-       have (it answers 405) and an over-large body (the view's 413).
-
-    API paths answer in the API's JSON error shape, pages with a plain 400.
-    """
+    """No NUL byte in the path or the query string (percent-encoded as %00): PostgreSQL text cannot hold
+    one, so a slug or filter carrying it failed as a 500 in whichever query used it first. API paths
+    answer in the API's JSON error shape, pages with a plain 400. (Hostile JSON bodies are the parser's
+    to refuse: finops.parsers.OrjsonParser, every API view's parser.)"""
 
     def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]):
         self.get_response = get_response
@@ -118,38 +105,6 @@ class HostileInputMiddleware:
                 return _api_error("invalid_url", message)
             return HttpResponseBadRequest(message, content_type="text/plain")
         return self.get_response(request)
-
-    def process_view(self, request: HttpRequest, view_func, view_args, view_kwargs) -> HttpResponse | None:
-        if request.method not in ("POST", "PUT", "PATCH") or not _parses_with_stdlib_json(view_func, request.method):
-            return None
-        if not self._json_body(request):
-            return None
-        try:
-            orjson.loads(request.body)
-        except orjson.JSONDecodeError as exc:
-            return _api_error("malformed_json", f"Malformed JSON: {exc}")
-        return None
-
-    @staticmethod
-    def _json_body(request: HttpRequest) -> bool:
-        if request.META.get("HTTP_CONTENT_ENCODING"):
-            return False
-        media_type = request.META.get("CONTENT_TYPE", "").split(";")[0].strip().lower()
-        if media_type != "application/json" and not media_type.endswith("+json"):
-            return False
-        length = request.META.get("CONTENT_LENGTH") or "0"
-        limit = settings.DATA_UPLOAD_MAX_MEMORY_SIZE
-        return length.isdigit() and 0 < int(length) and (limit is None or int(length) <= limit)
-
-
-def _parses_with_stdlib_json(view_func, method: str) -> bool:
-    from rest_framework.parsers import JSONParser
-    from rest_framework.views import APIView
-
-    view_class = getattr(view_func, "cls", None)
-    if view_class is None or not issubclass(view_class, APIView) or not hasattr(view_class, method.lower()):
-        return False
-    return any(issubclass(parser, JSONParser) for parser in view_class.parser_classes)
 
 
 def _api_error(code: str, message: str) -> JsonResponse:

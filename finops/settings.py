@@ -52,7 +52,7 @@ MIDDLEWARE = [
     "finops.middleware.RequestLogMiddleware",
     "tenants.middleware.BodySizeLimitMiddleware",
     "finops.middleware.OperationsEndpointsMiddleware",
-    # No NUL in URLs; every JSON body under /api/ is strict JSON (depth, surrogates, NaN) before any view.
+    # No NUL in URLs (strict JSON bodies are finops.parsers.OrjsonParser's part).
     "finops.middleware.HostileInputMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
@@ -147,6 +147,12 @@ REST_FRAMEWORK = {
     "DEFAULT_RENDERER_CLASSES": [
         "rest_framework.renderers.JSONRenderer",
         "rest_framework.renderers.BrowsableAPIRenderer",
+    ],
+    # JSON bodies parse once, strictly, with orjson (depth, lone surrogates, NaN/Infinity answer 400).
+    "DEFAULT_PARSER_CLASSES": [
+        "finops.parsers.OrjsonParser",
+        "rest_framework.parsers.FormParser",
+        "rest_framework.parsers.MultiPartParser",
     ],
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "DEFAULT_FILTER_BACKENDS": ["django_filters.rest_framework.DjangoFilterBackend"],

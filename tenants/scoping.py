@@ -87,6 +87,12 @@ class TenantScopedAPIView(APIView):
         if request.method.lower() not in self.http_method_names or not hasattr(self, request.method.lower()):
             # A method the view does not have answers 405 before the tenant is resolved (which may answer 400).
             raise exceptions.MethodNotAllowed(request.method)
+        if request.method in ("POST", "PUT", "PATCH") and any(
+            getattr(parser, "strict_json", False) for parser in self.parser_classes
+        ):
+            # A malformed or hostile JSON body answers 400 before the tenant and the operation are checked.
+            # Parsed once: DRF keeps request.data for the view.
+            request.data  # noqa: B018
         query_check(request.query_params, repeatable=self.repeatable_query_params)
         self.scope = self.resolve_scope(request)
         # What the per-request log line names (finops.middleware.RequestLogMiddleware): never the key itself.

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from drf_spectacular.utils import OpenApiExample, OpenApiParameter, extend_schema
 from rest_framework import serializers, status
-from rest_framework.parsers import JSONParser
 from rest_framework.request import Request
 from rest_framework.response import Response
 
@@ -12,6 +11,7 @@ from budgets.models import Alert, NotificationChannel
 from budgets.selectors import alerts_scoped, channels_visible
 from budgets.services.alerts import alert_acknowledge
 from budgets.services.notifications import channel_create, channel_delete
+from finops.parsers import OrjsonParser
 from tenants.errors import ApplicationError
 from tenants.schema import results_of
 from tenants.scope import Operation
@@ -72,7 +72,7 @@ def alert_out(alert: Alert) -> dict:
 
 class _AlertsBase(TenantScopedAPIView):
     # Acknowledging is an approver's job for people; keys need the manage scope.
-    parser_classes = [JSONParser]
+    parser_classes = [OrjsonParser]
     tenant_required = False
     write_operation = Operation.ACKNOWLEDGE
 
@@ -166,7 +166,7 @@ class _ChannelsBase(TenantScopedAPIView):
     created without it receives every tenant's alerts); tenant admins manage their tenant's. Tenant
     API keys cannot: a service's key should not be able to redirect its tenant's alerts."""
 
-    parser_classes = [JSONParser]
+    parser_classes = [OrjsonParser]
     tenant_required = False
     read_operation = Operation.READ_CHANNELS
     write_operation = Operation.MANAGE_CHANNELS

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import serializers
-from rest_framework.parsers import JSONParser
 from rest_framework.request import Request
 from rest_framework.response import Response
 
 from budgets.models import Anomaly
 from budgets.selectors import anomalies_scoped
 from budgets.services.anomalies import anomaly_feedback
+from finops.parsers import OrjsonParser
 from tenants.errors import ApplicationError
 from tenants.scope import Operation
 from tenants.scoping import TenantScopedAPIView
@@ -82,7 +82,7 @@ def anomaly_out(anomaly: Anomaly, *, with_series: bool = False) -> dict:
 
 class _AnomaliesBase(TenantScopedAPIView):
     # Saying what an anomaly was is an approver's job, like acknowledging an alert.
-    parser_classes = [JSONParser]
+    parser_classes = [OrjsonParser]
     tenant_required = False
     write_operation = Operation.ACKNOWLEDGE
 

@@ -4,7 +4,6 @@ from decimal import Decimal
 
 from drf_spectacular.utils import OpenApiExample, OpenApiParameter, extend_schema
 from rest_framework import serializers, status
-from rest_framework.parsers import JSONParser
 from rest_framework.request import Request
 from rest_framework.response import Response
 
@@ -13,6 +12,7 @@ from budgets.selectors import approvals_scoped
 from budgets.services.approvals import approval_ask, approval_cancel, approval_decide
 from finops.catalog import get_catalog
 from finops.models import Environment
+from finops.parsers import OrjsonParser
 from finops.pricing import NANOS_PER_USD, nanos_to_usd
 from finops.selectors.workflows import workflows_visible
 from finops.services.usage_validation import MAX_TOKENS
@@ -88,7 +88,7 @@ class _ApprovalsBase(TenantScopedAPIView):
     """Only people decide (approvers and admins of the tenant, and operators): a service's key cannot
     approve its own run."""
 
-    parser_classes = [JSONParser]
+    parser_classes = [OrjsonParser]
     tenant_required = False
     write_operation = Operation.DECIDE
 

@@ -6,7 +6,6 @@ from django.conf import settings
 from django.utils import timezone
 from drf_spectacular.utils import OpenApiExample, OpenApiParameter, extend_schema
 from rest_framework import serializers, status
-from rest_framework.parsers import JSONParser
 from rest_framework.request import Request
 from rest_framework.response import Response
 
@@ -24,6 +23,7 @@ from budgets.services.budgets import (
     limit_parse,
 )
 from finops.models import Environment
+from finops.parsers import OrjsonParser
 from finops.selectors.catalog import model_tiers
 from finops.selectors.workflows import workflows_visible
 from tenants.schema import results_of
@@ -153,7 +153,7 @@ class _BudgetApiBase(TenantScopedAPIView):
     """Reads need the read scope (viewer role); writes the manage scope (admin role). Platform callers
     see every tenant's budgets and the platform-wide ones, and may name the tenant in the body."""
 
-    parser_classes = [JSONParser]
+    parser_classes = [OrjsonParser]
     tenant_required = False  # a platform caller without a tenant sees (and creates) platform-wide budgets
     tenant_from_body = True
 

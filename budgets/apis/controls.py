@@ -3,7 +3,6 @@ from __future__ import annotations
 from django.utils import timezone
 from drf_spectacular.utils import OpenApiExample, OpenApiParameter, extend_schema
 from rest_framework import serializers, status
-from rest_framework.parsers import JSONParser
 from rest_framework.request import Request
 from rest_framework.response import Response
 
@@ -12,6 +11,7 @@ from budgets.policy import PRIORITIES
 from budgets.selectors import controls_visible
 from budgets.services.controls import active_controls_q, control_end, control_start
 from finops.models import Environment
+from finops.parsers import OrjsonParser
 from finops.selectors.catalog import model_tiers
 from finops.selectors.workflows import workflows_visible
 from tenants.errors import ApplicationError
@@ -86,7 +86,7 @@ class _ControlsBase(TenantScopedAPIView):
     """Everyone with read access lists controls; only operators and platform keys start or end them
     (a manual control can stop a tenant's traffic)."""
 
-    parser_classes = [JSONParser]
+    parser_classes = [OrjsonParser]
     tenant_required = False
     write_operation = Operation.MANAGE_CONTROLS
 

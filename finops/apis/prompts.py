@@ -7,13 +7,13 @@ from django.urls import reverse
 from drf_spectacular.utils import OpenApiExample, OpenApiParameter, extend_schema
 from rest_framework import serializers, status
 from rest_framework.exceptions import ValidationError
-from rest_framework.parsers import JSONParser
 from rest_framework.request import Request
 from rest_framework.response import Response
 
 from finops import hooks, tokens
 from finops.apis.tokens import _MessagesField, _StrictCharField
 from finops.models import PromptVersion
+from finops.parsers import OrjsonParser
 from finops.pricing import nanos_to_usd
 from finops.selectors.prompts import PromptProjection, prompt_versions_of
 from finops.selectors.workflows import workflow_required
@@ -125,7 +125,7 @@ class PromptVersionCollectionApi(TenantScopedAPIView):
     """A workflow's prompt versions of the tenant (GET), and registering a new one (POST: tenant keys with
     the `manage` scope, tenant admins, operators and platform keys naming the tenant)."""
 
-    parser_classes = [JSONParser]
+    parser_classes = [OrjsonParser]
     read_operation = Operation.READ
     write_operation = Operation.MANAGE
 

@@ -2,12 +2,12 @@ from django.conf import settings
 from drf_spectacular.utils import OpenApiExample, extend_schema, extend_schema_field
 from rest_framework import serializers
 from rest_framework.exceptions import ValidationError
-from rest_framework.parsers import JSONParser
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from finops import tokens
+from finops.parsers import OrjsonParser
 from finops.pricing import nanos_to_usd
 from tenants.authentication import ApiKeyRateThrottle
 from tenants.errors import reject_oversized_body
@@ -76,7 +76,7 @@ class TokenCountOutputSerializer(serializers.Serializer):
 class TokenCountApi(APIView):
     """Count the tokens of text or chat messages for a model and price them as input at today's price."""
 
-    parser_classes = [JSONParser]
+    parser_classes = [OrjsonParser]
     # Any key or signed-in person may count: nothing tenant-specific is read or written, so this route
     # is classified public (tests/tenants/test_route_walk.py) and needs no tenant scope.
     permission_classes = [IsAuthenticatedCaller]

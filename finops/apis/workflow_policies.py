@@ -5,11 +5,11 @@ from __future__ import annotations
 from django.conf import settings
 from drf_spectacular.utils import OpenApiExample, OpenApiParameter, extend_schema
 from rest_framework import serializers
-from rest_framework.parsers import JSONParser
 from rest_framework.request import Request
 from rest_framework.response import Response
 
 from finops.models import TenantWorkflowPolicy, Workflow
+from finops.parsers import OrjsonParser
 from finops.selectors.workflows import workflow_required
 from finops.services.workflow_policies import threshold_parse, workflow_threshold_set
 from tenants.errors import ApplicationError, reject_oversized_body
@@ -53,7 +53,7 @@ class WorkflowPolicyApi(TenantScopedAPIView):
     """GET: the thresholds that hold this tenant's runs of the workflow. PUT: set or clear the tenant's
     own (tenant admins, keys with the `manage` scope, operators and platform keys naming the tenant)."""
 
-    parser_classes = [JSONParser]
+    parser_classes = [OrjsonParser]
     read_operation = Operation.READ
     write_operation = Operation.MANAGE
 
