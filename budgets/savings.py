@@ -26,7 +26,7 @@ from django.db.models.functions import Coalesce
 from budgets.models import Reservation
 from finops.catalog import CatalogSnapshot, get_catalog
 from finops.models import LlmModel, UsageRecord, Workflow
-from finops.pricing import PERMILLE, PriceRow, TokenBuckets, cost_nanos
+from finops.pricing import PERMILLE, PriceRow, TokenBuckets, cost_nanos, pico_per_mille_to_nanos
 from tenants.scope import TenantScope
 
 SHORT_OUTPUT_TOKENS = 500
@@ -34,13 +34,6 @@ LONG_PREFIX_TOKENS = 2000
 LOW_HIT_RATE = Decimal("0.30")
 TARGET_HIT_RATE = Decimal("0.50")
 MONTH_DAYS = 30
-
-
-def _round(per_mille_pico: int) -> int:
-    q, r = divmod(per_mille_pico, 10**6)
-    if 2 * r > 10**6 or (2 * r == 10**6 and q % 2):
-        q += 1
-    return q
 
 
 @dataclass
@@ -140,7 +133,7 @@ def savings_summary(*, scope: TenantScope, since: datetime, until: datetime, wor
             multiplier = price.multiplier_for(g["service_tier"]) or PERMILLE
         w._cache_pm += g["cached"] * (rates.input - rates.cached_input) * multiplier
     for w in out.values():
-        w.cache_saved_nanos = _round(w._cache_pm)
+        w.cache_saved_nanos = pico_per_mille_to_nanos(w._cache_pm)
 
     reservations = scope.filter(
         Reservation.objects.filter(

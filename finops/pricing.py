@@ -299,6 +299,11 @@ def pico_to_nanos(pico: int) -> int:
     return _round_half_even(pico, 1000)
 
 
+def pico_per_mille_to_nanos(value: int) -> int:
+    """Round half to even from thousandths of a pico-USD (cost_pico_per_mille's unit) to nano-USD."""
+    return _round_half_even(value, 1000 * PERMILLE)
+
+
 def cost_nanos(price: PriceRow, tokens: TokenBuckets) -> int:
     """Exact cost in nano-USD, rounded once half to even: cost_pico_per_mille's arithmetic, inlined
     because ingest calls it for every record."""
