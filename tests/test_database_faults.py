@@ -7,7 +7,6 @@ import os
 import socket
 import subprocess
 import sys
-import threading
 import time
 
 import pytest
@@ -18,33 +17,6 @@ from rest_framework.test import APIClient
 from tenants.errors import api_exception_handler
 
 pytestmark = pytest.mark.skipif(connection.vendor != "postgresql", reason="PostgreSQL connection options")
-
-
-@pytest.fixture
-def silent_server():
-    """Accepts TCP connections and never sends a byte back."""
-    server = socket.socket()
-    server.bind(("127.0.0.1", 0))
-    server.listen(64)
-    accepted: list[socket.socket] = []
-    stop = threading.Event()
-
-    def accept() -> None:
-        server.settimeout(0.2)
-        while not stop.is_set():
-            try:
-                accepted.append(server.accept()[0])
-            except OSError:
-                continue
-
-    thread = threading.Thread(target=accept, daemon=True)
-    thread.start()
-    yield server.getsockname()[1]
-    stop.set()
-    thread.join()
-    for conn in accepted:
-        conn.close()
-    server.close()
 
 
 def _closed_port() -> int:

@@ -97,33 +97,6 @@ def test_keys_are_counted_apart(redis_cache, rate, api_a, api_b, catalog):
 # --- the cache unreachable or silent -------------------------------------------------------------------------
 
 
-@pytest.fixture
-def silent_server():
-    """A TCP server that accepts connections and never answers: the worst kind of cache."""
-    server = socket.socket()
-    server.bind(("127.0.0.1", 0))
-    server.listen(64)
-    accepted: list[socket.socket] = []
-    stop = threading.Event()
-
-    def accept() -> None:
-        server.settimeout(0.2)
-        while not stop.is_set():
-            try:
-                accepted.append(server.accept()[0])
-            except OSError:
-                continue
-
-    thread = threading.Thread(target=accept, daemon=True)
-    thread.start()
-    yield server.getsockname()[1]
-    stop.set()
-    thread.join()
-    for conn in accepted:
-        conn.close()
-    server.close()
-
-
 def _unreachable_cache(location: str) -> dict:
     return {
         "default": {
