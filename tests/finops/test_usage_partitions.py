@@ -7,8 +7,10 @@ import os
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, date, datetime, timedelta
+from io import StringIO
 
 import pytest
+from django.core.management import CommandError, call_command
 from django.db import connection, connections
 from django.db.models import Sum
 
@@ -203,3 +205,20 @@ def test_retention_never_reaches_the_backfill_window_or_recent_months(postgres_o
     rollups_refresh()
     result = usage_partitions_maintain(retention_months=1)
     assert result.dropped == [] and UsageRecord.objects.filter(tenant=tenant_a).count() == 2
+
+
+# --- the command -------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.django_db
+def test_the_command_lists_partitions_with_rows_and_creates_a_month(postgres_only, tenant_a, catalog):
+    usage_ingest(records=_records("cmd", 2), bound_tenant=tenant_a)
+    out = StringIO()
+    call_command("usage_partitions", "--exact", "--create", "2034-07", stdout=out)
+    text = out.getvalue()
+    this_month = datetime.now(UTC).date().replace(day=1)
+    assert "partition ready: finops_usagerecord_p2034_07" in text
+    assert f"finops_usagerecord_p{this_month:%Y_%m}" in text and "counting finops_usagerecord_default" in text
+    assert "raw retention: off" in text and ", 2 rows," in text
+    with pytest.raises(CommandError, match="YYYY-MM"):
+        call_command("usage_partitions", "--create", "2034-13", stdout=StringIO())
