@@ -13,6 +13,7 @@ import pytest
 from django.core.management import CommandError, call_command
 from django.db import connection, connections
 from django.db.models import Sum
+from django.test import override_settings
 
 from finops import tasks as finops_tasks
 from finops.celery import app
@@ -194,6 +195,16 @@ def test_retention_refuses_while_rollups_are_incomplete_and_the_rollups_survive_
         calls=Sum("calls"), cost=Sum("cost_nanos")
     )
     assert daily == {"calls": 5, "cost": cost}
+    # A later mark on a dropped day (a re-pricing, a manual rebuild) does not recompute it from nothing.
+    RollupDirtyDay.objects.create(tenant=tenant_a, day=date(2024, 3, 12))
+    with override_settings(USAGE_RAW_RETENTION_MONTHS=13):
+        rollups_refresh()
+    assert (
+        UsageRollup.objects.filter(tenant=tenant_a, grain=UsageRollup.Grain.DAY).aggregate(
+            calls=Sum("calls"), cost=Sum("cost_nanos")
+        )
+        == daily
+    )
     event = AuditEvent.objects.get(action="usage.partition_drop")
     assert event.after["partition"] == "finops_usagerecord_p2024_03" and event.after["records"] == 5
 
