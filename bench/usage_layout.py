@@ -13,8 +13,11 @@ Each round measures both (the order alternates), and the ratio partitioned/singl
 the best of each, with the share of the machine other processes used meanwhile. The API path on top of this is
 unchanged by the layout; bench/ingest.py measures it end to end.
 
-    .venv/bin/python bench/usage_layout.py                 # 100,000 rows, 3 rounds
-    .venv/bin/python bench/usage_layout.py --rows 20000 --rounds 2
+Then (--explain-rows, 0 skips) it loads rows over several months and prints EXPLAIN ANALYZE of the queries that
+read raw usage on hot paths, to show which partitions each one touches (docs/performance.md quotes them).
+
+    .venv/bin/python bench/usage_layout.py                 # 100,000 rows, 3 rounds, EXPLAIN on 400,000 rows
+    .venv/bin/python bench/usage_layout.py --quick         # 10,000 rows, 1 round, EXPLAIN on 50,000 rows
 
 It drops and recreates its own database (default `finops_bench_layout`; the name must contain "bench").
 """
@@ -57,7 +60,11 @@ def parse_args(argv=None):
         help="then load this many rows over --explain-months months and EXPLAIN the hot queries (0 skips)",
     )
     parser.add_argument("--explain-months", type=int, default=8, help="months the EXPLAIN data spans (default 8)")
-    return parser.parse_args(argv)
+    parser.add_argument("--quick", action="store_true", help="10,000 rows, 1 round, EXPLAIN on 50,000 rows")
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.rows, args.rounds, args.explain_rows = 10_000, 1, 50_000
+    return args
 
 
 def build_single_table(conn: psycopg.Connection) -> None:
