@@ -118,7 +118,7 @@ def _write_rows_sql(*, tenant_id: int, start: datetime, end: datetime, hourly: b
         f"FROM {quote(UsageRecord._meta.db_table)} WHERE tenant_id = %(tenant)s "
         "AND occurred_at >= %(start)s AND occurred_at < %(end)s"
     )
-    params = {"tenant": tenant_id, "start": start, "end": end}
+    params: dict[str, int | datetime] = {"tenant": tenant_id, "start": start, "end": end}
     rows = 0
     with connection.cursor() as cursor:
         cursor.execute(
