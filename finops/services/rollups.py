@@ -123,13 +123,15 @@ def _write_rows_sql(*, tenant_id: int, start: datetime, end: datetime, hourly: b
     writes = {
         "daily": f"INSERT INTO {rollup} (grain, bucket_start, tenant_id, {dims}, {measures}, token_hist) "
         f"SELECT 'day', %(start)s, %(tenant)s, {dims}, {aggregates}, {HIST_SQL} FROM raw GROUP BY {dims}",
-        # The session's time zone is UTC (Django sets it); naming it keeps the hours UTC whatever it is.
+        # UTC hours whatever the session's time zone.
         "hourly": f"INSERT INTO {rollup} (grain, bucket_start, tenant_id, {dims}, {measures}) "
         f"SELECT 'hour', date_trunc('hour', occurred_at, 'UTC') AS hour, %(tenant)s, {dims}, {aggregates} "
         f"FROM raw GROUP BY hour, {dims}",
         "tags": f"INSERT INTO {tags} (bucket_start, tenant_id, workflow_id, environment, tag_key, tag_value, "
         f"{measures}) SELECT %(start)s, %(tenant)s, workflow_id, environment, tag.key, tag.value, {aggregates} "
-        "FROM raw CROSS JOIN LATERAL jsonb_each_text(raw.tags) AS tag WHERE jsonb_typeof(raw.tags) = 'object' "
+        # Ingest stores objects only; anything else would make jsonb_each_text fail the whole refresh.
+        "FROM raw CROSS JOIN LATERAL jsonb_each_text(CASE jsonb_typeof(raw.tags) WHEN 'object' THEN raw.tags "
+        "ELSE '{}' END) AS tag "
         "GROUP BY workflow_id, environment, tag.key, tag.value",
     }
     if not hourly:
