@@ -24,7 +24,7 @@ from django.db.models import Case, CharField, Count, F, Func, Q, Sum, Value, Whe
 from django.db.models.functions import Coalesce, TruncDate, TruncHour
 from django.utils import timezone
 
-from finops.envelopes import OUTPUT_EXPR, PROMPT_EXPR, hist_annotations, hist_pop
+from finops.envelopes import HIST_SQL, OUTPUT_EXPR, PROMPT_EXPR, hist_annotations, hist_pop
 from finops.measures import MEASURES, TOKEN_FIELDS
 from finops.models import (
     AllTenantsModelRollup,
@@ -74,7 +74,6 @@ def hourly_retention_start(now: datetime | None = None) -> datetime:
 
 
 @transaction.atomic
-@transaction.atomic
 def rollup_recompute_day(*, tenant_id: int, day: date, all_tenants: bool = True) -> int:
     """Replace one tenant-day's daily, hourly and tag rollups with sums over its raw records, and the
     coarser daily tables derived from them. `all_tenants=False` leaves the day's `AllTenantsRollup`
@@ -94,16 +93,72 @@ def rollup_recompute_day(*, tenant_id: int, day: date, all_tenants: bool = True)
         with connection.cursor() as cursor:
             cursor.execute("SELECT pg_advisory_xact_lock(%s)", [tenant_id * 1_000_000 + day.toordinal()])
     start, end = day_bounds(day)
-    raw = UsageRecord.objects.filter(tenant_id=tenant_id, occurred_at__gte=start, occurred_at__lt=end)
-    dims = {"unknown_model_name": _unknown_model_name()}
-    keys = ("workflow_id", "model_id", "unknown_model_name", "environment")
-
     UsageRollup.objects.filter(tenant_id=tenant_id, grain=UsageRollup.Grain.DAY, bucket_start=start).delete()
     UsageRollup.objects.filter(
         tenant_id=tenant_id, grain=UsageRollup.Grain.HOUR, bucket_start__gte=start, bucket_start__lt=end
     ).delete()
     UsageTagRollup.objects.filter(tenant_id=tenant_id, bucket_start=start).delete()
+    write_rows = _ROW_WRITERS.get(connection.vendor, _write_rows_python)
+    rows = write_rows(tenant_id=tenant_id, start=start, end=end, hourly=end > hourly_retention_start())
+    TenantWorkflowRollup.objects.filter(tenant_id=tenant_id, bucket_start=start).delete()
+    TenantDayRollup.objects.filter(tenant_id=tenant_id, bucket_start=start).delete()
+    rows += _derive_from_daily(TenantWorkflowRollup, ("tenant_id", "workflow_id"), start, tenant_id=tenant_id)
+    rows += _derive_from_daily(TenantDayRollup, ("tenant_id",), start, tenant_id=tenant_id)
+    if all_tenants:
+        rows += rollup_recompute_all_tenants_day(day=day)
+    return rows
 
+
+def _write_rows_sql(*, tenant_id: int, start: datetime, end: datetime, hourly: bool) -> int:
+    """The tenant-day's daily, hourly and tag rows as `INSERT ... SELECT ... GROUP BY` over its raw records
+    (PostgreSQL): no row goes through Python. Writes what `_write_rows_python` writes, row for row,
+    histograms included (tests/finops/test_rollups.py compares the two on random records)."""
+    quote = connection.ops.quote_name
+    measures = ", ".join(quote(m) for m in MEASURES)
+    sums = ", ".join(f"COALESCE(SUM({quote(f)}), 0)" for f in (*TOKEN_FIELDS, "cost_nanos"))
+    aggregates = f"COUNT(*), {sums}, COUNT(*) FILTER (WHERE NOT {quote('priced')})"
+    rollup, tags = quote(UsageRollup._meta.db_table), quote(UsageTagRollup._meta.db_table)
+    dims = "workflow_id, model_id, unknown_model_name, environment"
+    raw = (
+        "SELECT workflow_id, model_id, environment, occurred_at, priced, tags, "
+        f"{', '.join(quote(f) for f in (*TOKEN_FIELDS, 'cost_nanos'))}, "
+        "CASE WHEN model_id IS NULL THEN model_name ELSE '' END AS unknown_model_name, "
+        "input_tokens + cached_input_tokens + cache_write_tokens AS prompt_total "
+        f"FROM {quote(UsageRecord._meta.db_table)} WHERE tenant_id = %(tenant)s "
+        "AND occurred_at >= %(start)s AND occurred_at < %(end)s"
+    )
+    params: dict[str, int | datetime] = {"tenant": tenant_id, "start": start, "end": end}
+    # One statement, so the day's raw records are read once (MATERIALIZED), not once per kind of row.
+    writes = {
+        "daily": f"INSERT INTO {rollup} (grain, bucket_start, tenant_id, {dims}, {measures}, token_hist) "
+        f"SELECT 'day', %(start)s, %(tenant)s, {dims}, {aggregates}, {HIST_SQL} FROM raw GROUP BY {dims}",
+        # UTC hours whatever the session's time zone.
+        "hourly": f"INSERT INTO {rollup} (grain, bucket_start, tenant_id, {dims}, {measures}) "
+        f"SELECT 'hour', date_trunc('hour', occurred_at, 'UTC') AS hour, %(tenant)s, {dims}, {aggregates} "
+        f"FROM raw GROUP BY hour, {dims}",
+        "tags": f"INSERT INTO {tags} (bucket_start, tenant_id, workflow_id, environment, tag_key, tag_value, "
+        f"{measures}) SELECT %(start)s, %(tenant)s, workflow_id, environment, tag.key, tag.value, {aggregates} "
+        # Ingest stores objects only; anything else would make jsonb_each_text fail the whole refresh.
+        "FROM raw CROSS JOIN LATERAL jsonb_each_text(CASE jsonb_typeof(raw.tags) WHEN 'object' THEN raw.tags "
+        "ELSE '{}' END) AS tag "
+        "GROUP BY workflow_id, environment, tag.key, tag.value",
+    }
+    if not hourly:
+        del writes["hourly"]
+    ctes = ", ".join(f"{name} AS ({statement} RETURNING 1)" for name, statement in writes.items())
+    counts = " + ".join(f"(SELECT count(*) FROM {name})" for name in writes)
+    with connection.cursor() as cursor:
+        cursor.execute(f"WITH raw AS MATERIALIZED ({raw}), {ctes} SELECT {counts}", params)
+        return cursor.fetchone()[0]
+
+
+def _write_rows_python(*, tenant_id: int, start: datetime, end: datetime, hourly: bool) -> int:
+    """The tenant-day's daily, hourly and tag rows summed by the ORM (tags in Python) and bulk-created:
+    what SQLite (the embedded default) runs, and what PostgreSQL ran before `_write_rows_sql`
+    (bench/rollups.py times both)."""
+    raw = UsageRecord.objects.filter(tenant_id=tenant_id, occurred_at__gte=start, occurred_at__lt=end)
+    dims = {"unknown_model_name": _unknown_model_name()}
+    keys = ("workflow_id", "model_id", "unknown_model_name", "environment")
     # Daily rows also keep log-spaced histograms of tokens per call (finops/envelopes.py): envelopes'
     # percentiles then come from sums of rollup rows, never from raw records.
     daily = [
@@ -115,9 +170,9 @@ def rollup_recompute_day(*, tenant_id: int, day: date, all_tenants: bool = True)
         .annotate(**_aggregates(), **hist_annotations())
         .order_by()
     ]
-    hourly = []
-    if end > hourly_retention_start():
-        hourly = [
+    hourly_rows = []
+    if hourly:
+        hourly_rows = [
             UsageRollup(grain=UsageRollup.Grain.HOUR, tenant_id=tenant_id, bucket_start=row.pop("hour"), **row)
             for row in raw.annotate(hour=TruncHour("occurred_at", tzinfo=UTC), **dims)
             .values("hour", *keys)
@@ -125,16 +180,13 @@ def rollup_recompute_day(*, tenant_id: int, day: date, all_tenants: bool = True)
             .order_by()
         ]
     tags = _tag_rows(raw, tenant_id, start)
-    UsageRollup.objects.bulk_create(daily + hourly, batch_size=2000)
+    UsageRollup.objects.bulk_create(daily + hourly_rows, batch_size=2000)
     UsageTagRollup.objects.bulk_create(tags, batch_size=2000)
-    rows = len(daily) + len(hourly) + len(tags)
-    TenantWorkflowRollup.objects.filter(tenant_id=tenant_id, bucket_start=start).delete()
-    TenantDayRollup.objects.filter(tenant_id=tenant_id, bucket_start=start).delete()
-    rows += _derive_from_daily(TenantWorkflowRollup, ("tenant_id", "workflow_id"), start, tenant_id=tenant_id)
-    rows += _derive_from_daily(TenantDayRollup, ("tenant_id",), start, tenant_id=tenant_id)
-    if all_tenants:
-        rows += rollup_recompute_all_tenants_day(day=day)
-    return rows
+    return len(daily) + len(hourly_rows) + len(tags)
+
+
+# How each database writes a tenant-day's rows from raw records; any other runs `_write_rows_python`.
+_ROW_WRITERS = {"postgresql": _write_rows_sql}
 
 
 # Any constant: the first half of the advisory lock key on an AllTenantsRollup day.
