@@ -8,6 +8,9 @@ STAMP       := $(VENV)/.installed-from-pyproject
 HOST        ?= 127.0.0.1
 PORT        ?= 8000
 PYTEST_ARGS ?=
+# `make test` runs the suite in pytest-xdist workers, one per core, at most 4 (docs/testing.md has what
+# each worker keeps to itself). PYTEST_WORKERS=0 runs it serially in one process (pdb, print debugging).
+PYTEST_WORKERS ?= $(shell n=$$(nproc 2>/dev/null || echo 1); if [ "$$n" -gt 4 ]; then n=4; elif [ "$$n" -lt 2 ]; then n=0; fi; echo $$n)
 BENCH_ARGS  ?=
 
 # Local commands run in debug mode unless told otherwise, so no secret key is needed on a laptop.
@@ -19,7 +22,8 @@ LOCAL_ENV   := DJANGO_DEBUG=$${DJANGO_DEBUG:-true}
 
 help:
 	@echo "make run      set up, migrate, load the demo data and start web + worker + beat on http://$(HOST):$(PORT)/"
-	@echo "make test     set up and run the whole test suite (PYTEST_ARGS='-k name -x' to narrow it)"
+	@echo "make test     set up and run the whole test suite in parallel (PYTEST_ARGS='-k name -x' to narrow it,"
+	@echo "              PYTEST_WORKERS=0 to run it serially)"
 	@echo "make install  create .venv and install the package with its dev extras"
 	@echo "make migrate  apply database migrations"
 	@echo "make lint     ruff check, then mypy (with the django and DRF stubs) over the package"
@@ -32,8 +36,10 @@ run: install .env
 	exec env $(LOCAL_ENV) HOST=$(HOST) PORT=$(PORT) $(PY) manage.py serve
 
 # pytest exits 5 when it collected no test; that must fail like any other non-zero exit.
+# --dist loadgroup: tests marked xdist_group(name) run on one worker, one after the other (the browser
+# tests, the fresh-clone newcomer tests); every other test goes to whichever worker is free.
 test: install
-	@$(VENV)/bin/pytest $(PYTEST_ARGS); rc=$$?; \
+	@$(VENV)/bin/pytest -n $(PYTEST_WORKERS) --dist loadgroup $(PYTEST_ARGS); rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "make test: pytest collected no tests: failing." >&2; fi; \
 	exit $$rc
 

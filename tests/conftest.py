@@ -2,6 +2,7 @@
 members, and a small priced catalog, so every endpoint can be tested across the tenant boundary."""
 
 import importlib
+import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -17,6 +18,7 @@ from finops.models import LlmModel
 from tenants.models import ApiKey, Membership, Tenant
 from tenants.services import api_key_create
 
+from . import workers
 from .factories import (
     LlmModelFactory,
     MembershipFactory,
@@ -33,6 +35,44 @@ def pytest_configure(config):
     config.addinivalue_line(
         "markers", "faults: kills or cuts real processes and services (a Celery worker, PostgreSQL, Redis) mid-work"
     )
+
+
+# --- parallel runs: each xdist worker its own Redis databases (tests/workers.py) --------------------------
+
+
+def _use_this_workers_redis() -> None:
+    """Point the environment (read by Celery and by every subprocess a test starts), the settings and the
+    Celery app at this worker's Redis databases. Runs when this conftest is imported: pytest-django has
+    loaded the settings by then, but no cache connection or broker connection exists yet."""
+    import redis
+    from django.conf import settings
+
+    from finops.celery import app
+
+    urls = workers.redis_urls_for_this_worker()
+    for name, url in urls.items():
+        os.environ.setdefault(workers.BASE_PREFIX + name, os.environ[name])
+        os.environ[name] = url
+    if "REDIS_URL" in urls:
+        settings.REDIS_URL = urls["REDIS_URL"]
+        if settings.CACHES["default"]["BACKEND"].endswith(".RedisCache"):
+            settings.CACHES["default"]["LOCATION"] = urls["REDIS_URL"]
+    if "CELERY_BROKER_URL" in urls:
+        settings.CELERY_BROKER_URL = app.conf.broker_url = urls["CELERY_BROKER_URL"]
+    if workers.WORKER_INDEX:
+        for name, url in urls.items():
+            try:
+                redis.Redis.from_url(url, socket_connect_timeout=1, socket_timeout=1).ping()
+            except redis.ResponseError as error:  # "DB index is out of range"
+                raise RuntimeError(
+                    f"xdist worker {workers.WORKER} would use {name}={url}, which this Redis refuses ({error}): "
+                    "run fewer workers (make test PYTEST_WORKERS=N) or start from lower database numbers"
+                ) from error
+            except redis.ConnectionError:
+                pass  # no Redis here: the tests that need it say so
+
+
+_use_this_workers_redis()
 
 
 @dataclass

@@ -30,6 +30,8 @@ from celery.app.utils import find_app
 from django.conf import settings
 from django.core.management import get_commands
 
+from .workers import worker_suffix
+
 BASE_DIR = Path(settings.BASE_DIR)
 COMPOSE = BASE_DIR / "docker-compose.yml"
 DOCKERFILE = BASE_DIR / "Dockerfile"
@@ -218,7 +220,7 @@ def services_env(request, tmp_path):
     assert database_url.startswith("postgres"), "REQUIRE_SERVICES=1 needs DATABASE_URL=postgres://..."
     assert broker_url.startswith("redis"), "REQUIRE_SERVICES=1 needs CELERY_BROKER_URL=redis://..."
     db = environ.Env.db_url_config(database_url)
-    scratch = f"{db['NAME']}_serve_check"
+    scratch = f"{db['NAME']}_serve_check{worker_suffix()}"
     admin = dict(host=db["HOST"] or None, port=db["PORT"] or None, user=db["USER"] or None, password=db["PASSWORD"])
     with psycopg.connect(dbname="postgres", autocommit=True, **admin) as conn:
         conn.execute(f'DROP DATABASE IF EXISTS "{scratch}"')

@@ -277,7 +277,10 @@ def test_valid_items_are_stored_when_others_are_rejected(api_a, catalog):
     assert set(UsageRecord.objects.values_list("request_id", flat=True)) == {"ok-1", "ok-2"}
 
 
-NOW = datetime.now(UTC)
+def _from_now(**delta: float):
+    """An occurred_at relative to when the test runs, not to when the module was collected: a long run
+    (the serial suite under load took 12 minutes to reach these) must not age "10 minutes ahead" into the past."""
+    return lambda: (datetime.now(UTC) + timedelta(**delta)).isoformat()
 
 
 @pytest.mark.parametrize(
@@ -288,8 +291,8 @@ NOW = datetime.now(UTC)
         ({"input_tokens": "12"}, "input_tokens"),
         ({"output_tokens": True}, "output_tokens"),
         ({"output_tokens": 10**9 + 1}, "output_tokens"),
-        ({"input_tokens": 1, "occurred_at": (NOW + timedelta(minutes=10)).isoformat()}, "occurred_at"),
-        ({"input_tokens": 1, "occurred_at": (NOW - timedelta(days=40)).isoformat()}, "occurred_at"),
+        ({"input_tokens": 1, "occurred_at": _from_now(minutes=10)}, "occurred_at"),
+        ({"input_tokens": 1, "occurred_at": _from_now(days=-40)}, "occurred_at"),
         ({"input_tokens": 1, "occurred_at": "2026-11-28T10:00:00"}, "occurred_at"),
         ({"input_tokens": 1, "occurred_at": "yesterday"}, "occurred_at"),
         ({"input_tokens": 1, "environment": "qa"}, "environment"),
@@ -311,6 +314,7 @@ NOW = datetime.now(UTC)
 )
 def test_bad_records_are_rejected_with_the_field_named(api_a, catalog, record, field):
     base = {"request_id": "r1", "model": "gpt-4o"}
+    record = {name: value() if callable(value) else value for name, value in record.items()}
     response, item = one(api_a.client, **{**base, **record})
     assert response.status_code == 207
     assert item["status"] == "rejected" and field in item["errors"], item

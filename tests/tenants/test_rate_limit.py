@@ -18,7 +18,11 @@ from django.test import override_settings
 from tenants import authentication
 from tenants.authentication import ApiKeyRateThrottle
 
-REDIS_URL = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/15")
+from ..workers import WORKER_INDEX
+
+# REDIS_URL is already this xdist worker's own database (tests/conftest.py); without it, db 15 counting down
+# by worker, so that two workers' cache.clear() never empty each other's counters.
+REDIS_URL = os.environ.get("REDIS_URL") or f"redis://127.0.0.1:6379/{15 - WORKER_INDEX}"
 REDIS_CACHE = {
     "default": {
         "BACKEND": "django.core.cache.backends.redis.RedisCache",
