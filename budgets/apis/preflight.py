@@ -4,6 +4,7 @@ from django.conf import settings
 from drf_spectacular.utils import OpenApiExample, extend_schema
 from rest_framework import serializers
 from rest_framework.exceptions import ValidationError
+from rest_framework.renderers import BrowsableAPIRenderer
 from rest_framework.request import Request
 from rest_framework.response import Response
 
@@ -12,6 +13,7 @@ from finops import metrics, tokens
 from finops.apis.tokens import _MessagesField, _StrictCharField
 from finops.models import Channel, Environment
 from finops.parsers import OrjsonParser
+from finops.renderers import OrjsonRenderer
 from finops.services.usage_validation import MAX_TOKENS
 from tenants.errors import reject_oversized_body
 from tenants.scope import Operation
@@ -178,6 +180,7 @@ class PreflightApi(TenantScopedAPIView):
     """Ask before an LLM call: allow (with a reservation), needs_approval, or deny, and on what terms."""
 
     parser_classes = [OrjsonParser]
+    renderer_classes = [OrjsonRenderer, BrowsableAPIRenderer]
     write_operation = Operation.PREFLIGHT
     # Platform keys name the tenant in the body; a tenant key naming another tenant answers 404.
     tenant_from_body = True
