@@ -10,11 +10,11 @@ from datetime import UTC, datetime, timedelta
 from django.conf import settings
 from django.core.cache import caches
 from django.core.cache.backends.redis import RedisCache
-from django.db import connection
 from django.utils import timezone
 from rest_framework import authentication, exceptions, throttling
 from rest_framework.settings import api_settings
 
+from .db import prepared_cursor
 from .models import ApiKey, Tenant
 from .services import KEY_PREFIX, hash_secret
 
@@ -31,7 +31,7 @@ _KEY_SQL = (
 def _key_by_prefix(prefix: str) -> ApiKey | None:
     """The key and its tenant in one plain query: every API request pays for this, and the ORM's
     query building and model loading cost several times the SQL itself (bench/preflight.py)."""
-    with connection.cursor() as cursor:
+    with prepared_cursor() as cursor:  # prepared on PostgreSQL: every API request runs it
         cursor.execute(_KEY_SQL, [prefix])
         row = cursor.fetchone()
     if row is None:

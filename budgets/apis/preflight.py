@@ -80,7 +80,7 @@ class PreflightInputSerializer(StrictInputSerializer):
 _MISSING = object()
 _TEXT_LIMITS = {"tenant": 64, "workflow": 100, "model": 200, "prompt_version": 100}
 _ENVIRONMENTS = frozenset(Environment.values)
-_SERVICE_TIERS = frozenset(PreflightInputSerializer().fields["service_tier"].choices)
+_SERVICE_TIERS = frozenset(PreflightInputSerializer._declared_fields["service_tier"].choices)  # type: ignore[attr-defined]
 _CHANNELS = frozenset(Channel.values)
 _SERIALIZER_ONLY = ("prompt", "messages", "approval_id")  # text to count, an approval: rarer, checked in full
 

@@ -198,6 +198,7 @@ def test_the_task_is_on_the_beat_schedule_and_a_second_copy_skips(tenant_a, mode
     with psycopg.connect(**connection.get_connection_params(), autocommit=True) as other:
         other.execute("SELECT pg_advisory_lock(%s)", [_key("learn-safety-factors")])
         assert learn_safety_factors() == {"skipped": "another run is learning"}
+        other.execute("SELECT pg_advisory_unlock(%s)", [_key("learn-safety-factors")])  # a close ends it later
     assert learn_safety_factors() == {"factors": 0, "tenant_factors": 0}
 
 
