@@ -327,6 +327,33 @@ def time_authentication(raw_key: str, calls: int) -> dict[str, float]:
     }
 
 
+def time_views(raw_key: str, bodies: list[bytes], requests: int = 500, rounds: int = 5) -> dict[str, float]:
+    """CPU of this process per request, in process through Django's test client (no HTTP, no gunicorn),
+    for the ceiling and for preflight, alternated, best of `rounds`. CPU time moves much less with
+    other load on the machine than throughput does, so what preflight costs beyond the ceiling can be
+    read even on a busy machine (PostgreSQL's share of the reservation is not in it)."""
+    from django.test import Client
+
+    client = Client()
+    headers = {"HTTP_AUTHORIZATION": f"Bearer {raw_key}"}
+
+    def run(path: str, n: int) -> None:
+        for i in range(n):
+            response = client.post(path, bodies[i % len(bodies)], content_type="application/json", **headers)
+            if response.status_code != 200:
+                raise BenchError(f"{path} answered {response.status_code}: {response.content[:300]!r}")
+
+    for path in (CEILING_PATH, PREFLIGHT_PATH):
+        run(path, 200)
+    best = {CEILING_PATH: math.inf, PREFLIGHT_PATH: math.inf}
+    for _ in range(rounds):
+        for path in best:
+            started = time.process_time()
+            run(path, requests)
+            best[path] = min(best[path], (time.process_time() - started) / requests)
+    return {"ceiling": best[CEILING_PATH], "preflight": best[PREFLIGHT_PATH]}
+
+
 def time_throttle(calls: int) -> dict[int, float]:
     """Seconds per ApiKeyRateThrottle.allow_request when the key's window already holds n requests.
 
@@ -571,7 +598,15 @@ def best(runs: list[Run]) -> Run:
 
 
 def print_results(
-    args, facts, results: dict[tuple[str, int], list[Run]], auth: dict[str, float], throttle, holds, totals, counts
+    args,
+    facts,
+    results: dict[tuple[str, int], list[Run]],
+    auth: dict[str, float],
+    throttle,
+    holds,
+    totals,
+    counts,
+    views: dict[str, float],
 ):
     print()
     print(
@@ -620,6 +655,14 @@ def print_results(
                 + (f", others {dict(others)}" if others else ", no deny or needs_approval")
                 + (f"; errors {dict((k, v) for k, v in run.statuses.items() if k != 200)}" if run.failures else "")
             )
+    print()
+    ceiling_cpu, preflight_cpu = views["ceiling"], views["preflight"]
+    print("In process through Django's test client (no HTTP), CPU of this process per request, best of 5 x 500:")
+    beyond = preflight_cpu - ceiling_cpu
+    print(
+        f"  ceiling {ceiling_cpu * 1e3:.3f} ms, preflight {preflight_cpu * 1e3:.3f} ms, beyond the ceiling "
+        f"{beyond * 1e3:.3f} ms, ceiling / preflight {ceiling_cpu / preflight_cpu:.2f}"
+    )
     print()
     print(f"API-key authentication in process, best of 3 x {args.auth_calls:,} calls:")
     for name, seconds in auth.items():
@@ -725,6 +768,9 @@ def main(argv=None) -> int:
     auth = time_authentication(key, args.auth_calls)
     log(f"  {auth['authenticate'] * 1e6:.1f} µs per call")
     throttle = time_throttle(200)
+    log("In process through Django's test client: CPU per request of the ceiling and of preflight, best of 5 x 500")
+    views = time_views(key, bodies)
+    truncate_reservations(db)
     connections.close_all()  # the client processes are forked from here
 
     workdir = Path(tempfile.mkdtemp(prefix="bench-preflight-"))
@@ -773,7 +819,7 @@ def main(argv=None) -> int:
     finally:
         server.stop()
 
-    met = print_results(args, facts, results, auth, throttle, holds, totals, counts)
+    met = print_results(args, facts, results, auth, throttle, holds, totals, counts, views)
     if profiled:
         print_profile(*profiled)
     print(f"\ngunicorn log: {server.log_path}")
