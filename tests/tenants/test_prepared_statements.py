@@ -61,3 +61,19 @@ def test_a_full_window_and_a_database_error_keep_their_meaning(api_a, tenant_a, 
     with pytest.raises(OperationalError), prepared_cursor() as cursor:  # Django's exception, not psycopg's
         cursor.execute("SELECT pg_terminate_backend(pg_backend_pid())")
     connection.close()
+
+
+def test_a_preflight_in_the_steady_state_is_two_statements(api_a, tenant_a, catalog, settings):
+    """The key lookup and the reservation: the catalog, budgets, controls, workflows and safety factors
+    come from the process's state (its fingerprint checked at most once per PREFLIGHT_STATE_TTL_SECONDS),
+    the key's last use is written once per API_KEY_LAST_USED_RESOLUTION_SECONDS, the throttle is in the
+    cache."""
+    settings.PREFLIGHT_STATE_TTL_SECONDS = 60
+    BudgetFactory(tenant=tenant_a, hard_limit=10**12)
+    _preflights(api_a, 2)
+    with CaptureQueriesContext(connection) as queries:
+        _preflights(api_a, 3)
+    # The test runs in a transaction, so the reservation takes a savepoint; under gunicorn it runs alone.
+    sql = [q["sql"] for q in queries.captured_queries if not q["sql"].startswith(("SAVEPOINT", "RELEASE SAVEPOINT"))]
+    assert len(sql) == 6, sql
+    assert sum("k.prefix" in q for q in sql) == 3 and sum("budgets_reserve(" in q for q in sql) == 3
