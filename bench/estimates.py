@@ -130,7 +130,7 @@ def run(args) -> None:
 
     call_command("migrate", verbosity=0)
     from bench.ingest import load_catalog
-    from budgets.estimates import estimate_accuracy, model_family, safety_factor_table, safety_factors_reset
+    from budgets.estimates import estimate_accuracy, model_family, safety_factor_table, safety_factors_store
     from budgets.models import Reservation
     from budgets.services.preflight import PreflightInput, preflight_decide
     from finops import tokens
@@ -197,7 +197,7 @@ def run(args) -> None:
             pending.clear()
 
     for phase, per_tenant in (("learn", args.learn), ("measure", args.measure)):
-        safety_factors_reset()  # the measure phase starts from what the learn phase settled
+        safety_factors_store()  # as the periodic task: the measure phase starts from what the learn phase settled
         pending: list = []
         for model, ratios in FAMILIES:
             for tenant_slug in TENANTS:

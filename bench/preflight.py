@@ -60,8 +60,8 @@ from bench.ingest import (  # noqa: E402 - after the sys.path line above
 PREFLIGHT_PATH = "/api/v1/preflight"
 CEILING_PATH = "/bench/ceiling/preflight"
 
-TARGET_P99_AT_4 = 0.015  # seconds
-TARGET_SHARE_OF_CEILING_AT_32 = 0.5
+TARGET_P99_AT_4 = 0.010  # seconds (issue 13)
+TARGET_SHARE_OF_CEILING_AT_32 = 0.7
 TARGET_AUTH = 0.0005  # seconds per call
 
 TENANT = ("acme", "Acme Corp")
@@ -327,11 +327,38 @@ def time_authentication(raw_key: str, calls: int) -> dict[str, float]:
     }
 
 
+def time_views(raw_key: str, bodies: list[bytes], requests: int = 500, rounds: int = 5) -> dict[str, float]:
+    """CPU of this process per request, in process through Django's test client (no HTTP, no gunicorn),
+    for the ceiling and for preflight, alternated, best of `rounds`. CPU time moves much less with
+    other load on the machine than throughput does, so what preflight costs beyond the ceiling can be
+    read even on a busy machine (PostgreSQL's share of the reservation is not in it)."""
+    from django.test import Client
+
+    client = Client()
+    headers = {"HTTP_AUTHORIZATION": f"Bearer {raw_key}"}
+
+    def run(path: str, n: int) -> None:
+        for i in range(n):
+            response = client.post(path, bodies[i % len(bodies)], content_type="application/json", **headers)
+            if response.status_code != 200:
+                raise BenchError(f"{path} answered {response.status_code}: {response.content[:300]!r}")
+
+    for path in (CEILING_PATH, PREFLIGHT_PATH):
+        run(path, 200)
+    best = {CEILING_PATH: math.inf, PREFLIGHT_PATH: math.inf}
+    for _ in range(rounds):
+        for path in best:
+            started = time.process_time()
+            run(path, requests)
+            best[path] = min(best[path], (time.process_time() - started) / requests)
+    return {"ceiling": best[CEILING_PATH], "preflight": best[PREFLIGHT_PATH]}
+
+
 def time_throttle(calls: int) -> dict[int, float]:
     """Seconds per ApiKeyRateThrottle.allow_request when the key's window already holds n requests.
 
-    DRF's SimpleRateThrottle reads, prepends to and writes back a list of every request time in the
-    window (the cache pickles it; Redis ships it both ways), so its cost grows with the key's rate.
+    A fixed-window counter (one INCR): the cost must not grow with the traffic already in the window, as
+    DRF's history throttle did (it pickled every request time of the window: 1.4 ms at 30,000).
     """
     from django.core.cache import cache
 
@@ -343,18 +370,17 @@ def time_throttle(calls: int) -> dict[int, float]:
     out = {}
     for n in (0, 1_000, 6_000, 30_000):
         throttle = ApiKeyRateThrottle()
-        throttle.num_requests, throttle.duration = 10**9, 60  # a minute's window that never refuses
-        cache_key = throttle.get_cache_key(request, None)
+        throttle.limit, throttle.period = 10**9, 60  # a minute's window that never refuses
         best = math.inf
         for _ in range(3):
-            now = time.time()
-            cache.set(cache_key, [now - i * 0.001 for i in range(n)], 60)
+            window = int(time.time() // 60)
+            for w in (window, window + 1):  # a window that turns over while timing starts from n too
+                cache.set(f"throttle:{throttle.scope}:key:{key.pk}:{w}", n, 61)
             started = time.perf_counter()
             for _ in range(calls):
                 assert throttle.allow_request(request, None)
             best = min(best, (time.perf_counter() - started) / calls)
         out[n] = best
-        cache.delete(cache_key)
     return out
 
 
@@ -484,13 +510,15 @@ PROFILE_MARKERS = [
     ("throttle", {"allow_request"}, "rest_framework/throttling.py"),
     ("tenant resolution", {"resolve_tenant"}, "tenants/scoping.py"),
     ("input serializer", {"is_valid", "run_validation", "to_internal_value"}, "rest_framework/serializers.py"),
+    ("input check (plain Python)", {"preflight_input_fast"}, "budgets/apis/preflight.py"),
     ("preflight: rest", {"preflight_decide"}, "budgets/services/preflight.py"),
     ("catalog, budgets, controls, workflows (1 query)", {"preflight_state"}, "budgets/state.py"),
     ("controls for the call", {"controls_for_call"}, "budgets/services/controls.py"),
     ("windows (cached ids)", {"window_ids_open"}, "budgets/services/windows.py"),
     ("reserve: holds + reservation + commit (1 statement)", {"reserve"}, "budgets/services/reservations.py"),
-    ("response: budget views", {"_budget_view"}, "budgets/services/preflight.py"),
+    ("response: budget views", {"budget_views", "budget_view"}, "budgets/headroom.py"),
     ("response: render JSON", {"render"}, "rest_framework/renderers.py"),
+    ("response: render JSON", {"render"}, "finops/renderers.py"),
 ]
 OUTSIDE = "Django + DRF request/response machinery"
 
@@ -570,7 +598,15 @@ def best(runs: list[Run]) -> Run:
 
 
 def print_results(
-    args, facts, results: dict[tuple[str, int], list[Run]], auth: dict[str, float], throttle, holds, totals, counts
+    args,
+    facts,
+    results: dict[tuple[str, int], list[Run]],
+    auth: dict[str, float],
+    throttle,
+    holds,
+    totals,
+    counts,
+    views: dict[str, float],
 ):
     print()
     print(
@@ -620,6 +656,14 @@ def print_results(
                 + (f"; errors {dict((k, v) for k, v in run.statuses.items() if k != 200)}" if run.failures else "")
             )
     print()
+    ceiling_cpu, preflight_cpu = views["ceiling"], views["preflight"]
+    print("In process through Django's test client (no HTTP), CPU of this process per request, best of 5 x 500:")
+    beyond = preflight_cpu - ceiling_cpu
+    print(
+        f"  ceiling {ceiling_cpu * 1e3:.3f} ms, preflight {preflight_cpu * 1e3:.3f} ms, beyond the ceiling "
+        f"{beyond * 1e3:.3f} ms, ceiling / preflight {ceiling_cpu / preflight_cpu:.2f}"
+    )
+    print()
     print(f"API-key authentication in process, best of 3 x {args.auth_calls:,} calls:")
     for name, seconds in auth.items():
         print(f"  {name:<36} {seconds * 1e6:>8.1f} µs")
@@ -630,7 +674,8 @@ def print_results(
     for name, seconds in holds.seconds.items():
         print(f"  {name:<36} {seconds * 1e3:>8.2f} ms  ({1 / seconds:,.0f}/s if serialised)")
     print()
-    print("DRF throttle (ApiKeyRateThrottle.allow_request) by requests already in the key's window, in process:")
+    store = "Redis" if args.redis_url else "this process's memory"
+    print(f"Throttle (ApiKeyRateThrottle.allow_request, counter in {store}) by requests already in the window:")
     for n, seconds in throttle.items():
         print(f"  {n:>6,} in the window {seconds * 1e6:>8.1f} µs")
     print()
@@ -645,14 +690,15 @@ def print_results(
     checks = []
     if ("preflight", 4) in results:
         p99 = best(results[("preflight", 4)]).pct(99)
-        checks.append(("p99 under 15 ms with 4 clients", p99 < TARGET_P99_AT_4,
+        checks.append((f"p99 under {TARGET_P99_AT_4 * 1000:g} ms with 4 clients", p99 < TARGET_P99_AT_4,
                        f"{fmt_ms(p99)}, {p99 / TARGET_P99_AT_4:.2f} of the target"))  # fmt: skip
     if ("preflight", 32) in results and ("ceiling", 32) in results:
         run, ceiling = best(results[("preflight", 32)]), best(results[("ceiling", 32)])
         errors = sum(r.failures for r in results[("preflight", 32)])
         share = run.per_second / ceiling.per_second
         checks.append(("no errors with 32 clients", errors == 0, f"{errors} in {len(results[('preflight', 32)])} runs"))
-        checks.append((">= half the ceiling's throughput with 32 clients", share >= TARGET_SHARE_OF_CEILING_AT_32,
+        checks.append((f">= {TARGET_SHARE_OF_CEILING_AT_32:g} of the ceiling's throughput with 32 clients",
+                       share >= TARGET_SHARE_OF_CEILING_AT_32,
                        f"{share:.2f}"))  # fmt: skip
     per_auth = auth["authenticate"]
     checks.append(("API-key authentication under 0.5 ms", per_auth < TARGET_AUTH,
@@ -722,6 +768,9 @@ def main(argv=None) -> int:
     auth = time_authentication(key, args.auth_calls)
     log(f"  {auth['authenticate'] * 1e6:.1f} µs per call")
     throttle = time_throttle(200)
+    log("In process through Django's test client: CPU per request of the ceiling and of preflight, best of 5 x 500")
+    views = time_views(key, bodies)
+    truncate_reservations(db)
     connections.close_all()  # the client processes are forked from here
 
     workdir = Path(tempfile.mkdtemp(prefix="bench-preflight-"))
@@ -770,7 +819,7 @@ def main(argv=None) -> int:
     finally:
         server.stop()
 
-    met = print_results(args, facts, results, auth, throttle, holds, totals, counts)
+    met = print_results(args, facts, results, auth, throttle, holds, totals, counts, views)
     if profiled:
         print_profile(*profiled)
     print(f"\ngunicorn log: {server.log_path}")

@@ -5,27 +5,31 @@ tiktoken counts OpenAI models exactly; for other providers its count is an estim
 factor per provider and model family: a conservative default until enough reservations settled, then
 a high percentile of actual / estimated input tokens (per tenant where the tenant has enough data).
 
-Learned factors are computed by one query and kept in process for LEARN_TTL_SECONDS, so preflight's
-hot path reads a dict.
+Learning reads up to 50,000 settled reservations, so it is not preflight's work: a periodic task
+(budgets.tasks.learn_safety_factors, every LEARN_EVERY_SECONDS) stores the factors in
+LearnedSafetyFactor, and preflight reads them from its in-process state (budgets/state.py), reloaded
+only when the stored factors change. Preflight never reads the reservation history.
 """
 
 from __future__ import annotations
 
 import math
 import re
-import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from decimal import ROUND_CEILING, Decimal
 
+from django.db import transaction
 from django.db.models import Count, F, Max, Q
+from django.utils import timezone
 
-from budgets.models import Reservation
+from budgets.models import LearnedSafetyFactor, Reservation
 
 DEFAULT_SAFETY_FACTORS = {"anthropic": Decimal("1.70"), "google": Decimal("1.40")}
 DEFAULT_SAFETY_FACTOR = Decimal("1.50")
 MIN_SAMPLES = 50  # settled estimates before a learned factor replaces the default
 PERCENTILE = Decimal("0.999")  # fewer than 1 in 1,000 calls above their hold is the target
-LEARN_TTL_SECONDS = 300
+LEARN_EVERY_SECONDS = 300  # the beat schedule's period for learn_safety_factors (finops/celery.py)
 MAX_SAMPLES = 5000  # most recent per group
 _VERSION = re.compile(r"^(\d+(\.\d+)*|latest|preview|v\d.*|\d{8}|exp)$")
 
@@ -85,20 +89,41 @@ def safety_factors_learn() -> dict[tuple[int | None, str], SafetyFactor]:
     return learned
 
 
-class _Cache:
-    learned: dict[tuple[int | None, str], SafetyFactor] = {}
-    at: float = -math.inf
+Learned = Mapping[tuple[int | None, str], SafetyFactor]
 
 
-def safety_factors_reset() -> None:
-    _Cache.at = -math.inf
+def safety_factors_store() -> dict:
+    """Learn the factors from settled reservations and replace the stored ones (the periodic task's work).
+
+    One transaction: preflight sees the old set or the new one, never a mix. Every process's preflight
+    state picks the change up through its fingerprint (budgets/state.py)."""
+    learned = safety_factors_learn()
+    now = timezone.now()
+    with transaction.atomic():
+        LearnedSafetyFactor.objects.all().delete()
+        LearnedSafetyFactor.objects.bulk_create(
+            LearnedSafetyFactor(tenant_id=t, family=f, factor=sf.factor, samples=sf.samples, learned_at=now)
+            for (t, f), sf in learned.items()
+        )
+    from budgets.state import state_changed  # budgets.state imports the preflight snapshot modules
+
+    state_changed()  # this process sees the new factors on its next decision
+    return {"factors": len(learned), "tenant_factors": sum(1 for t, _ in learned if t is not None)}
 
 
-def safety_factor(*, tenant_id: int | None, provider: str, family: str) -> SafetyFactor:
+def safety_factors_stored() -> dict[tuple[int | None, str], SafetyFactor]:
+    """The stored factors, as preflight's state holds them (one small query, when they changed)."""
+    return {
+        (row.tenant_id, row.family): SafetyFactor(
+            factor=row.factor, source="tenant" if row.tenant_id else "learned", samples=row.samples
+        )
+        for row in LearnedSafetyFactor.objects.all()
+    }
+
+
+def safety_factor(learned: Learned, *, tenant_id: int | None, provider: str, family: str) -> SafetyFactor:
     """The factor for one call: the tenant's learned one, else all tenants', else the default."""
-    if time.monotonic() - _Cache.at > LEARN_TTL_SECONDS:
-        _Cache.learned, _Cache.at = safety_factors_learn(), time.monotonic()
-    found = _Cache.learned.get((tenant_id, family)) or _Cache.learned.get((None, family))
+    found = learned.get((tenant_id, family)) or learned.get((None, family))
     return found or SafetyFactor(factor=default_factor(provider), source="default")
 
 
@@ -152,7 +177,7 @@ def estimate_accuracy(*, scope=None) -> list[ProviderAccuracy]:
 
 def safety_factor_table(providers: dict[str, list[str]]) -> list[dict]:
     """For the models page: each provider family's factor in force (all tenants) and where it comes from."""
-    learned = safety_factors_learn()
+    learned = safety_factors_stored()
     rows = []
     for provider, names in sorted(providers.items()):
         for family in sorted({model_family(provider, n) for n in names}):

@@ -450,3 +450,24 @@ class Anomaly(models.Model):
 
     def __str__(self) -> str:
         return f"{self.get_kind_display()} ({self.tenant_id}, {self.opened_at:%Y-%m-%d %H:%M})"
+
+
+class LearnedSafetyFactor(models.Model):
+    """A safety factor on tiktoken's input count, learned from settled reservations (budgets/estimates.py).
+
+    Written by a periodic task (budgets.tasks.learn_safety_factors) that replaces every row at once;
+    preflight reads them in process, checked by its state fingerprint (budgets/state.py), and never
+    reads the reservations themselves. `tenant` NULL: the factor of all tenants for the family.
+    """
+
+    tenant = models.ForeignKey(Tenant, null=True, blank=True, on_delete=models.CASCADE, related_name="+")
+    family = models.CharField(max_length=120, help_text="provider/model family, e.g. anthropic/claude-sonnet.")
+    factor = models.DecimalField(max_digits=6, decimal_places=3)
+    samples = models.PositiveIntegerField()
+    learned_at = models.DateTimeField()
+
+    class Meta:
+        ordering = ["family", "tenant_id"]
+
+    def __str__(self) -> str:
+        return f"{self.family} x{self.factor}"

@@ -1,9 +1,9 @@
 """What preflight reads on every call, cached in process and checked with ONE fingerprint query.
 
-The catalog, the budgets, the controls and the workflows change rarely and are read by every
+The catalog, the budgets, the controls, the workflows and the learned safety factors change rarely and are read by every
 decision. Each is rebuilt when its part of the fingerprint (row count and last change) moves, so
 an edit anywhere is seen by every process on its next request, and a decision costs a single small
-query for all four instead of one query (and ORM overhead) each.
+query for all five instead of one query (and ORM overhead) each.
 """
 
 from __future__ import annotations
@@ -16,7 +16,8 @@ from decimal import Decimal
 from django.conf import settings
 from django.db import connection
 
-from budgets.models import Control
+from budgets.estimates import SafetyFactor, safety_factors_stored
+from budgets.models import Control, LearnedSafetyFactor
 from budgets.policy import control_params_usable
 from budgets.services import windows
 from budgets.services.windows import BudgetSnapshot, get_budgets
@@ -28,6 +29,7 @@ from finops.snapshots import FingerprintSnapshot
 _CONTROLS = Control._meta.db_table
 _WORKFLOWS = Workflow._meta.db_table
 _POLICIES = TenantWorkflowPolicy._meta.db_table
+_FACTORS = LearnedSafetyFactor._meta.db_table
 _STATE_SQL = (
     "SELECT "
     + catalog_module.FINGERPRINT_SELECT
@@ -36,6 +38,7 @@ _STATE_SQL = (
     + f", (SELECT COUNT(*) FROM {_CONTROLS}), (SELECT MAX(updated_at) FROM {_CONTROLS})"
     + f", (SELECT COUNT(*) FROM {_WORKFLOWS}), (SELECT MAX(updated_at) FROM {_WORKFLOWS})"
     + f", (SELECT COUNT(*) FROM {_POLICIES}), (SELECT MAX(updated_at) FROM {_POLICIES})"
+    + f", (SELECT COUNT(*) FROM {_FACTORS}), (SELECT MAX(learned_at) FROM {_FACTORS})"
 )
 
 
@@ -81,10 +84,13 @@ class PreflightState:
     budgets: BudgetSnapshot
     controls: list[ControlEntry] = field(default_factory=list)
     workflows: dict[str, WorkflowEntry] = field(default_factory=dict)
+    # Input safety factors learned by the periodic task (budgets/estimates.py), per (tenant or None, family).
+    safety_factors: dict[tuple[int | None, str], SafetyFactor] = field(default_factory=dict)
 
 
 _controls = FingerprintSnapshot(None, lambda fingerprint: _load_controls())
 _workflows = FingerprintSnapshot(None, lambda fingerprint: _load_workflows())
+_safety_factors = FingerprintSnapshot(None, lambda fingerprint: safety_factors_stored())
 _last: dict = {"row": None, "checked": 0.0}
 
 
@@ -114,6 +120,7 @@ def preflight_state() -> PreflightState:
         budgets=get_budgets(fingerprint=row[n_catalog:budgets_end]),
         controls=_controls.get(row[budgets_end : budgets_end + 2]),
         workflows=_workflows.get(row[budgets_end + 2 : budgets_end + 6]),
+        safety_factors=_safety_factors.get(row[budgets_end + 6 : budgets_end + 8]),
     )
 
 

@@ -10,6 +10,7 @@ from typing import Any
 
 from celery import shared_task
 
+from budgets.estimates import safety_factors_store
 from budgets.models import Notification
 from budgets.services.anomalies import anomalies_detect
 from budgets.services.approvals import approvals_expire
@@ -39,6 +40,14 @@ def evaluate_budgets() -> dict:
     # Two copies at once (two beats) would both see a rung without its control and both start one.
     with single_run("evaluate-budgets") as mine:
         return budgets_evaluate() if mine else {"skipped": "another evaluation is running"}
+
+
+@shared_task(**_RETRY)
+def learn_safety_factors() -> dict:
+    # Reads up to 50,000 settled reservations: here, off preflight's path. Two copies at once would do
+    # the same work twice and replace each other's rows; the second skips.
+    with single_run("learn-safety-factors") as mine:
+        return safety_factors_store() if mine else {"skipped": "another run is learning"}
 
 
 @shared_task(**_RETRY)

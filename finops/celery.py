@@ -44,6 +44,13 @@ app.conf.beat_schedule = {
         "schedule": 60.0,
         "options": {"expires": 55},
     },
+    # Preflight's input safety factors (tiktoken's undercount of non-OpenAI prompts), learned from the
+    # settled reservations and stored; preflight reads the stored factors and never the history.
+    "learn-safety-factors": {
+        "task": "budgets.tasks.learn_safety_factors",
+        "schedule": 300.0,
+        "options": {"expires": 240},
+    },
     "reconcile-budget-windows": {
         "task": "budgets.tasks.reconcile_windows",
         "schedule": 600.0,

@@ -86,6 +86,9 @@ DATABASES = {"default": env.db("DATABASE_URL", default=f"sqlite:///{VAR_DIR / 'f
 # Persistent connections: without them a single-record insert falls from ~280/s to ~90/s (DESIGN.md 12).
 DATABASES["default"]["CONN_MAX_AGE"] = env.int("DB_CONN_MAX_AGE", default=60)
 DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
+# PostgreSQL: the API-key lookup and preflight's reservation run as prepared statements (finops/db.py).
+# Off for PgBouncer in transaction mode before 1.21 (or without max_prepared_statements).
+DB_PREPARED_STATEMENTS = env.bool("DB_PREPARED_STATEMENTS", default=True)
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # WAL lets the web server read while the worker writes; the timeout waits out short write locks.
     DATABASES["default"].setdefault("OPTIONS", {}).update(
@@ -341,6 +344,10 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
     _pg_options.setdefault("keepalives_interval", 5)
     _pg_options.setdefault("keepalives_count", 3)
     _pg_options.setdefault("tcp_user_timeout", DB_TCP_USER_TIMEOUT_MS)
+    if DB_PREPARED_STATEMENTS:
+        # psycopg prepares nothing while this is None (Django's default). Django's cursors bind on the
+        # client, which never prepares: only tenants.db.prepared_cursor()'s statements are prepared.
+        _pg_options.setdefault("prepare_threshold", 1_000_000)
     if DB_STATEMENT_TIMEOUT_MS:
         _timeout_option = f"-c statement_timeout={DB_STATEMENT_TIMEOUT_MS}"
         _pg_options["options"] = f"{_pg_options.get('options', '')} {_timeout_option}".strip()

@@ -8,12 +8,13 @@ import time
 from datetime import UTC, datetime, timedelta
 
 from django.conf import settings
-from django.core.cache import cache
-from django.db import connection
+from django.core.cache import caches
+from django.core.cache.backends.redis import RedisCache
 from django.utils import timezone
 from rest_framework import authentication, exceptions, throttling
 from rest_framework.settings import api_settings
 
+from .db import prepared_cursor
 from .models import ApiKey, Tenant
 from .services import KEY_PREFIX, hash_secret
 
@@ -30,7 +31,7 @@ _KEY_SQL = (
 def _key_by_prefix(prefix: str) -> ApiKey | None:
     """The key and its tenant in one plain query: every API request pays for this, and the ORM's
     query building and model loading cost several times the SQL itself (bench/preflight.py)."""
-    with connection.cursor() as cursor:
+    with prepared_cursor() as cursor:  # prepared on PostgreSQL: every API request runs it
         cursor.execute(_KEY_SQL, [prefix])
         row = cursor.fetchone()
     if row is None:
@@ -125,9 +126,10 @@ class ApiKeyAuthentication(authentication.BaseAuthentication):
 class ApiKeyRateThrottle(throttling.BaseThrottle):
     """Per-key request rate (API_KEY_RATE); people signed in through sessions are throttled per user.
 
-    A fixed-window counter in the cache: one atomic INCR per request (Redis INCR, or the local cache's
-    own lock), so concurrent requests cannot lose each other's counts the way DRF's read-modify-write
-    history throttle does, and the cost does not grow with the traffic already in the window. The
+    A fixed-window counter in the cache: one atomic INCR per request (Redis INCR and EXPIRE in one
+    pipelined round trip, or the local cache's own lock), so concurrent requests cannot lose each
+    other's counts the way DRF's read-modify-write history throttle does, and the cost does not grow
+    with the traffic already in the window. The
     window is the rate's period aligned to the clock; over the limit answers 429 with Retry-After
     (the seconds left in the window). A cache that cannot be reached lets the request through and logs
     it: hard limits live in PostgreSQL, and the rate limit is not worth an outage.
@@ -198,11 +200,22 @@ def _rate(rate: str | None) -> tuple[int | None, int]:
 
 def _incr(key: str, period: int) -> int:
     """Count one request in the window `key`; the first one creates it with an expiry past the window."""
-    # add() is SET NX: only the window's first request writes; incr() is atomic in Redis and locmem.
-    if cache.add(key, 1, timeout=period + 1):
+    backend = caches["default"]
+    if isinstance(backend, RedisCache):
+        # One round trip: INCR creates the counter at 1 or counts on; EXPIRE in the same pipeline keeps
+        # it from outliving its window (it runs on every request, so no SET NX is needed, and works on
+        # any Redis version, unlike EXPIRE NX). Django stores integers unpickled, so cache.get reads it.
+        cache_key = backend.make_and_validate_key(key)
+        pipe = backend._cache.get_client(cache_key, write=True).pipeline(transaction=False)
+        pipe.incr(cache_key)
+        pipe.expire(cache_key, period + 1)
+        count, _ = pipe.execute()
+        return int(count)
+    # Other caches (the per-process memory of the embedded default): add() is SET NX, incr() is atomic.
+    if backend.add(key, 1, timeout=period + 1):
         return 1
     try:
-        return cache.incr(key)
+        return backend.incr(key)
     except ValueError:  # expired between add() and incr(): start the window again
-        cache.add(key, 1, timeout=period + 1)
+        backend.add(key, 1, timeout=period + 1)
         return 1

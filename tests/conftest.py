@@ -197,11 +197,9 @@ def catalog(db) -> dict[str, LlmModel]:
 @pytest.fixture(autouse=True)
 def _fresh_preflight_state():
     """Each test's database is new: preflight must not reuse the previous test's cached fingerprint."""
-    from budgets.estimates import safety_factors_reset
     from budgets.state import state_changed
 
     state_changed()
-    safety_factors_reset()
 
 
 # --- the append-only audit log and transactional tests ---------------------------------------------

@@ -51,6 +51,7 @@ REFERENCE = {
     "finops_alltenantsrollup",
     "finops_alltenantsworkflowrollup",
     "finops_alltenantsmodelrollup",
+    "budgets_learnedsafetyfactor",  # preflight's input safety factors: a few rows per model family, read whole
     "auth_user",
     "auth_group",
     "auth_permission",

@@ -146,7 +146,7 @@ def preflight_decide(req: PreflightInput, *, now: datetime | None = None) -> Pre
     if estimated:
         provider = entry.provider if entry else ""
         family = model_family(provider, entry.name if entry else req.model)
-        factor = safety_factor(tenant_id=req.tenant.pk, provider=provider, family=family)
+        factor = safety_factor(state.safety_factors, tenant_id=req.tenant.pk, provider=provider, family=family)
         input_tokens = factor.apply(counted)
     max_output = req.max_output_tokens or min(
         (entry.max_output_tokens if entry else None) or settings.PREFLIGHT_DEFAULT_MAX_OUTPUT_TOKENS,

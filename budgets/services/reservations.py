@@ -23,6 +23,7 @@ from django.db.models import F
 from django.utils import timezone
 
 from budgets.models import BudgetWindow, Reservation, ReservationHold
+from tenants.db import prepared_cursor
 
 from .windows import holds_by_window
 
@@ -109,7 +110,7 @@ def reserve(
             # Outside a transaction this single statement is its own transaction: no BEGIN/COMMIT
             # round trips, and the hot window rows are locked only while it runs and commits.
             with transaction.atomic() if connection.in_atomic_block else nullcontext():
-                with connection.cursor() as cursor:
+                with prepared_cursor() as cursor:
                     cursor.execute(_RESERVE_SQL, args)
                     rows = cursor.fetchall()
         except DatabaseError as exc:

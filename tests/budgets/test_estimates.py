@@ -6,11 +6,14 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 import pytest
+from django.db import connection
 from django.test import Client
+from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
-from budgets.estimates import model_family, safety_factors_reset
-from budgets.models import Reservation
+from budgets.estimates import model_family
+from budgets.models import LearnedSafetyFactor, Reservation
+from budgets.tasks import learn_safety_factors
 from finops import tokens
 from finops.models import LlmModel
 from finops.pricing import NANOS_PER_USD
@@ -123,7 +126,7 @@ def _settled(tenant, model, *, estimated: int, actual: int, n: int, family="anth
             for i in range(n)
         ]
     )
-    safety_factors_reset()
+    learn_safety_factors()  # the periodic task: preflight only reads what it stored
 
 
 def test_learned_factor_moves_the_estimate_above_a_known_undercount(api_a, tenant_a, tenant_b, models):
@@ -150,6 +153,53 @@ def test_a_tenant_with_its_own_data_gets_its_own_factor(api_a, api_b, tenant_a, 
     Reservation.objects.filter(tenant=tenant_b).delete()
     _settled(tenant_b, models["sonnet"], estimated=1000, actual=1000, n=10)
     assert _ask(api_b, prompt=PROMPT, max_output_tokens=1)["input_safety_factor"] == "1.900"
+
+
+def test_the_periodic_task_learns_and_stores_the_factors(tenant_a, tenant_b, models):
+    _settled(tenant_a, models["sonnet"], estimated=1000, actual=1900, n=60)
+    _settled(tenant_b, models["sonnet"], estimated=1000, actual=1200, n=10)  # too few of its own
+    stored = {(f.tenant_id, f.family): (f.factor, f.samples) for f in LearnedSafetyFactor.objects.all()}
+    assert stored == {
+        (tenant_a.pk, "anthropic/claude-sonnet"): (Decimal("1.900"), 60),
+        (None, "anthropic/claude-sonnet"): (Decimal("1.900"), 70),
+    }
+    # A run replaces the set: with tenant A's history gone, only tenant B's 10 are left, below the minimum.
+    Reservation.objects.filter(tenant=tenant_a).delete()
+    assert learn_safety_factors() == {"factors": 0, "tenant_factors": 0}
+    assert not LearnedSafetyFactor.objects.exists()
+
+
+def test_preflight_never_reads_the_reservation_history(api_a, tenant_a, models, settings):
+    """Learning reads up to 50,000 settled reservations: a preflight that did it (as the in-process
+    cache once did every 300 s) would stall. Preflight reads the stored factors only, even when its
+    state is reloaded (fingerprint checked on every call here)."""
+    settings.PREFLIGHT_STATE_TTL_SECONDS = 0
+    _settled(tenant_a, models["sonnet"], estimated=1000, actual=1900, n=60)
+    with CaptureQueriesContext(connection) as queries:
+        for _ in range(3):
+            assert _ask(api_a, prompt=PROMPT, max_output_tokens=1)["input_safety_factor"] == "1.900"
+    sql = [q["sql"].lower() for q in queries.captured_queries]
+    assert any("budgets_learnedsafetyfactor" in q for q in sql)  # the fingerprint, and the load once
+    reads = [q for q in sql if "budgets_reservation" in q and "budgets_reserve(" not in q]
+    assert reads == [], reads
+
+
+def test_the_task_is_on_the_beat_schedule_and_a_second_copy_skips(tenant_a, models):
+    from finops.celery import app
+    from finops.locks import _key
+
+    entry = app.conf.beat_schedule["learn-safety-factors"]
+    assert entry["task"] == "budgets.tasks.learn_safety_factors" and entry["schedule"] <= 300
+    if connection.vendor != "postgresql":
+        pytest.skip("run-once locks are PostgreSQL advisory locks")
+    import psycopg
+
+    # Another process (a second beat's copy) is learning: this one skips instead of doing it again.
+    with psycopg.connect(**connection.get_connection_params(), autocommit=True) as other:
+        other.execute("SELECT pg_advisory_lock(%s)", [_key("learn-safety-factors")])
+        assert learn_safety_factors() == {"skipped": "another run is learning"}
+        other.execute("SELECT pg_advisory_unlock(%s)", [_key("learn-safety-factors")])  # a close ends it later
+    assert learn_safety_factors() == {"factors": 0, "tenant_factors": 0}
 
 
 def test_openai_counts_and_sent_counts_are_not_multiplied(api_a, models):

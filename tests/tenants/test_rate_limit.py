@@ -91,6 +91,27 @@ def test_over_the_limit_the_api_answers_429_with_retry_after_from_redis(redis_ca
     assert 1 <= int(last["Retry-After"]) <= 60
 
 
+def test_a_request_costs_one_round_trip_to_redis_and_the_counter_expires(redis_cache, rate, monkeypatch):
+    """INCR and EXPIRE go in one pipeline: one send to Redis per request (add-then-incr was two), and the
+    window's counter carries an expiry just past the window, so counters do not pile up in Redis."""
+    from redis.connection import Connection
+
+    rate("100/min")
+    sends = []
+    original = Connection.send_packed_command
+    monkeypatch.setattr(
+        Connection, "send_packed_command", lambda self, *a, **kw: sends.append(1) or original(self, *a, **kw)
+    )
+    request = _request(43)
+    assert all(ApiKeyRateThrottle().allow_request(request, None) for _ in range(5))
+    assert len(sends) == 5
+    monkeypatch.setattr(Connection, "send_packed_command", original)
+    key = f"throttle:api_key:key:43:{int(time.time() // 60)}"
+    assert cache.get(key) in (5, None)  # None: the window turned over meanwhile
+    client = cache._cache.get_client(cache.make_and_validate_key(key))
+    assert 0 < client.ttl(cache.make_and_validate_key(key)) <= 61 or cache.get(key) is None
+
+
 def test_keys_are_counted_apart(redis_cache, rate, api_a, api_b, catalog):
     rate("2/min")
     for client in (api_a.client, api_b.client):
