@@ -9,6 +9,7 @@ budget window is exact: spent is the priced sum of the records, nothing is still
 
 from __future__ import annotations
 
+import os
 import select
 import socket
 import threading
@@ -22,7 +23,14 @@ from django.db.models import Sum
 from budgets.models import Budget, BudgetWindow, Reservation
 from finops.models import UsageRecord
 
-pytestmark = pytest.mark.skipif(connection.vendor != "postgresql", reason="a TCP proxy in front of PostgreSQL")
+
+@pytest.fixture(autouse=True)
+def _postgresql():
+    if connection.vendor != "postgresql":
+        if os.environ.get("REQUIRE_SERVICES") == "1":
+            pytest.fail("REQUIRE_SERVICES=1 needs DATABASE_URL on PostgreSQL")
+        pytest.skip("a TCP proxy in front of PostgreSQL (set DATABASE_URL)")
+
 
 OUTAGE_ANSWER_SECONDS = 3.0  # a client's timeout would be longer; 503 must come well before it
 
