@@ -941,6 +941,7 @@ def main(argv=None) -> int:
             f"worst {fmt_ms(worst)}, overall {fmt_ms(percentile(pf.latencies, 99) if pf.latencies else float('nan'))}",
         ),
         ("the Celery worker and beat ran throughout", alive, "alive" if alive else "one of them exited"),
+        ("no error in the gunicorn, worker and beat logs", not problems, "; ".join(problems) or "none"),
     ]
     print("\nTargets and checks:")
     for name, ok, value in checks:
