@@ -20,6 +20,7 @@ import uuid
 from collections.abc import Callable
 
 from django.http import HttpRequest, HttpResponse, HttpResponseBadRequest, JsonResponse
+from django.utils.functional import empty
 
 from finops.request_context import current_request_id as _request_id
 from finops.views import operations
@@ -65,6 +66,11 @@ class RequestLogMiddleware:
         if tenant is None and scope is not None and getattr(scope, "tenant", None) is not None:
             tenant = scope.tenant.slug
         user = getattr(request, "user", None)
+        if getattr(user, "_wrapped", None) is empty:
+            # Not looked up by the request (AuthenticationMiddleware's lazy user): the log line does not look
+            # it up either. That would cost a session and a user query, and with the database down, another
+            # connection attempt (a few seconds when it is silent) after the page had already failed.
+            user = None
         fields = {
             "request_id": request_id,
             "method": request.method,

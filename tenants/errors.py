@@ -16,6 +16,8 @@ from rest_framework.response import Response
 
 logger = logging.getLogger(__name__)
 
+DATABASE_RETRY_AFTER_SECONDS = 5  # what a 503 for a database that is down asks clients to wait
+
 
 class ApplicationError(Exception):
     """Raised by services and selectors; `code` is stable and machine-readable."""
@@ -84,7 +86,10 @@ def api_exception_handler(exc: Exception, context: dict) -> Response | None:
         # The database is down or unreachable: a known failure, so a 503 the client may retry.
         logger.error("database unavailable: %s", exc)
         return error_response(
-            "database_unavailable", "The database is not answering; retry shortly.", 503, headers={"Retry-After": "5"}
+            "database_unavailable",
+            "The database is not answering; retry shortly.",
+            503,
+            headers={"Retry-After": str(DATABASE_RETRY_AFTER_SECONDS)},
         )
     if isinstance(exc, DataError):
         # A value the database cannot hold (NUL in text, a number out of range) that validation let through.
@@ -123,10 +128,37 @@ def api_aware_not_found(request, exception):
     return page_not_found(request, exception)
 
 
+def database_unavailable(exc: BaseException | None) -> bool:
+    """The exception, or one it was raised from, says the database is down or unreachable."""
+    seen = 0
+    while exc is not None and seen < 10:
+        if isinstance(exc, OperationalError | InterfaceError):
+            return True
+        exc, seen = exc.__cause__ or exc.__context__, seen + 1
+    return False
+
+
 def api_aware_server_error(request):
-    from django.http import JsonResponse
+    """Django's handler500, called while the uncaught exception is being handled (sys.exc_info() holds it).
+
+    A database that is down answers 503 with Retry-After: the JSON error shape under /api/, a finished
+    page (templates/503.html, rendered without a request context, so without touching the database)
+    elsewhere. Any other error: the JSON shape under /api/, Django's 500 page elsewhere."""
+    import sys
+
+    from django.http import HttpResponse, JsonResponse
+    from django.template import loader
     from django.views.defaults import server_error
 
+    if database_unavailable(sys.exc_info()[1]):
+        logger.error("database unavailable: %s", sys.exc_info()[1])
+        retry = {"Retry-After": str(DATABASE_RETRY_AFTER_SECONDS)}
+        if request.path_info.startswith("/api/"):
+            body = {
+                "error": {"code": "database_unavailable", "message": "The database is not answering; retry shortly."}
+            }
+            return JsonResponse(body, status=503, headers=retry)
+        return HttpResponse(loader.get_template("503.html").render(), status=503, headers=retry)
     if request.path_info.startswith("/api/"):
         body = {"error": {"code": "server_error", "message": "An unexpected error; it has been logged."}}
         return JsonResponse(body, status=500)

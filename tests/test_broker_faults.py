@@ -4,6 +4,7 @@ after a price change is a PendingJob row (finops/services/outbox.py), sent again
 
 from __future__ import annotations
 
+import os
 import socket
 import time
 from decimal import Decimal
@@ -18,6 +19,28 @@ from finops.celery import app
 from finops.services import outbox
 
 
+def _drop_connections() -> None:
+    """Forget every broker connection the app holds, so the next send connects to `broker_url` as it is now.
+
+    `app.close()` alone drops the connection pool but not the producer pool (`app.amqp._producer_pool`),
+    which keeps the connections of the first send of the process, made with the broker URL of that moment.
+    In a full run an earlier test had already sent a task to the real Redis (the real-worker rollup test,
+    any send with the broker up), so with only `app.close()` every later send still went to the real Redis
+    whatever `broker_url` said: that is why the outbox's send "queued to the real Redis" in CI's full run
+    while the same tests held alone."""
+    app.close()
+    app.amqp._producer_pool = None
+
+
+def _real_broker_depth(url: str | None) -> int | None:
+    """Messages waiting on the real broker's default queue (when it is Redis), read with a fresh connection."""
+    if not url or not url.startswith("redis://"):
+        return None
+    import redis
+
+    return redis.Redis.from_url(url, socket_timeout=2).llen(app.conf.task_default_queue)
+
+
 @pytest.fixture
 def broker_down(monkeypatch):
     probe = socket.socket()
@@ -25,16 +48,32 @@ def broker_down(monkeypatch):
     port = probe.getsockname()[1]
     probe.close()
     # Celery reads CELERY_BROKER_URL from the environment before its own setting (CI sets it).
+    real_url = os.environ.get("CELERY_BROKER_URL")
+    real_depth = _real_broker_depth(real_url)
     monkeypatch.setenv("CELERY_BROKER_URL", f"redis://127.0.0.1:{port}/0")
     saved = {k: app.conf[k] for k in ("broker_url", "task_always_eager", "broker_connection_timeout")}
     app.conf.update(broker_url=f"redis://127.0.0.1:{port}/0", task_always_eager=False, broker_connection_timeout=1)
-    app.close()  # drops the connection pool, so the next connection reads broker_url again
+    _drop_connections()
     try:
-        yield
+        yield {"real_url": real_url, "real_depth": real_depth}
     finally:
         app.conf.update(saved)
-        app.close()  # drops the connection pool, so the next connection reads broker_url again
+        _drop_connections()  # the next test's sends connect to the real broker again
         outbox._broker_down_until = 0.0  # the next test starts with a broker not known to be down
+
+
+def assert_sends_fail_and_reach_nothing(state: dict) -> None:
+    """A send made the way the app makes them (a shared_task's apply_async, resolved through Celery's current
+    app) fails as kombu fails with the broker down, and nothing reached the real broker."""
+    from kombu.exceptions import OperationalError
+
+    from finops.tasks import run_pending_job
+
+    started = time.perf_counter()
+    with pytest.raises(OperationalError):
+        run_pending_job.apply_async((0,), retry=False)
+    assert time.perf_counter() - started < 3.0
+    assert _real_broker_depth(state["real_url"]) == state["real_depth"], "a message reached the real broker"
 
 
 def test_ingest_and_preflight_keep_answering_with_the_broker_down(broker_down, api_a, catalog):
@@ -47,14 +86,26 @@ def test_ingest_and_preflight_keep_answering_with_the_broker_down(broker_down, a
         preflight = api_a.client.post("/api/v1/preflight", {"model": "gpt-4o", "input_tokens": 10}, format="json")
         assert preflight.status_code == 200 and preflight.json()["decision"] == "allow"
     assert time.perf_counter() - started < 3.0
+    assert_sends_fail_and_reach_nothing(broker_down)  # the broker really was down meanwhile
 
 
 def test_the_broker_really_is_down_in_this_test(broker_down):
-    """Guards the test above: with this fixture the app's broker does not answer."""
+    """Guards the fixture: a fresh connection and the producer pool an earlier send left both fail."""
     from kombu.exceptions import OperationalError
 
     with pytest.raises(OperationalError), app.connection_for_write() as conn:
         conn.ensure_connection(max_retries=1, timeout=1)
+    assert_sends_fail_and_reach_nothing(broker_down)
+
+
+def test_a_producer_pool_made_before_the_fixture_is_not_used_under_it(request):
+    """The bug the full suite hit: the producer pool an earlier send left (bound to the broker URL of then)
+    was still used after `app.close()`. The fixture drops it, and drops the broken one when it ends."""
+    earlier = app.amqp.producer_pool  # what any send before the fixture leaves behind
+    request.getfixturevalue("broker_down")
+    assert app.amqp.producer_pool is not earlier
+    connection = app.amqp.producer_pool.connections.connection
+    assert (connection.hostname, connection.port) == ("127.0.0.1", int(app.conf.broker_url.rsplit(":", 1)[1][:-2]))
 
 
 # --- the transactional outbox: a price correction with the broker down ------------------------------------
@@ -100,7 +151,6 @@ def test_a_price_correction_with_the_broker_down_succeeds_and_the_sweeper_repric
 
     from celery.app.task import Task
     from django.utils import timezone
-    from kombu.exceptions import OperationalError
 
     from finops.models import ModelPrice, PendingJob
     from finops.services.outbox import RETRY_AFTER, pending_jobs_sweep
@@ -110,14 +160,14 @@ def test_a_price_correction_with_the_broker_down_succeeds_and_the_sweeper_repric
     # Read the log lines off the logger itself: other tests may have reconfigured logging's propagation.
     warnings: list[str] = []
     monkeypatch.setattr(outbox.logger, "warning", lambda msg, *args: warnings.append(msg % args))
-    # Every send fails as kombu fails with the broker down, whichever app a task resolves to in a long run
-    # (the fixture's unreachable URL alone held in isolation but not after the whole suite).
-    # Once the broker is back, a send runs the task here, as an eager app would.
+    # With the broker down every send fails for real (the fixture drops the producer pool too); once the
+    # broker is back, a send runs the task here, as an eager app would.
     sends_fail = {"now": True}
+    real_apply_async = Task.apply_async
 
     def apply_async(task, args=None, kwargs=None, **options):
         if sends_fail["now"]:
-            raise OperationalError("Error 111 connecting to 127.0.0.1: Connection refused.")
+            return real_apply_async(task, args, kwargs, **options)
         return task.apply(args=args, kwargs=kwargs)
 
     monkeypatch.setattr(Task, "apply_async", apply_async)
@@ -140,6 +190,7 @@ def test_a_price_correction_with_the_broker_down_succeeds_and_the_sweeper_repric
     later = timezone.now() + RETRY_AFTER + timedelta(seconds=1)
     assert pending_jobs_sweep(now=later) == 0  # broker still down: nothing sent, nothing lost
     assert PendingJob.objects.filter(done_at__isnull=True).count() == 2
+    assert_sends_fail_and_reach_nothing(broker_down)
 
     # The broker is back: the sweeper sends both, they run and are marked done.
     sends_fail["now"] = False

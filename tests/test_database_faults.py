@@ -8,6 +8,7 @@ import socket
 import subprocess
 import sys
 import time
+from contextlib import contextmanager
 
 import pytest
 from django.conf import settings
@@ -89,3 +90,65 @@ def test_a_database_that_is_down_or_silent_answers_503_json_fast(kind, request):
         connection.settings_dict.clear()
         connection.settings_dict.update(saved)
     connection.ensure_connection()
+
+
+@contextmanager
+def database_at(port: int):
+    """The default connection pointed at a local port (nothing listening, or a silent server) meanwhile."""
+    connection.close()
+    saved = dict(connection.settings_dict)
+    connection.settings_dict.update(HOST="127.0.0.1", PORT=str(port), CONN_HEALTH_CHECKS=False)
+    connection.settings_dict["OPTIONS"] = {**saved["OPTIONS"], "connect_timeout": 1}
+    try:
+        yield
+    finally:
+        connection.close()
+        connection.settings_dict.clear()
+        connection.settings_dict.update(saved)
+    connection.ensure_connection()
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize("kind", ["refused", "silent"])
+def test_pages_answer_a_finished_503_page_fast_when_the_database_is_down(kind, request, viewer_a):
+    """Pages, not only the API: a signed-in user gets the app's 503 page with Retry-After, not Django's 500,
+    within a couple of seconds; the API's JSON shape is kept for what escapes DRF under /api/."""
+    from django.test import Client
+
+    port = _closed_port() if kind == "refused" else request.getfixturevalue("silent_server")
+    client = Client(raise_request_exception=False)
+    client.force_login(viewer_a)
+    with database_at(port):
+        for path in ("/", "/usage/", "/budgets/"):
+            started = time.perf_counter()
+            response = client.get(path)
+            elapsed = time.perf_counter() - started
+            assert response.status_code == 503, (path, response.status_code, response.content[:300])
+            assert response["Content-Type"].startswith("text/html")
+            assert int(response["Retry-After"]) > 0
+            html = response.content.decode()
+            assert "Temporarily unavailable" in html and "</html>" in html and 'class="error-page"' in html
+            assert "Server error" not in html and "Traceback" not in html
+            assert elapsed < 3.0, (path, elapsed)
+    assert client.get("/").status_code == 200  # the database is back: the same session works again
+
+
+def test_other_errors_still_answer_the_500_page(rf):
+    """Only a database that is down turns into 503: any other uncaught error keeps Django's 500 page."""
+    from tenants.errors import api_aware_server_error
+
+    try:
+        raise RuntimeError("a bug")
+    except RuntimeError:
+        page = api_aware_server_error(rf.get("/usage/"))
+        api = api_aware_server_error(rf.get("/api/v1/usage"))
+    assert page.status_code == 500 and "Retry-After" not in page
+    assert api.status_code == 500 and b"server_error" in api.content
+    try:
+        try:
+            raise OperationalError("connection refused")
+        except OperationalError as exc:
+            raise RuntimeError("wrapped") from exc
+    except RuntimeError:
+        api = api_aware_server_error(rf.get("/api/v1/usage"))
+    assert api.status_code == 503 and b"database_unavailable" in api.content and api["Retry-After"] == "5"
