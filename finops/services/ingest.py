@@ -212,8 +212,13 @@ def stored_lookup_sql(tenant_ids: list[int], request_ids: list[str]) -> tuple[st
     select = "SELECT k.tenant_id, k.request_id, k.usage_id, u.content_hash, u.cost_nanos, u.priced"
     tenants = set(tenant_ids)
     if len(tenants) == 1:
-        sql = f"{select} FROM finops_usagekey k {usage} WHERE k.tenant_id = %s AND k.request_id = ANY(%s::text[])"
-        return sql, [next(iter(tenants)), request_ids]
+        # unnest + join, not `request_id = ANY(...)`: with ANY the planner may pick a scan of the whole key
+        # table for a large batch (it did at 400,000 keys); the join probes the primary key per request id.
+        sql = (
+            f"{select} FROM unnest(%s::text[]) AS q(request_id) JOIN finops_usagekey k "
+            f"ON k.tenant_id = %s AND k.request_id = q.request_id {usage}"
+        )
+        return sql, [request_ids, next(iter(tenants))]
     sql = (
         f"{select} FROM unnest(%s::bigint[], %s::text[]) AS q(tenant_id, request_id) JOIN finops_usagekey k "
         f"ON k.tenant_id = q.tenant_id AND k.request_id = q.request_id {usage}"
