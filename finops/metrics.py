@@ -43,6 +43,9 @@ ITEMS_SKIPPED = Counter(
     "OTLP spans and LiteLLM log items that carried no usage (ignored, not rejected).",
     ["source"],
 )
+# At 0 from the start, like the unlabelled counters: the dashboard's panel has a series before the first skip.
+for _source in ("otlp", "litellm"):
+    ITEMS_SKIPPED.labels(_source)
 INGEST_SECONDS = Histogram(
     "tokenspend_ingest_batch_seconds",
     "Time to validate, price and store one ingest request, by source.",

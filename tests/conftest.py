@@ -75,6 +75,21 @@ def _use_this_workers_redis() -> None:
 _use_this_workers_redis()
 
 
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config, log):
+    """--dist loadgroup (what `make test` uses) with the groups of tests/workers.py: each group goes whole
+    to one worker, the largest first, so the long ones start at once; other tests go one by one."""
+    if config.getvalue("dist") != "loadgroup":
+        return None
+    from xdist.scheduler import LoadScopeScheduling
+
+    class GroupScheduling(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            return workers.group_of(nodeid)
+
+    return GroupScheduling(config, log)
+
+
 @dataclass
 class KeyedClient:
     key: ApiKey

@@ -29,14 +29,11 @@ INLINE = re.compile(r"`(?:\.venv/bin/)?(?:python )?manage\.py ([^`]+)`")
 # Not commands to run beside `make run`: they are what `make run` runs (and run until stopped).
 NOT_RUN_INLINE = ("serve", "demo_traffic")
 READY = "Token spend control plane is running."
-pytestmark = [
-    pytest.mark.skipif(
-        not (BASE_DIR / ".git").exists() or not Path(sys.prefix, "pyvenv.cfg").exists(),
-        reason="needs a git checkout and a virtualenv to reuse",
-    ),
-    # All on one xdist worker: they share one fresh clone and its `make run` (a module fixture).
-    pytest.mark.xdist_group("newcomer"),
-]
+# In a parallel run one worker runs them all: they share one fresh clone (tests/workers.py GROUPS).
+pytestmark = pytest.mark.skipif(
+    not (BASE_DIR / ".git").exists() or not Path(sys.prefix, "pyvenv.cfg").exists(),
+    reason="needs a git checkout and a virtualenv to reuse",
+)
 
 
 def _free_port() -> int:

@@ -11,7 +11,7 @@ from django.core.cache import cache
 
 from finops.celery import app
 
-from .workers import BASE_PREFIX, WORKER, WORKER_INDEX, redis_urls_for_worker, worker_suffix
+from .workers import BASE_PREFIX, WORKER, WORKER_INDEX, group_of, redis_urls_for_worker, worker_suffix
 
 
 def test_worker_zero_keeps_the_urls_it_was_given():
@@ -71,3 +71,9 @@ def test_this_process_uses_its_workers_databases_everywhere():
 
 def test_names_outside_the_test_database_get_the_workers_suffix():
     assert worker_suffix() == (f"_{WORKER}" if WORKER else "")
+
+
+def test_the_browser_and_newcomer_tests_are_each_one_scheduling_unit():
+    assert group_of("tests/browser/test_auth.py::test_sign_in") == group_of("tests/browser/test_usage.py::t[x]")
+    assert group_of("tests/test_newcomer_path.py::a") == group_of("tests/test_newcomer_path.py::b") == "newcomer"
+    assert group_of("tests/finops/test_ingest.py::test_x[1]") == "tests/finops/test_ingest.py::test_x[1]"

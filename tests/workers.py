@@ -26,6 +26,26 @@ REDIS_VARIABLES = ("CELERY_BROKER_URL", "REDIS_URL")
 BASE_PREFIX = "PYTEST_BASE_"
 
 
+# Tests that one worker runs one after the other (`make test`'s --dist loadgroup, see tests/conftest.py's
+# pytest_xdist_make_scheduler): node id prefix -> group. Everything else goes test by test to a free worker.
+# (pytest-xdist's own xdist_group mark cannot do it under pytest 9: it renames node ids through an
+# attribute pytest no longer reads, so the mark is silently ignored.)
+GROUPS = {
+    # One Chromium for the package; Playwright's event loop never shares a worker's thread with other tests.
+    "tests/browser/": "browser",
+    # One fresh clone and its `make run` (a module fixture) for all of them.
+    "tests/test_newcomer_path.py": "newcomer",
+}
+
+
+def group_of(nodeid: str) -> str:
+    """The scheduling unit of a test: its group, or the test itself."""
+    for prefix, group in GROUPS.items():
+        if nodeid.startswith(prefix):
+            return group
+    return nodeid
+
+
 def worker_suffix() -> str:
     """ "_gw1" in worker gw1, "" in a serial run: for names a test creates outside its test database
     (a scratch PostgreSQL database, a queue name), as pytest-django names the test databases."""

@@ -74,14 +74,11 @@ def pytest_configure(config):
     )
 
 
-@pytest.hookimpl(tryfirst=True)  # before pytest-xdist reads the xdist_group marks
 def pytest_collection_modifyitems(config, items):
+    # In a parallel run one worker runs them all, one after the other (tests/workers.py GROUPS).
     for item in items:
         if BROWSER_DIR in Path(str(item.path)).resolve().parents:
             item.add_marker(pytest.mark.browser)
-            # One xdist worker runs them all, one after the other (docs/testing.md): one Chromium, and the
-            # Playwright event loop never shares a worker's thread with a test that uses the ORM.
-            item.add_marker(pytest.mark.xdist_group("browser"))
 
 
 @pytest.fixture(autouse=True)
