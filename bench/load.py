@@ -252,6 +252,7 @@ class Tick:
     messages: list[str] = field(default_factory=list)
     sent: dict[str, int] = field(default_factory=dict)  # request-id prefix -> ids sent (0..n-1), final tick only
     final: bool = False
+    span: float = 0.0  # seconds this tick covers
 
 
 class Op:
@@ -265,6 +266,7 @@ class Op:
         self.lock = threading.Lock()
         self.tick = Tick(self.name)
         self.sent: dict[str, int] = {}
+        self.flushed_at = 0.0
 
     # each op implements one request on `conn`; returns records stored by it (0 for reads)
     def one(self, conn: Connection, n: int, client: int) -> int:
@@ -303,6 +305,7 @@ class Op:
             conn.close()
 
         threads = [threading.Thread(target=client, args=(c,), daemon=True) for c in range(self.clients)]
+        self.flushed_at = start_at
         delay = start_at - time.time()
         if delay > 0:
             time.sleep(delay)
@@ -319,7 +322,8 @@ class Op:
     def flush(self, results, final: bool = False) -> None:
         with self.lock:
             tick, self.tick = self.tick, Tick(self.name)
-        tick.final = final
+        now = time.time()
+        tick.final, tick.span, self.flushed_at = final, max(0.001, now - self.flushed_at), now
         if final:
             tick.sent = dict(self.sent)
         results.put(tick)
@@ -532,7 +536,6 @@ def run_phase(label: str, ops: list[Op], seconds: float, progress: float, watch=
     pending = {op.name for op in ops}
     settle_pending = any(isinstance(op, PreflightSettle) for op in ops)
     interval: dict[str, Tick] = {}
-    last_print = start_at
     while pending or settle_pending:
         try:
             item = results.get(timeout=5)
@@ -560,10 +563,12 @@ def run_phase(label: str, ops: list[Op], seconds: float, progress: float, watch=
         merged.records += item.records
         merged.errors += item.errors
         merged.latencies.extend(item.latencies)
-        if len(interval) == len(ops) or not pending:
+        merged.span = max(merged.span, item.span)
+        if (len(interval) == len(ops) or not pending) and not any(t.requests or t.errors for t in interval.values()):
+            interval = {}  # the final flushes after the last full interval: nothing to show
+        elif len(interval) == len(ops) or not pending:
             now = time.time()
-            span = max(0.001, now - last_print)
-            last_print = now
+            span = max(t.span for t in interval.values())  # what the ticks cover (the last one is short)
             parts = []
             for name, tick in interval.items():
                 p99 = f"p99 {percentile(tick.latencies, 99) * 1000:.0f} ms" if tick.latencies else "-"
