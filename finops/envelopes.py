@@ -34,6 +34,15 @@ def hist_annotations() -> dict:
     return aggs
 
 
+def _hist_sql(column: str) -> str:
+    return "jsonb_build_array(" + ", ".join(f"COUNT(*) FILTER (WHERE {column} < {e})" for e in EDGES) + ")"
+
+
+# The same histogram as one PostgreSQL aggregate over raw records that carry `prompt_total` and
+# `output_tokens` columns: the `token_hist` value itself, for `INSERT ... SELECT` (services/rollups.py).
+HIST_SQL = f"jsonb_build_object('in', {_hist_sql('prompt_total')}, 'out', {_hist_sql('output_tokens')})"
+
+
 def hist_pop(row: dict) -> dict:
     """Take the per-edge counts out of an aggregated row, as the `token_hist` value."""
     return {

@@ -3,6 +3,7 @@
 import csv
 import io
 import os
+import random
 import subprocess
 import sys
 import time
@@ -16,6 +17,8 @@ from django.db import connection
 from django.db.models import Count, Q, Sum
 from django.db.models.functions import TruncDate
 
+from finops.envelopes import EDGES
+from finops.measures import MEASURES
 from finops.models import (
     AllTenantsModelRollup,
     AllTenantsRollup,
@@ -29,9 +32,11 @@ from finops.models import (
     UsageTagRollup,
 )
 from finops.selectors.spend import SpendQuery, spend_query
+from finops.services import rollups
 from finops.services.repricing import model_price_save
 from finops.services.rollups import hourly_retention_start, rollups_refresh
 from tenants.scope import TenantScope
+from tests.factories import WorkflowFactory
 
 pytestmark = pytest.mark.django_db
 # Half past the previous hour: always in the past (ingest refuses the future), same day-split every run.
@@ -478,3 +483,95 @@ def test_spend_query_series_top_keeps_the_costliest_first_values_and_sums_the_re
         top_by_key[p.key] += p.cost_nanos
         top_by_bucket[p.bucket] += p.calls
     assert (top_by_key, top_by_bucket) == (by_key, by_bucket)
+
+
+# --- the set-based writer (PostgreSQL) writes what the Python one writes ----------------------------
+
+
+def _random_records(rng: random.Random, tenant, other_tenant, models, workflows, day_start) -> list[UsageRecord]:
+    """Records of one tenant-day with token counts on, next to and between every histogram edge, unknown
+    and unpriced models, tags or none; and records just outside the day and of another tenant."""
+    records = []
+    for i in range(600):
+        model = rng.choice([*models, None])
+        priced = model is not None and rng.random() < 0.9
+        if i < 500:
+            owner, when = tenant, day_start + timedelta(seconds=rng.randrange(86_400))
+        else:  # must not count: the day before, the day after, another tenant
+            owner, when = rng.choice(
+                [
+                    (tenant, day_start - timedelta(seconds=rng.randrange(1, 3600))),
+                    (tenant, day_start + timedelta(days=1, seconds=rng.randrange(3600))),
+                    (other_tenant, day_start + timedelta(seconds=rng.randrange(86_400))),
+                ]
+            )
+
+        def tokens() -> int:
+            edge = rng.choice(EDGES)
+            return rng.choice([0, edge - 1, edge, edge + 1, rng.randrange(1, 2**20), rng.randrange(1, 50)])
+
+        tags = rng.choice([{}, {}, {"region": rng.choice(["eu", "us"])}])
+        if rng.random() < 0.3:
+            tags = {**tags, rng.choice(["team", "feature flag", "ü"]): rng.choice(["a", "b", 'é "q"', ""])}
+        records.append(
+            UsageRecord(
+                tenant=owner,
+                workflow=rng.choice([*workflows, None]),
+                model=model,
+                model_name=model.name if model else rng.choice(["mystery", "other-model"]),
+                environment=rng.choice(["prod", "stage", "dev"]),
+                input_tokens=tokens(),
+                cached_input_tokens=rng.choice([0, tokens()]),
+                cache_write_tokens=rng.choice([0, 0, tokens()]),
+                output_tokens=tokens(),
+                reasoning_tokens=rng.choice([0, tokens()]),
+                cost_nanos=rng.randrange(0, 10**12) if priced else None,
+                priced=priced,
+                occurred_at=when,
+                received_at=when,
+                request_id=f"rand-{i}",
+                content_hash="x",
+                tags=tags,
+            )
+        )
+    return records
+
+
+def _written_rows(tenant_id: int) -> Counter:
+    rollups = UsageRollup.objects.filter(tenant_id=tenant_id).values_list(
+        "grain", "bucket_start", "workflow_id", "model_id", "unknown_model_name", "environment", *MEASURES, "token_hist"
+    )
+    tags = UsageTagRollup.objects.filter(tenant_id=tenant_id).values_list(
+        "bucket_start", "workflow_id", "environment", "tag_key", "tag_value", *MEASURES
+    )
+    return Counter(
+        [(*row[:-1], orjson.dumps(row[-1], option=orjson.OPT_SORT_KEYS)) for row in rollups]
+        + [("tag", *row) for row in tags]
+    )
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_set_based_rollup_writes_equal_the_python_ones_on_random_records(catalog, tenant_a, tenant_b, seed):
+    if connection.vendor != "postgresql":
+        if os.environ.get("REQUIRE_SERVICES") == "1":
+            pytest.fail("REQUIRE_SERVICES=1 needs DATABASE_URL on PostgreSQL")
+        pytest.skip("the set-based writer is PostgreSQL's (SQLite runs the Python one)")
+    rng = random.Random(seed)
+    day_start = datetime.combine(NOW.date() - timedelta(days=1), datetime.min.time(), tzinfo=UTC)
+    workflows = [WorkflowFactory(slug=f"wf-{n}") for n in range(3)]
+    UsageRecord.objects.bulk_create(
+        _random_records(rng, tenant_a, tenant_b, list(catalog.values()), workflows, day_start)
+    )
+    written = {}
+    for writer in (rollups._write_rows_python, rollups._write_rows_sql):
+        UsageRollup.objects.all().delete()
+        UsageTagRollup.objects.all().delete()
+        rows = writer(tenant_id=tenant_a.id, start=day_start, end=day_start + timedelta(days=1), hourly=True)
+        written[writer.__name__] = _written_rows(tenant_a.id)
+        assert rows == sum(written[writer.__name__].values())
+    python, sql = written["_write_rows_python"], written["_write_rows_sql"]
+    grains = Counter(row[0] for row in python.elements())
+    assert grains["day"] > 20 and grains["hour"] > 100 and grains["tag"] > 20, grains  # the data reaches every kind
+    assert sql == python
+    # and the daily rows hold every record of the day (none of the others)
+    assert sum(row[6] for row in sql.elements() if row[0] == "day") == 500
