@@ -64,6 +64,14 @@ app.conf.beat_schedule = {
     },
     # Envelopes: propose each used workflow's expected envelope from every tenant's last four weeks of daily
     # rollups, where none is set or it is more than 20% off; operators accept it on the workflow page.
+    # PostgreSQL's monthly usage partitions: the next USAGE_PARTITIONS_AHEAD months exist before any record
+    # needs them (a record of a month without one waits in the default partition, moved out here), and
+    # raw months past USAGE_RAW_RETENTION_MONTHS go once their rollups are complete. Run-once under a lock.
+    "maintain-usage-partitions": {
+        "task": "finops.tasks.maintain_usage_partitions",
+        "schedule": crontab(hour=3, minute=10),
+        "options": {"expires": 3600},
+    },
     "propose-envelopes": {
         "task": "finops.tasks.propose_envelopes",
         "schedule": crontab(hour=4, minute=40),

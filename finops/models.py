@@ -373,6 +373,31 @@ class UsageRecord(models.Model):
         return f"{self.request_id} ({self.model_name})"
 
 
+class UsageKey(models.Model):
+    """Ingest's idempotency key on PostgreSQL: one row per stored usage record, (tenant, request_id) unique.
+
+    The usage table is partitioned by month there (finops/services/partitions.py), and a unique constraint on a
+    partitioned table must include the partition key, so (tenant, request_id, occurred_at) is all the
+    usage table itself could promise: a retry carrying another occurred_at (a record sent without one
+    gets the time of arrival) would be stored twice. This table is not partitioned and holds the key.
+    Triggers on the usage table (migration 0016) write it: an insert adds the keys in the same statement
+    (a duplicate raises the unique violation ingest already handles), a delete removes them, an update
+    of a key column moves them, a TRUNCATE empties it. No code writes it; on SQLite it stays empty and
+    the usage table's own unique constraint holds the key.
+    """
+
+    pk = models.CompositePrimaryKey("tenant_id", "request_id")
+    tenant = models.ForeignKey(
+        Tenant, on_delete=models.DO_NOTHING, related_name="+", db_constraint=False, db_index=False
+    )
+    request_id = models.CharField(max_length=200)
+    usage_id = models.BigIntegerField()
+    occurred_at = models.DateTimeField()
+
+    def __str__(self) -> str:
+        return f"{self.tenant_id}/{self.request_id} -> {self.usage_id}"
+
+
 class RollupMeasures(models.Model):
     """What every rollup row sums: calls, each token bucket, priced cost and unpriced calls (its fields
     are `finops.measures.MEASURES`, in that order: rollups insert and read them by that list)."""
@@ -628,9 +653,7 @@ class PendingJob(models.Model):
 
     class Meta:
         indexes = [
-            models.Index(
-                fields=["created_at"], condition=models.Q(done_at__isnull=True), name="pendingjob_open_by_age"
-            )
+            models.Index(fields=["created_at"], condition=models.Q(done_at__isnull=True), name="pendingjob_open_by_age")
         ]
 
     def __str__(self) -> str:

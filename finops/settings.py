@@ -194,6 +194,11 @@ USAGE_MAX_TOKENS_PER_BUCKET = 10**9
 USAGE_MAX_TAGS = 20
 DATA_UPLOAD_MAX_MEMORY_SIZE = USAGE_MAX_BODY_BYTES + 1024
 ROLLUP_HOURLY_RETENTION_DAYS = env.int("ROLLUP_HOURLY_RETENTION_DAYS", default=14)
+# PostgreSQL: the usage table's monthly partitions (docs/operations.md, "Usage partitions and retention").
+# Months created ahead by the daily maintenance task; a month without one lands in the default partition.
+USAGE_PARTITIONS_AHEAD = env.int("USAGE_PARTITIONS_AHEAD", default=3)
+# Raw usage months older than this are detached and dropped once their rollups are complete; 0 keeps all.
+USAGE_RAW_RETENTION_MONTHS = env.int("USAGE_RAW_RETENTION_MONTHS", default=0)
 # Budgets and preflight (docs/budgets.md).
 BUDGET_TIME_ZONE = env.str("BUDGET_TIME_ZONE", default="UTC")  # default for new budgets
 PREFLIGHT_DEFAULT_MAX_OUTPUT_TOKENS = env.int("PREFLIGHT_DEFAULT_MAX_OUTPUT_TOKENS", default=16384)

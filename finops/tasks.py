@@ -4,8 +4,10 @@ from datetime import datetime
 
 from celery import shared_task
 
+from finops.locks import single_run
 from finops.services.envelopes import envelope_proposals_refresh
 from finops.services.outbox import pending_job_run, pending_jobs_sweep
+from finops.services.partitions import usage_partitions_maintain
 from finops.services.repricing import usage_reprice_model, usage_reprice_unpriced
 from finops.services.rollups import rollups_refresh
 
@@ -43,3 +45,14 @@ def run_pending_job(job_id: int) -> bool:
 def sweep_pending_jobs() -> int:
     """Send again the outbox jobs that the broker did not take when they were recorded."""
     return pending_jobs_sweep()
+
+
+@shared_task(acks_late=True, autoretry_for=(ConnectionError,), retry_backoff=True, max_retries=5)
+def maintain_usage_partitions() -> dict:
+    """Create the usage table's monthly partitions ahead, empty its default partition into them, and drop
+    raw months past retention whose rollups are complete (PostgreSQL; nothing on SQLite)."""
+    with single_run("maintain-usage-partitions") as held:
+        if not held:
+            return {"skipped": True}
+        result = usage_partitions_maintain()
+    return {"created": result.created, "moved": result.moved_from_default, "dropped": result.dropped}

@@ -75,8 +75,9 @@ KNOWN_VIOLATIONS: dict[str, str] = {
     "tenants_auditevent: tenant_id nullable": "platform events (no tenant) go to a platform tenant row "
     "(e.g. tenant 0), then tenant_id NOT NULL",
     # finops: usage, rollups, per-tenant workflow settings, prompts
-    "finops_usagerecord: primary key (id)": _PK + "; (tenant_id, request_id) is already right for Citus "
-    "(monthly partitions are another matter: docs/scaling.md)",
+    "finops_usagerecord: primary key (id)": "PK (id), on PostgreSQL (id, occurred_at) as the monthly partitions "
+    "need -> (tenant_id, id, occurred_at); the idempotency key (tenant_id, request_id) is finops_usagekey's PK, "
+    "already right for Citus (docs/scaling.md)",
     "finops_usagerollup: primary key (id)": _PK,
     "finops_usagetagrollup: primary key (id)": _PK,
     "finops_tenantworkflowrollup: primary key (id)": _PK,
@@ -348,10 +349,13 @@ def test_usage_rollups_and_windows_are_distributed_and_the_catalog_is_reference(
         assert name not in distributed
 
 
+@pytest.mark.django_db
 def test_the_idempotency_key_of_usage_is_already_tenant_scoped():
-    """The one key ingest relies on for 'nothing twice' needs no change on Citus."""
-    usage = tables_from_models()["finops_usagerecord"]
-    assert (TENANT_COLUMN, "request_id") in usage.uniques
+    """The one key ingest relies on for 'nothing twice' needs no change on Citus: the usage table's own
+    unique constraint on SQLite, finops_usagekey's primary key where usage is partitioned (PostgreSQL)."""
+    tables = schema_tables()
+    assert (TENANT_COLUMN, "request_id") in tables["finops_usagerecord"].uniques
+    assert tables["finops_usagekey"].primary_key == (TENANT_COLUMN, "request_id")
     assert not any(line.startswith("finops_usagerecord: unique") for line in KNOWN_VIOLATIONS)
 
 
@@ -463,7 +467,7 @@ def test_a_model_with_the_tenant_in_every_key_passes():
 @pytest.mark.django_db
 def test_a_bad_table_made_in_postgresql_is_reported():
     """A table made with raw SQL (as a migration might): its surrogate key, its unique index without the
-    tenant and its foreign key to usage by id are all found in pg_catalog, and the test would fail."""
+    tenant and its foreign key to usage by (id, occurred_at) are all found in pg_catalog, and the test would fail."""
     _postgresql_or_skip("reads pg_catalog")
     with connection.cursor() as cursor:
         cursor.execute(
@@ -471,8 +475,10 @@ def test_a_bad_table_made_in_postgresql_is_reported():
             CREATE TABLE finops_badusagenote (
                 id bigserial PRIMARY KEY,
                 tenant_id bigint NOT NULL REFERENCES tenants_tenant (id),
-                usage_id bigint NOT NULL REFERENCES finops_usagerecord (id),
-                request_id text NOT NULL
+                usage_id bigint NOT NULL,
+                usage_at timestamptz NOT NULL,
+                request_id text NOT NULL,
+                FOREIGN KEY (usage_id, usage_at) REFERENCES finops_usagerecord (id, occurred_at)
             );
             CREATE UNIQUE INDEX finops_badusagenote_request ON finops_badusagenote (request_id);
             """
@@ -483,5 +489,5 @@ def test_a_bad_table_made_in_postgresql_is_reported():
     assert new == {
         "finops_badusagenote: primary key (id)",
         "finops_badusagenote: unique (request_id)",
-        "finops_badusagenote: fk (usage_id) -> finops_usagerecord (id)",
+        "finops_badusagenote: fk (usage_id, usage_at) -> finops_usagerecord (id, occurred_at)",
     }

@@ -18,6 +18,7 @@ from django.db import transaction
 
 from budgets.services.anomalies import anomalies_detect_tenant
 from finops.models import UsageRecord
+from finops.services.ingest import usage_bulk_insert_new
 from finops.services.rollups import rollup_recompute_day
 from finops.services.seed.demo_specs import SPIKE_TENANT, SPIKE_WORKFLOW
 from finops.usage_identity import usage_content_hash
@@ -71,8 +72,7 @@ def anomalies_demo_seed(*, now: datetime) -> int:
                 )
                 rows.append(row)
             with transaction.atomic():
-                UsageRecord.objects.bulk_create(rows, batch_size=2000, ignore_conflicts=True)
+                added = usage_bulk_insert_new(rows)
                 rollup_recompute_day(tenant_id=tenant.pk, day=hour.date())
-            added = len(rows)
     anomalies_detect_tenant(tenant=tenant, hour=hour, now=now)
     return added

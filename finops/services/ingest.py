@@ -20,7 +20,7 @@ from finops import hooks
 from finops.catalog import CatalogSnapshot, get_catalog
 from finops.hooks import Charge
 from finops.measures import TOKEN_FIELDS
-from finops.models import UsageRecord, Workflow
+from finops.models import UsageKey, UsageRecord, Workflow
 from finops.pricing import cost_nanos
 from finops.usage_identity import usage_content_hash
 from tenants.models import ApiKey, Tenant
@@ -205,14 +205,26 @@ def _stored(valid: list[Candidate]) -> dict[tuple[int, str], tuple[int, str, int
     """Rows already stored under the batch's (tenant, request_id) keys, in one query."""
     stored = {}
     if connection.vendor == "postgresql":
-        # One array parameter per column: an IN list of 1,000 placeholders costs far more to bind.
-        sql = (
-            f"SELECT u.tenant_id, u.request_id, u.id, u.content_hash, u.cost_nanos, u.priced "
-            f"FROM {UsageRecord._meta.db_table} u JOIN unnest(%s::bigint[], %s::text[]) AS k(tenant_id, request_id) "
-            f"ON u.tenant_id = k.tenant_id AND u.request_id = k.request_id"
-        )
+        # The key lives in finops_usagekey (the usage table is partitioned by month: see UsageKey), which
+        # gives each stored record's id and occurred_at; the usage row is then read by its primary key
+        # (id, occurred_at), so each probe touches one month's partition (run-time pruning). One array
+        # parameter per column: an IN list of 1,000 placeholders costs far more to bind. A batch of one
+        # tenant (every tenant key's) names it as a plain value: one shard on Citus, not a join on a list.
+        usage = f"LEFT JOIN {UsageRecord._meta.db_table} u ON u.id = k.usage_id AND u.occurred_at = k.occurred_at"
+        select = "SELECT k.tenant_id, k.request_id, k.usage_id, u.content_hash, u.cost_nanos, u.priced"
+        tenants = {c.tenant_id for c in valid}
+        params: list[Any]
+        if len(tenants) == 1:
+            sql = f"{select} FROM finops_usagekey k {usage} WHERE k.tenant_id = %s AND k.request_id = ANY(%s::text[])"
+            params = [next(iter(tenants)), [c.request_id for c in valid]]
+        else:
+            sql = (
+                f"{select} FROM unnest(%s::bigint[], %s::text[]) AS q(tenant_id, request_id) JOIN finops_usagekey k "
+                f"ON k.tenant_id = q.tenant_id AND k.request_id = q.request_id {usage}"
+            )
+            params = [[c.tenant_id for c in valid], [c.request_id for c in valid]]
         with connection.cursor() as cursor:
-            cursor.execute(sql, [[c.tenant_id for c in valid], [c.request_id for c in valid]])
+            cursor.execute(sql, params)
             rows = cursor.fetchall()
     else:
         by_tenant: dict[int, list[str]] = {}
@@ -411,3 +423,30 @@ def _orm_insert(fresh: list[Candidate], key_id: int | None, now: datetime) -> li
     ]
     UsageRecord.objects.bulk_create(objs, batch_size=500)
     return [o.pk for o in objs]
+
+
+def usage_bulk_insert_new(rows: list[UsageRecord], *, batch_size: int = 2000) -> int:
+    """Insert the records whose (tenant, request_id) is not stored yet; returns how many were inserted.
+
+    For seeders and backfills, not the ingest path. `bulk_create(ignore_conflicts=True)` cannot skip a
+    stored key on PostgreSQL: the key lives in finops_usagekey (the usage table is partitioned), and its
+    trigger raises on a repeat instead. SQLite keeps the unique constraint on the usage table itself.
+    """
+    by_tenant: dict[int, set[str]] = {}
+    for row in rows:
+        by_tenant.setdefault(row.tenant_id, set()).add(row.request_id)
+    stored: set[tuple[int, str]] = set()
+    keys = UsageKey.objects if connection.vendor == "postgresql" else UsageRecord.objects
+    for tenant_id, request_ids in by_tenant.items():
+        for request_id in keys.filter(tenant_id=tenant_id, request_id__in=request_ids).values_list(
+            "request_id", flat=True
+        ):
+            stored.add((tenant_id, request_id))
+    new, seen = [], set(stored)
+    for row in rows:
+        key = (row.tenant_id, row.request_id)
+        if key not in seen:
+            seen.add(key)
+            new.append(row)
+    UsageRecord.objects.bulk_create(new, batch_size=batch_size)
+    return len(new)

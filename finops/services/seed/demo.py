@@ -24,6 +24,7 @@ from django.utils import timezone
 from finops import hooks
 from finops.catalog import get_catalog
 from finops.models import ModelTier, UsageRecord, Workflow
+from finops.services.ingest import usage_bulk_insert_new
 from finops.services.rollups import rollup_mark_dirty, rollups_refresh
 from tenants.errors import ApplicationError
 from tenants.models import ApiKey, Membership, Tenant
@@ -246,7 +247,7 @@ def demo_seed(*, days: int = 75, now: datetime | None = None, stdout: SupportsWr
 
 def _insert(batch: list[UsageRecord]) -> None:
     with transaction.atomic():
-        UsageRecord.objects.bulk_create(batch, batch_size=2000, ignore_conflicts=True)
+        usage_bulk_insert_new(batch)
 
 
 def _progress(stdout: SupportsWrite[str] | None, done: int, total: int) -> None:
