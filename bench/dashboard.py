@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
-from urllib.parse import urlencode, urlsplit
+from urllib.parse import urlencode, urlsplit, urlunsplit
 
 import psycopg
 from psycopg import sql
@@ -497,11 +497,13 @@ def load_records(db: str, records: int, start: datetime, end: datetime, jobs: in
     set-based afterwards. Returns (records, seconds, {"generate": s, "indexes": s, ...})."""
     started = time.perf_counter()
     phases: dict[str, float] = {}
+    # UTC days (the first and last partial): a window never straddles two months' partitions.
     days = []
     day = start
     while day < end:
-        days.append((day, min(day + timedelta(days=1), end)))
-        day += timedelta(days=1)
+        hi = min(day.replace(hour=0) + timedelta(days=1), end)
+        days.append((day, hi))
+        day = hi
     with psycopg.connect(db, autocommit=True) as conn:
         seq = sequence_name(conn)
         tables = [TABLE] + (
@@ -734,15 +736,26 @@ def delete_new_hour(db: str, lo: datetime) -> int:
 
 def table_sizes(db: str) -> list[tuple[str, int, int, int]]:
     """(table, rows, table bytes, index bytes); rows counted exactly."""
-    tables = [TABLE, *ROLLUP_TABLES]
-    out = []
     with psycopg.connect(db, autocommit=True) as conn:
-        for t in tables:
+        keys = [USAGE_KEY_TABLE] if conn.execute("SELECT to_regclass(%s)", [USAGE_KEY_TABLE]).fetchone()[0] else []
+        out = []
+        for t in [TABLE, *keys, *ROLLUP_TABLES]:
             rows = conn.execute(sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier(t))).fetchone()[0]
+            # A partitioned table has no storage of its own: its partitions' sizes, summed.
             size, indexes = conn.execute(
-                "SELECT pg_table_size(%s::regclass), pg_indexes_size(%s::regclass)", [t, t]
+                "SELECT coalesce(sum(pg_table_size(relid)), pg_table_size(%s::regclass)),"
+                " coalesce(sum(pg_indexes_size(relid)), pg_indexes_size(%s::regclass))"
+                " FROM pg_partition_tree(%s::regclass)",
+                [t, t, t],
             ).fetchone()
-            out.append((t, rows, size, indexes))
+            out.append((t, rows, int(size), int(indexes)))
+        for name, rows, size, indexes in conn.execute(
+            "SELECT c.relname, c.reltuples::bigint, pg_table_size(c.oid), pg_indexes_size(c.oid) FROM pg_inherits i"
+            " JOIN pg_class c ON c.oid = i.inhrelid WHERE i.inhparent = %s::regclass ORDER BY c.relname",
+            [TABLE],
+        ).fetchall():
+            if size > 8192:  # partitions that hold records (reltuples: ANALYZE's estimate)
+                out.append((f"  partition {name} (rows estimated)", max(rows, 0), size, indexes))
         grains = conn.execute(
             "SELECT grain, count(*), count(DISTINCT bucket_start) FROM finops_usagerollup GROUP BY grain ORDER BY grain"
         ).fetchall()
@@ -1139,6 +1152,7 @@ def parse_args(argv=None):
     )
     p.add_argument("--seed", type=int, default=7, help="random seed of the data set (default %(default)s)")
     p.add_argument("--check", action="store_true", help="exit 1 when a target is missed")
+    p.add_argument("--drop", action="store_true", help="drop the bench database at the end (100M records: ~30 GB)")
     args = p.parse_args(argv)
     if args.quick:
         args.records = min(args.records, 500_000)
@@ -1433,7 +1447,7 @@ def main(argv=None) -> int:  # noqa: C901 - one linear script
                                      {"start": lo, "end": hi, "tenants": ids})))  # fmt: skip
         if "day" in rollup_facts:
             slug, day, _, d = rollup_facts["day"]
-            heaviest = max(q for q in d["queries"] if q[1].lstrip().upper().startswith("SELECT"))
+            heaviest = max(q for q in d["queries"] if q[1].lstrip().upper().startswith(("SELECT", "INSERT")))
             explains.append((f"slowest query of rollup_recompute_day({slug}, {day})", explain(db, heaviest[1])))
 
     # --- report ---
@@ -1541,6 +1555,14 @@ def main(argv=None) -> int:  # noqa: C901 - one linear script
     print("'other load': the share of the machine's CPU used during the case by processes other than this benchmark,"
           " its gunicorn and its PostgreSQL backends; figures taken under load overstate the latencies.")  # fmt: skip
     print(f"Total bench time: {(time.perf_counter() - bench_started) / 60:.0f} min")
+    if args.drop:
+        from django.db import connections
+
+        connections.close_all()
+        admin = urlunsplit(urlsplit(db)._replace(path="/postgres"))
+        with psycopg.connect(admin, autocommit=True) as conn:
+            conn.execute(sql.SQL("DROP DATABASE {} WITH (FORCE)").format(sql.Identifier(name)))
+        log(f"Dropped database {name}")
     return 1 if args.check and not ok else 0
 
 
