@@ -274,10 +274,20 @@ if CELERY_BROKER_URL.startswith("filesystem://"):
         "data_folder_out": str(_queue_dir),
         "control_folder": str(_control_dir),
     }
+elif CELERY_BROKER_URL.startswith(("redis://", "rediss://")):
+    # A task taken by a worker that then died whole (kill -9, a lost machine) is acknowledged by nobody:
+    # Redis hands it out again once it has been unacknowledged this long (Celery's default, an hour).
+    # Every task is safe to run twice, so a shorter timeout only costs a duplicate run of a task that
+    # outlives it; it must stay longer than the longest task and countdown.
+    CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": env.int("CELERY_VISIBILITY_TIMEOUT", default=3600)}
 CELERY_TASK_ALWAYS_EAGER = env.bool("CELERY_TASK_ALWAYS_EAGER", default=False)
 CELERY_TASK_EAGER_PROPAGATES = True
 CELERY_TASK_IGNORE_RESULT = True
+# Acknowledged when done, not when taken: a worker that dies mid-task leaves it to be delivered again.
 CELERY_TASK_ACKS_LATE = True
+# ... including when only the pool process running it dies (the OOM killer, kill -9): without this
+# Celery acknowledges such a task as failed (WorkerLostError) and it is never run again.
+CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_TIMEZONE = "UTC"
 CELERY_BEAT_SCHEDULE_FILENAME = str(VAR_DIR / "celerybeat-schedule")

@@ -29,6 +29,12 @@ from .factories import (
 ALL_SCOPES = "ingest,preflight,read,manage"
 
 
+def pytest_configure(config):
+    config.addinivalue_line(
+        "markers", "faults: kills or cuts real processes and services (a Celery worker, PostgreSQL, Redis) mid-work"
+    )
+
+
 @dataclass
 class KeyedClient:
     key: ApiKey
