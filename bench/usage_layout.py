@@ -13,8 +13,11 @@ Each round measures both (the order alternates), and the ratio partitioned/singl
 the best of each, with the share of the machine other processes used meanwhile. The API path on top of this is
 unchanged by the layout; bench/ingest.py measures it end to end.
 
-    .venv/bin/python bench/usage_layout.py                 # 100,000 rows, 3 rounds
-    .venv/bin/python bench/usage_layout.py --rows 20000 --rounds 2
+Then (--explain-rows, 0 skips) it loads rows over several months and prints EXPLAIN ANALYZE of the queries that
+read raw usage on hot paths, to show which partitions each one touches (docs/performance.md quotes them).
+
+    .venv/bin/python bench/usage_layout.py                 # 100,000 rows, 3 rounds, EXPLAIN on 400,000 rows
+    .venv/bin/python bench/usage_layout.py --quick         # 10,000 rows, 1 round, EXPLAIN on 50,000 rows
 
 It drops and recreates its own database (default `finops_bench_layout`; the name must contain "bench").
 """
@@ -50,7 +53,18 @@ def parse_args(argv=None):
     parser.add_argument("--batch", type=int, default=1000, help="rows per COPY transaction (default 1000)")
     parser.add_argument("--rounds", type=int, default=3, help="rounds, each measuring both layouts (default 3)")
     parser.add_argument("--wait-quiet", type=float, default=60, help="seconds to wait for a quiet machine per phase")
-    return parser.parse_args(argv)
+    parser.add_argument(
+        "--explain-rows",
+        type=int,
+        default=400_000,
+        help="then load this many rows over --explain-months months and EXPLAIN the hot queries (0 skips)",
+    )
+    parser.add_argument("--explain-months", type=int, default=8, help="months the EXPLAIN data spans (default 8)")
+    parser.add_argument("--quick", action="store_true", help="10,000 rows, 1 round, EXPLAIN on 50,000 rows")
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.rows, args.rounds, args.explain_rows = 10_000, 1, 50_000
+    return args
 
 
 def build_single_table(conn: psycopg.Connection) -> None:
@@ -70,7 +84,7 @@ def build_single_table(conn: psycopg.Connection) -> None:
         conn.execute(statement)
 
 
-def make_rows(names: list[str], tenant_ids: list[int], n: int) -> list[tuple]:
+def make_rows(names: list[str], tenant_ids: list[int], n: int, days: int = 35) -> list[tuple]:
     """Rows like ingest's: occurred_at over the last 35 days (two or three months' partitions), JSON tags as text."""
     rng = random.Random(42)
     now = datetime.now(UTC)
@@ -94,7 +108,7 @@ def make_rows(names: list[str], tenant_ids: list[int], n: int) -> list[tuple]:
             "price_id": None,
             "tokens_counted": False,
             "tokens_estimated": False,
-            "occurred_at": now - timedelta(seconds=rng.randint(0, 35 * 86400)),
+            "occurred_at": now - timedelta(seconds=rng.randint(0, days * 86400)),
             "received_at": now,
             "request_id": f"req-{i:09d}-{rng.getrandbits(40):010x}",
             "content_hash": f"{rng.getrandbits(128):032x}",
@@ -123,6 +137,79 @@ def copy_into(db: str, table: str, names: list[str], rows: list[tuple], batch: i
                     copy.write_row(row)
             conn.commit()
         return time.perf_counter() - started
+
+
+def explain(db: str, names: list[str], tenant_ids: list[int], rows: int, months: int) -> None:
+    """EXPLAIN (ANALYZE) of the queries that read raw usage on the hot paths, on `months` months of data."""
+    import re
+
+    from django.db import connection
+
+    from finops.models import UsageRecord
+    from finops.services.ingest import stored_lookup_sql
+    from finops.services.partitions import add_months, month_start, usage_partition_create
+    from finops.services.rollups import _aggregates, _unknown_model_name, day_bounds
+
+    today = datetime.now(UTC).date()
+    for i in range(months + 1):
+        usage_partition_create(add_months(month_start(today), -i))
+    with psycopg.connect(db, autocommit=True) as conn:
+        conn.execute(f"TRUNCATE {TABLE}")
+    log(f"EXPLAIN: loading {rows:,} rows over {months} months")
+    data = make_rows(names, tenant_ids, rows, days=months * 30)
+    copy_into(db, TABLE, names, data, 10_000)
+    with connection.cursor() as cursor:
+        cursor.execute(f"ANALYZE {TABLE}")
+        cursor.execute("ANALYZE finops_usagekey")
+        cursor.execute("SELECT count(DISTINCT tableoid) FROM finops_usagerecord")
+        print(f"\n## EXPLAIN on {rows:,} rows in {cursor.fetchone()[0]} monthly partitions ({TENANTS} tenants)")
+    rng = random.Random(7)
+    tenant = tenant_ids[0]
+    index = names.index("request_id")
+    own = [r[index] for r in data if r[names.index("tenant_id")] == tenant]
+    own_ids = [r[names.index("id")] for r in data if r[names.index("tenant_id")] == tenant]
+    stored = rng.sample(own, 1000)
+    mixed = rng.sample(data, 1500)
+
+    def show(title: str, query: str, params) -> None:
+        with connection.cursor() as cursor:
+            cursor.execute("EXPLAIN (ANALYZE, COSTS OFF, TIMING OFF) " + query, params)
+            lines = [re.sub(r"'\{[^}]{80,}\}'", "'{...}'", row[0]) for row in cursor.fetchall()]
+        print(f"\n### {title}\n")
+        print("\n".join("    " + line for line in lines))
+
+    show(
+        "ingest duplicate lookup, a tenant key's batch (1,000 stored request ids)",
+        *stored_lookup_sql([tenant] * 1000, stored),
+    )
+    show(
+        "ingest duplicate lookup, a platform key's batch (1,500 stored request ids of 5 tenants)",
+        *stored_lookup_sql([r[names.index("tenant_id")] for r in mixed], [r[index] for r in mixed]),
+    )
+    start, end = day_bounds(today - timedelta(days=20))
+    raw = UsageRecord.objects.filter(tenant_id=tenant, occurred_at__gte=start, occurred_at__lt=end)
+    daily = (
+        raw.annotate(unknown_model_name=_unknown_model_name())
+        .values("workflow_id", "model_id", "unknown_model_name", "environment")
+        .annotate(**_aggregates())
+        .order_by()
+    )
+    show("rollup recompute of one tenant-day: the daily GROUP BY", *daily.query.sql_with_params())
+    page = UsageRecord.objects.filter(tenant_id=tenant).order_by("-occurred_at", "-id")[:51]
+    show("the usage list page: a tenant's newest 50 records", *page.query.sql_with_params())
+    export = (
+        UsageRecord.objects.filter(
+            tenant_id__in=tenant_ids[:2], occurred_at__gte=start - timedelta(days=6), occurred_at__lt=end
+        )
+        .order_by("tenant_id", "occurred_at", "id")
+        .values_list("id", "cost_nanos")
+    )
+    show("the FOCUS export: two tenants, one week", *export.query.sql_with_params())
+    one = UsageRecord.objects.filter(tenant_id=tenant, pk=own_ids[-1])
+    show(
+        "one record by id (the record page): no occurred_at, so every partition's primary key is probed",
+        *one.query.sql_with_params(),
+    )
 
 
 def main(argv=None) -> int:
@@ -186,6 +273,8 @@ def main(argv=None) -> int:
     best_ratio = max(r for r, _ in results["partitioned"]) / max(r for r, _ in results["single"])
     print(f"\npartitioned / single: best {best_ratio:.2f}; per round {', '.join(f'{r:.2f}' for r in ratios)}")
     print(f"(last round: {parts} partitions written, {keys:,} keys in finops_usagekey)")
+    if args.explain_rows:
+        explain(db, names, tenant_ids, args.explain_rows, args.explain_months)
     return 0
 
 

@@ -201,28 +201,31 @@ def _resolve_workflows(valid: list[Candidate]) -> None:
             c.workflow_id = ids[c.workflow_slug]
 
 
+def stored_lookup_sql(tenant_ids: list[int], request_ids: list[str]) -> tuple[str, list[Any]]:
+    """PostgreSQL: the query for stored rows under these (tenant, request_id) keys (bench/usage_layout.py
+    EXPLAINs it). The key lives in finops_usagekey (the usage table is partitioned by month: see UsageKey),
+    which gives each stored record's id and occurred_at; the usage row is then read by its primary key
+    (id, occurred_at), so each probe touches one month's partition (run-time pruning). One array parameter
+    per column: an IN list of 1,000 placeholders costs far more to bind. A batch of one tenant (every tenant
+    key's) names it as a plain value: one shard on Citus, not a join on a list."""
+    usage = f"LEFT JOIN {UsageRecord._meta.db_table} u ON u.id = k.usage_id AND u.occurred_at = k.occurred_at"
+    select = "SELECT k.tenant_id, k.request_id, k.usage_id, u.content_hash, u.cost_nanos, u.priced"
+    tenants = set(tenant_ids)
+    if len(tenants) == 1:
+        sql = f"{select} FROM finops_usagekey k {usage} WHERE k.tenant_id = %s AND k.request_id = ANY(%s::text[])"
+        return sql, [next(iter(tenants)), request_ids]
+    sql = (
+        f"{select} FROM unnest(%s::bigint[], %s::text[]) AS q(tenant_id, request_id) JOIN finops_usagekey k "
+        f"ON k.tenant_id = q.tenant_id AND k.request_id = q.request_id {usage}"
+    )
+    return sql, [tenant_ids, request_ids]
+
+
 def _stored(valid: list[Candidate]) -> dict[tuple[int, str], tuple[int, str, int | None, bool]]:
     """Rows already stored under the batch's (tenant, request_id) keys, in one query."""
     stored = {}
     if connection.vendor == "postgresql":
-        # The key lives in finops_usagekey (the usage table is partitioned by month: see UsageKey), which
-        # gives each stored record's id and occurred_at; the usage row is then read by its primary key
-        # (id, occurred_at), so each probe touches one month's partition (run-time pruning). One array
-        # parameter per column: an IN list of 1,000 placeholders costs far more to bind. A batch of one
-        # tenant (every tenant key's) names it as a plain value: one shard on Citus, not a join on a list.
-        usage = f"LEFT JOIN {UsageRecord._meta.db_table} u ON u.id = k.usage_id AND u.occurred_at = k.occurred_at"
-        select = "SELECT k.tenant_id, k.request_id, k.usage_id, u.content_hash, u.cost_nanos, u.priced"
-        tenants = {c.tenant_id for c in valid}
-        params: list[Any]
-        if len(tenants) == 1:
-            sql = f"{select} FROM finops_usagekey k {usage} WHERE k.tenant_id = %s AND k.request_id = ANY(%s::text[])"
-            params = [next(iter(tenants)), [c.request_id for c in valid]]
-        else:
-            sql = (
-                f"{select} FROM unnest(%s::bigint[], %s::text[]) AS q(tenant_id, request_id) JOIN finops_usagekey k "
-                f"ON k.tenant_id = q.tenant_id AND k.request_id = q.request_id {usage}"
-            )
-            params = [[c.tenant_id for c in valid], [c.request_id for c in valid]]
+        sql, params = stored_lookup_sql([c.tenant_id for c in valid], [c.request_id for c in valid])
         with connection.cursor() as cursor:
             cursor.execute(sql, params)
             rows = cursor.fetchall()

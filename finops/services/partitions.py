@@ -133,6 +133,17 @@ def retention_cutoff(now: datetime | None = None, months: int | None = None) -> 
     return min(by_age, by_backfill)
 
 
+def raw_month_dropped(day: date, now: datetime | None = None) -> bool:
+    """True when `day`'s raw records were dropped by retention: its rollups are then final, and recomputing
+    them from (no) raw records would erase them. Only months before the retention cutoff are looked up."""
+    cutoff = retention_cutoff(now)
+    if cutoff is None or day >= cutoff or not partitioned():
+        return False
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT to_regclass(%s) IS NULL", [f"{TABLE}_p{day:%Y_%m}"])
+        return bool(cursor.fetchone()[0])
+
+
 def _rollups_incomplete(partition: Partition) -> str | None:
     """Why the month's rollups cannot stand in for its raw records yet, or None when they can."""
     assert partition.month is not None

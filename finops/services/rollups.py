@@ -78,6 +78,15 @@ def rollup_recompute_day(*, tenant_id: int, day: date, all_tenants: bool = True)
     """Replace one tenant-day's daily, hourly and tag rollups with sums over its raw records, and the
     coarser daily tables derived from them. `all_tenants=False` leaves the day's `AllTenantsRollup`
     rows to the caller, who recomputes them once after the day's last tenant (`rollups_refresh`)."""
+    if settings.USAGE_RAW_RETENTION_MONTHS and connection.vendor == "postgresql":
+        from finops.services.partitions import raw_month_dropped  # partitions reads rollups: imported here
+
+        if raw_month_dropped(day):
+            # Its raw month was dropped once its rollups were complete: they are all that is left of it.
+            logger.warning(
+                "rollups: tenant %s day %s kept as is, its raw usage was dropped by retention", tenant_id, day
+            )
+            return 0
     if connection.vendor == "postgresql":
         # Held until commit: two recomputes of one tenant-day at once (two beats' refreshes, a re-pricing)
         # would each delete, then each insert, and double the day. The second waits and redoes it.

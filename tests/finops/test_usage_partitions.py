@@ -7,10 +7,13 @@ import os
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, date, datetime, timedelta
+from io import StringIO
 
 import pytest
+from django.core.management import CommandError, call_command
 from django.db import connection, connections
 from django.db.models import Sum
+from django.test import override_settings
 
 from finops import tasks as finops_tasks
 from finops.celery import app
@@ -192,6 +195,16 @@ def test_retention_refuses_while_rollups_are_incomplete_and_the_rollups_survive_
         calls=Sum("calls"), cost=Sum("cost_nanos")
     )
     assert daily == {"calls": 5, "cost": cost}
+    # A later mark on a dropped day (a re-pricing, a manual rebuild) does not recompute it from nothing.
+    RollupDirtyDay.objects.create(tenant=tenant_a, day=date(2024, 3, 12))
+    with override_settings(USAGE_RAW_RETENTION_MONTHS=13):
+        rollups_refresh()
+    assert (
+        UsageRollup.objects.filter(tenant=tenant_a, grain=UsageRollup.Grain.DAY).aggregate(
+            calls=Sum("calls"), cost=Sum("cost_nanos")
+        )
+        == daily
+    )
     event = AuditEvent.objects.get(action="usage.partition_drop")
     assert event.after["partition"] == "finops_usagerecord_p2024_03" and event.after["records"] == 5
 
@@ -203,3 +216,20 @@ def test_retention_never_reaches_the_backfill_window_or_recent_months(postgres_o
     rollups_refresh()
     result = usage_partitions_maintain(retention_months=1)
     assert result.dropped == [] and UsageRecord.objects.filter(tenant=tenant_a).count() == 2
+
+
+# --- the command -------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.django_db
+def test_the_command_lists_partitions_with_rows_and_creates_a_month(postgres_only, tenant_a, catalog):
+    usage_ingest(records=_records("cmd", 2), bound_tenant=tenant_a)
+    out = StringIO()
+    call_command("usage_partitions", "--exact", "--create", "2034-07", stdout=out)
+    text = out.getvalue()
+    this_month = datetime.now(UTC).date().replace(day=1)
+    assert "partition ready: finops_usagerecord_p2034_07" in text
+    assert f"finops_usagerecord_p{this_month:%Y_%m}" in text and "counting finops_usagerecord_default" in text
+    assert "raw retention: off" in text and ", 2 rows," in text
+    with pytest.raises(CommandError, match="YYYY-MM"):
+        call_command("usage_partitions", "--create", "2034-13", stdout=StringIO())
