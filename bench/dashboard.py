@@ -841,10 +841,13 @@ class DashboardCpuMeter(CpuMeter):
             now = time.monotonic()
             if now - refreshed > 0.5:
                 refreshed = now
-                rows = conn.execute(
-                    "SELECT pid FROM pg_stat_activity WHERE datname = current_database()"
-                    " AND backend_type <> 'parallel worker'"
-                ).fetchall()
+                try:
+                    rows = conn.execute(
+                        "SELECT pid FROM pg_stat_activity WHERE datname = current_database()"
+                        " AND backend_type <> 'parallel worker'"
+                    ).fetchall()
+                except psycopg.OperationalError:  # the database was dropped (--drop): the run is over
+                    return
                 self._leaders = {r[0] for r in rows}
             for entry in os.scandir("/proc"):
                 if not entry.name.isdigit():
