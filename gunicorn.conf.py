@@ -26,6 +26,17 @@ def on_exit(server):
     shutil.rmtree(_metrics_dir, ignore_errors=True)
 
 
+def post_worker_init(worker):
+    """The app is loaded: move its objects (modules, settings, URL patterns, the catalog) out of the
+    garbage collector's reach. A full collection otherwise walks all of them, and a request that
+    builds many objects (16,000 series points of the spend API) triggers several: ~10-15 ms per
+    such request (docs/performance.md, "Dashboards"). Frozen objects are never freed, which these
+    live as long as the worker anyway."""
+    import gc
+
+    gc.freeze()
+
+
 def child_exit(server, worker):
     from prometheus_client import multiprocess
 

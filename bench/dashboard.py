@@ -32,8 +32,9 @@ import time
 from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 from pathlib import Path
-from urllib.parse import urlencode, urlsplit
+from urllib.parse import urlencode, urlsplit, urlunsplit
 
 import psycopg
 from psycopg import sql
@@ -67,6 +68,7 @@ ROLLUP_TABLES = (
 )
 TARGET_PAGE_P95 = 0.300  # seconds, at 10M records
 TARGET_TIMES_RAW = 50.0
+API_TOP = 10  # GET /api/v1/spend?top=: the costliest groups a chart shows, as the explorer does
 DAYS = 90
 
 # --- the data set -------------------------------------------------------------------------------------
@@ -273,8 +275,9 @@ SELECT id, tenant_id, workflow_id, model_id, model_name, environment, input_toke
         + CASE WHEN pico %% 1000 > 500 OR (pico %% 1000 = 500 AND (pico / 1000) %% 2 = 1) THEN 1 ELSE 0 END END,
     priced, price_id, false, false, occurred_at, received_at,
     %(prefix)s::text || lpad(to_hex(id), 12, '0'),
-    md5(concat_ws('|', workflow_id, model_name, environment, occurred_at, input_tokens, cached_input_tokens,
-        cache_write_tokens, output_tokens, reasoning_tokens, tags::text)),
+    -- 32 hex characters as ingest stores, unique per record; nothing here reads it. (An md5 of the
+    -- record's fields, as the bench computed before, was a third of the load's CPU.)
+    md5(id::text),
     NULL, NULL, tags
 FROM (
     SELECT c.*, nextval(%(sequence)s::regclass) AS id,
@@ -441,27 +444,141 @@ def sequence_name(conn: psycopg.Connection) -> str:
     return conn.execute("SELECT pg_get_serial_sequence(%s, 'id')", [TABLE]).fetchone()[0]
 
 
-def load_records(db: str, records: int, start: datetime, end: datetime) -> tuple[int, float]:
-    """One INSERT ... SELECT per day, in time order (the order ingest writes in, which the BRIN index relies on)."""
-    statement = generate_sql(TABLE)
+# Tables the load fills: the usage table and, when the schema has it, the table of ingest's idempotency
+# keys that triggers on the usage table keep (the load disables triggers, so it fills that one itself).
+USAGE_KEY_TABLE = "finops_usagekey"
+
+
+def _index_definitions(conn: psycopg.Connection, table: str) -> list[tuple[str, str]]:
+    """(drop, create) statements for the table's primary key, unique constraints and other indexes, in an
+    order that recreates the primary key first. Foreign keys stay: the load skips their checks instead."""
+    out = []
+    for name, definition in conn.execute(
+        "SELECT conname, pg_get_constraintdef(oid) FROM pg_constraint WHERE conrelid = %s::regclass"
+        " AND contype IN ('p', 'u') ORDER BY contype, conname",
+        [table],
+    ).fetchall():
+        ident = sql.Identifier(name).as_string(conn)
+        out.append(
+            (f"ALTER TABLE {table} DROP CONSTRAINT {ident}", f"ALTER TABLE {table} ADD CONSTRAINT {ident} {definition}")
+        )
+    for name, definition in conn.execute(
+        "SELECT c.relname, pg_get_indexdef(i.indexrelid) FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid"
+        " WHERE i.indrelid = %s::regclass AND NOT EXISTS (SELECT 1 FROM pg_constraint k WHERE k.conindid = i.indexrelid"
+        " AND k.conrelid = i.indrelid) ORDER BY c.relname",
+        [table],
+    ).fetchall():
+        # A partitioned table's index reads "ON ONLY t": recreated without ONLY, it is built on every partition.
+        out.append((f"DROP INDEX {sql.Identifier(name).as_string(conn)}", definition.replace(" ON ONLY ", " ON ")))
+    return out
+
+
+def _month_partition(conn: psycopg.Connection, day: datetime) -> str:
+    """The partition a day's records go straight into: the month's, created if the schema can (monthly
+    partitions, finops_usage_month_partition); the usage table itself when it is not partitioned."""
+    if not _partitioned(conn):
+        return TABLE
+    name = f"{TABLE}_p{day:%Y_%m}"
+    if conn.execute("SELECT to_regclass(%s)", [name]).fetchone()[0] is None:
+        conn.execute("SELECT finops_usage_month_partition(%s)", [day.date()])
+    return name
+
+
+def _partitioned(conn: psycopg.Connection) -> bool:
+    return conn.execute("SELECT relkind = 'p' FROM pg_class WHERE oid = %s::regclass", [TABLE]).fetchone()[0]
+
+
+def load_records(db: str, records: int, start: datetime, end: datetime, jobs: int = 1) -> tuple[int, float, dict]:
+    """Records generated straight into the table (each month's partition when the table is partitioned),
+    with its indexes dropped and built once at the end, as a bulk load does; one INSERT ... SELECT per day,
+    in time order within each job (the BRIN index relies on it); `jobs` connections take contiguous
+    ranges of days. Foreign-key and trigger checks are skipped for the load (session_replication_role:
+    every id comes from the dimension tables); the idempotency-key table the triggers keep is filled
+    set-based afterwards. Returns (records, seconds, {"generate": s, "indexes": s, ...})."""
     started = time.perf_counter()
-    total = 0
+    phases: dict[str, float] = {}
+    # UTC days (the first and last partial): a window never straddles two months' partitions.
+    days = []
+    day = start
+    while day < end:
+        hi = min(day.replace(hour=0) + timedelta(days=1), end)
+        days.append((day, hi))
+        day = hi
     with psycopg.connect(db, autocommit=True) as conn:
-        # The planner cannot estimate generate_series counts and would JIT-compile every day's statement (0.5 s).
-        conn.execute("SET jit = off")
         seq = sequence_name(conn)
-        day = start
-        while day < end:
-            hi = min(day + timedelta(days=1), end)
+        tables = [TABLE] + (
+            [USAGE_KEY_TABLE] if conn.execute("SELECT to_regclass(%s)", [USAGE_KEY_TABLE]).fetchone()[0] else []
+        )
+        ddl = [d for t in tables for d in _index_definitions(conn, t)]
+        for drop, _ in ddl:
+            conn.execute(drop)
+        targets = {d: _month_partition(conn, d) for d, _ in days}
+    log(f"  dropped {len(ddl)} indexes and key constraints of {', '.join(tables)}; {jobs} loading connection(s); "
+        f"into {', '.join(sorted(set(targets.values())))}")  # fmt: skip
+    statements = {t: generate_sql(t) for t in set(targets.values())}
+
+    total = [0]
+    lock = threading.Lock()
+    errors: list[BaseException] = []
+    chunk = math.ceil(len(days) / jobs)
+
+    def work(my_days: list[tuple[datetime, datetime]]) -> None:
+        try:
+            with psycopg.connect(db, autocommit=True) as conn:
+                # The planner cannot estimate generate_series counts and would JIT-compile every day's statement;
+                # a day's sort (ORDER BY occurred_at) fits in memory; triggers and FK checks skipped (see above).
+                conn.execute("SET jit = off; SET work_mem = '512MB'; SET session_replication_role = replica;"
+                             " SET synchronous_commit = off")  # fmt: skip
+                for lo, hi in my_days:
+                    t0 = time.perf_counter()
+                    params = {"prefix": "req-", "sequence": seq, "lo": lo, "hi": hi, "n": records}
+                    cur = conn.execute(statements[targets[lo]], params)
+                    with lock:
+                        total[0] += cur.rowcount
+                        done = total[0]
+                    if (lo - start).days % 10 == 0 or hi >= end:
+                        elapsed = time.perf_counter() - started
+                        log(f"  {lo:%Y-%m-%d}: {cur.rowcount:,} records in {time.perf_counter() - t0:.1f} s; "
+                            f"{done:,} so far, {done / elapsed:,.0f}/s")  # fmt: skip
+        except BaseException as exc:  # re-raised in the main thread
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work, args=(days[i : i + chunk],)) for i in range(0, len(days), chunk)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    if errors:
+        raise errors[0]
+    phases["generate"] = time.perf_counter() - started
+
+    with psycopg.connect(db, autocommit=True) as conn:
+        conn.execute("SET maintenance_work_mem = '1GB'; SET session_replication_role = replica")
+        if USAGE_KEY_TABLE in tables:
             t0 = time.perf_counter()
-            cur = conn.execute(statement, {"prefix": "req-", "sequence": seq, "lo": day, "hi": hi, "n": records})
-            total += cur.rowcount
-            elapsed = time.perf_counter() - started
-            if (day - start).days % 10 == 0 or hi >= end:
-                log(f"  {day:%Y-%m-%d}: {cur.rowcount:,} records in {time.perf_counter() - t0:.1f} s; "
-                    f"{total:,} so far, {total / elapsed:,.0f}/s")  # fmt: skip
-            day = hi
-    return total, time.perf_counter() - started
+            key_columns = [r[0] for r in conn.execute(
+                "SELECT attname FROM pg_attribute WHERE attrelid = %s::regclass AND attnum > 0 AND NOT attisdropped",
+                [USAGE_KEY_TABLE]).fetchall()]  # fmt: skip
+            source = {
+                "tenant_id": "tenant_id",
+                "request_id": "request_id",
+                "usage_id": "id",
+                "occurred_at": "occurred_at",
+            }
+            if set(key_columns) - set(source):
+                raise BenchError(f"{USAGE_KEY_TABLE} has columns the bench does not know how to fill: {key_columns}")
+            conn.execute(f"TRUNCATE {USAGE_KEY_TABLE}")
+            conn.execute(f"INSERT INTO {USAGE_KEY_TABLE} ({', '.join(key_columns)}) "
+                         f"SELECT {', '.join(source[c] for c in key_columns)} FROM {TABLE}")  # fmt: skip
+            phases["keys"] = time.perf_counter() - t0
+            log(f"  {USAGE_KEY_TABLE} filled in {phases['keys']:.0f} s")
+        t0 = time.perf_counter()
+        for _, create in ddl:
+            t1 = time.perf_counter()
+            conn.execute(create)
+            log(f"  {time.perf_counter() - t1:6.1f} s  {create[:110]}")
+        phases["indexes"] = time.perf_counter() - t0
+    return total[0], time.perf_counter() - started, phases
 
 
 def vacuum(db: str, tables: list[str]) -> float:
@@ -577,7 +694,10 @@ def load_new_hour(db: str, records: int, lo: datetime, hi: datetime, target: int
             [lo, hi],
         ).fetchone()[0]
         conn.execute("SET jit = off")
-        conn.execute(f"DROP TABLE IF EXISTS bench_new_hour; CREATE TABLE bench_new_hour (LIKE {TABLE})")
+        # INCLUDING DEFAULTS: columns the generator does not write (prompt_version, ...) take their defaults.
+        conn.execute(
+            f"DROP TABLE IF EXISTS bench_new_hour; CREATE TABLE bench_new_hour (LIKE {TABLE} INCLUDING DEFAULTS)"
+        )
         conn.execute(
             generate_sql("bench_new_hour"),
             {"prefix": "new-", "sequence": sequence_name(conn), "lo": lo, "hi": hi, "n": target / weight},
@@ -616,15 +736,26 @@ def delete_new_hour(db: str, lo: datetime) -> int:
 
 def table_sizes(db: str) -> list[tuple[str, int, int, int]]:
     """(table, rows, table bytes, index bytes); rows counted exactly."""
-    tables = [TABLE, *ROLLUP_TABLES]
-    out = []
     with psycopg.connect(db, autocommit=True) as conn:
-        for t in tables:
+        keys = [USAGE_KEY_TABLE] if conn.execute("SELECT to_regclass(%s)", [USAGE_KEY_TABLE]).fetchone()[0] else []
+        out = []
+        for t in [TABLE, *keys, *ROLLUP_TABLES]:
             rows = conn.execute(sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier(t))).fetchone()[0]
+            # A partitioned table has no storage of its own: its partitions' sizes, summed.
             size, indexes = conn.execute(
-                "SELECT pg_table_size(%s::regclass), pg_indexes_size(%s::regclass)", [t, t]
+                "SELECT coalesce(sum(pg_table_size(relid)), pg_table_size(%s::regclass)),"
+                " coalesce(sum(pg_indexes_size(relid)), pg_indexes_size(%s::regclass))"
+                " FROM pg_partition_tree(%s::regclass)",
+                [t, t, t],
             ).fetchone()
-            out.append((t, rows, size, indexes))
+            out.append((t, rows, int(size), int(indexes)))
+        for name, rows, size, indexes in conn.execute(
+            "SELECT c.relname, c.reltuples::bigint, pg_table_size(c.oid), pg_indexes_size(c.oid) FROM pg_inherits i"
+            " JOIN pg_class c ON c.oid = i.inhrelid WHERE i.inhparent = %s::regclass ORDER BY c.relname",
+            [TABLE],
+        ).fetchall():
+            if size > 8192:  # partitions that hold records (reltuples: ANALYZE's estimate)
+                out.append((f"  partition {name} (rows estimated)", max(rows, 0), size, indexes))
         grains = conn.execute(
             "SELECT grain, count(*), count(DISTINCT bucket_start) FROM finops_usagerollup GROUP BY grain ORDER BY grain"
         ).fetchall()
@@ -710,10 +841,13 @@ class DashboardCpuMeter(CpuMeter):
             now = time.monotonic()
             if now - refreshed > 0.5:
                 refreshed = now
-                rows = conn.execute(
-                    "SELECT pid FROM pg_stat_activity WHERE datname = current_database()"
-                    " AND backend_type <> 'parallel worker'"
-                ).fetchall()
+                try:
+                    rows = conn.execute(
+                        "SELECT pid FROM pg_stat_activity WHERE datname = current_database()"
+                        " AND backend_type <> 'parallel worker'"
+                    ).fetchall()
+                except psycopg.OperationalError:  # the database was dropped (--drop): the run is over
+                    return
                 self._leaders = {r[0] for r in rows}
             for entry in os.scandir("/proc"):
                 if not entry.name.isdigit():
@@ -896,13 +1030,40 @@ def explorer_path(*, tenant_slug: str | None, start, end, group_by: str) -> str:
     return "/explore/?" + urlencode(params)
 
 
-def spend_api_path(*, tenant_slug: str | None, start, end, group_by: str) -> str:
+def spend_api_path(*, tenant_slug: str | None, start, end, group_by: str, top: int | None = None) -> str:
     """GET /api/v1/spend's parameters (finops/apis/spend.py): ISO start, exclusive end."""
     params = {"start": start.isoformat().replace("+00:00", "Z"), "end": end.isoformat().replace("+00:00", "Z"),
               "group_by": group_by, "granularity": "day"}  # fmt: skip
     if tenant_slug:
         params["tenant"] = tenant_slug
+    if top:
+        params["top"] = str(top)
     return "/api/v1/spend?" + urlencode(params)
+
+
+def check_top(full_body: bytes, top_body: bytes) -> str:
+    """The top=N answer against the full one: same totals, its groups and its series (rest included) add
+    up to them exactly, and the kept groups are the full answer's first N. Returns a summary."""
+    import orjson
+
+    full, top = orjson.loads(full_body), orjson.loads(top_body)
+    n = top["top"]
+    total = Decimal(full["totals"]["cost_usd"])
+    problems = []
+    if top["totals"] != full["totals"]:
+        problems.append("totals differ")
+    if top["groups"][:n] != full["groups"][:n]:
+        problems.append("kept groups differ")
+    if sum(Decimal(g["cost_usd"]) for g in top["groups"]) != total:
+        problems.append("groups with the rest do not add up to the total")
+    if sum(Decimal(p["cost_usd"]) for p in top["series"]) != total:
+        problems.append("series with the rest does not add up to the total")
+    if sum(p["calls"] for p in top["series"]) != full["totals"]["calls"]:
+        problems.append("series calls do not add up")
+    if problems:
+        raise BenchError(f"top={n} answer disagrees with the full answer: {problems}")
+    return (f"{len(top['series']):,} points instead of {len(full['series']):,}, {len(top_body) / 1024:,.0f} kB "
+            f"instead of {len(full_body) / 1024:,.0f} kB; totals equal, groups and series add up")  # fmt: skip
 
 
 def page_queries(path: str) -> list[tuple[float, str]]:
@@ -971,7 +1132,12 @@ def parse_args(argv=None):
     p.add_argument("--records", type=int, default=10_000_000, help="usage records to load (default %(default)s)")
     p.add_argument("--runs", type=int, default=20, help="timed runs per case (default %(default)s)")
     p.add_argument("--warmup", type=int, default=3, help="untimed runs before each case (default %(default)s)")
+    p.add_argument("--raw-runs", type=int, default=0,
+                   help="timed runs per raw aggregate (default: --runs; 1 skips the warm-up run)")  # fmt: skip
     p.add_argument("--workers", type=int, default=2, help="gunicorn workers (default %(default)s)")
+    p.add_argument(
+        "--load-jobs", type=int, default=1, help="connections generating records at once (default %(default)s)"
+    )
     p.add_argument("--quick", action="store_true", help="500,000 records, 5 runs per case: a smoke run")
     p.add_argument("--reuse", action="store_true", help="keep the records a previous run loaded into the database")
     p.add_argument("--skip-rebuild", action="store_true", help="with --reuse: keep the rollups too (no rebuild timing)")
@@ -989,6 +1155,7 @@ def parse_args(argv=None):
     )
     p.add_argument("--seed", type=int, default=7, help="random seed of the data set (default %(default)s)")
     p.add_argument("--check", action="store_true", help="exit 1 when a target is missed")
+    p.add_argument("--drop", action="store_true", help="drop the bench database at the end (100M records: ~30 GB)")
     args = p.parse_args(argv)
     if args.quick:
         args.records = min(args.records, 500_000)
@@ -1037,16 +1204,19 @@ def main(argv=None) -> int:  # noqa: C901 - one linear script
         create_dimensions(plan, start, end, args.seed)
         meta_set(db, {"records": "0", "seed": str(args.seed), "start": start.isoformat(), "end": end.isoformat()})
         meter.wait_quiet(args.wait_quiet)
-        log(f"Loading {args.records:,} records (INSERT ... SELECT per day, generated in PostgreSQL)")
+        log(f"Loading {args.records:,} records (INSERT ... SELECT per day, generated in PostgreSQL; indexes after)")
         before = meter.snapshot()
-        loaded, load_seconds = load_records(db, args.records, start, end - timedelta(hours=1))
+        loaded, load_seconds, load_phases = load_records(db, args.records, start, end - timedelta(hours=1),
+                                                         jobs=args.load_jobs)  # fmt: skip
         load_background = meter.background(before)
         log(f"  loaded {loaded:,} records in {load_seconds:.0f} s ({loaded / load_seconds:,.0f}/s, "
-            f"other load {load_background:.0%})")  # fmt: skip
+            f"other load {load_background:.0%}): generated in {load_phases['generate']:.0f} s "
+            f"({loaded / load_phases['generate']:,.0f}/s), indexes in {load_phases['indexes']:.0f} s")  # fmt: skip
         log("VACUUM ANALYZE and CHECKPOINT")
         log(f"  {vacuum(db, [TABLE]):.0f} s")
         meta_set(db, {"records": str(args.records), "loaded": str(loaded), "load_seconds": f"{load_seconds:.1f}",
-                      "load_background": f"{load_background:.3f}"})  # fmt: skip
+                      "load_background": f"{load_background:.3f}", "load_jobs": str(args.load_jobs),
+                      **{f"load_{k}_seconds": f"{v:.1f}" for k, v in load_phases.items()}})  # fmt: skip
         meta = meta_get(db)
     else:
         start, end = datetime.fromisoformat(meta["start"]), datetime.fromisoformat(meta["end"])
@@ -1165,7 +1335,7 @@ def main(argv=None) -> int:  # noqa: C901 - one linear script
                           client, b"</html>"),
                          ("page", f"overview /?tenant={median.slug}", f"/?tenant={median.slug}", "median", 30, "",
                           client, b"</html>")]  # fmt: skip
-            for scope in ("all", "largest"):
+            for scope in ("all", "largest", "median"):
                 tenant = scopes[scope]
                 for days, (lo, hi) in ranges.items():
                     slug = tenant.slug if tenant else None
@@ -1176,13 +1346,18 @@ def main(argv=None) -> int:  # noqa: C901 - one linear script
                 slug = scopes[scope].slug
                 plan_http.append(("page", f"tenant page /tenants/{slug}/", f"/tenants/{slug}/", scope, 30, "",
                                   client, b"</html>"))  # fmt: skip
-            for scope in ("all", "largest"):
+            top_pairs = []  # (full, top=N) paths of the same view: their answers are compared below
+            for scope in ("all", "largest", "median"):
                 tenant = scopes[scope]
                 for days, (lo, hi) in ranges.items():
                     slug = tenant.slug if tenant else None
                     path = spend_api_path(tenant_slug=slug, start=lo, end=hi, group_by="workflow")
                     plan_http.append(("api", f"GET /api/v1/spend {scope}, {days} d, by workflow", path, scope, days,
                                       "workflow", api, b""))  # fmt: skip
+                    top_path = spend_api_path(tenant_slug=slug, start=lo, end=hi, group_by="workflow", top=API_TOP)
+                    plan_http.append(("api", f"GET /api/v1/spend {scope}, {days} d, by workflow, top={API_TOP}",
+                                      top_path, scope, days, "workflow", api, b""))  # fmt: skip
+                    top_pairs.append((path, top_path))
             log(f"HTTP: {args.runs} sequential GETs per case after {args.warmup} warm-up GETs (signed-in operator)")
             for kind, label, path, scope, days, g, c, expect in plan_http:
                 case = Case(kind, label, scope, days, g)
@@ -1205,12 +1380,18 @@ def main(argv=None) -> int:  # noqa: C901 - one linear script
                 case.note = f"{c.last_size / 1024:,.0f} kB"
                 case.result = path
                 http_cases.append(case)
+            for full_path, top_path in top_pairs:
+                if route_exists(full_path):
+                    summary = check_top(api.get(full_path), api.get(top_path))
+                    log(f"  top={API_TOP} vs full, {urlsplit(top_path).query[:60]}...: {summary}")
         finally:
             server.stop()
             meter.server = None
 
     if "raw" in phases:
-        log(f"Raw aggregates over {TABLE}: {args.runs} runs per case after 1 warm-up run")
+        raw_runs = args.raw_runs or args.runs
+        raw_warmup = 1 if raw_runs > 1 else 0
+        log(f"Raw aggregates over {TABLE}: {raw_runs} runs per case after {raw_warmup} warm-up run")
         match_failures = []
         with psycopg.connect(db, autocommit=True) as conn:
             for scope, tenant in scopes.items():
@@ -1218,8 +1399,8 @@ def main(argv=None) -> int:  # noqa: C901 - one linear script
                     for g in groupings:
                         ids = [tenant.pk] if tenant else None
                         case = Case("raw", f"raw: {scope}, {days} d, by {g or '-'}", scope, days, g)
-                        run_case(case, lambda i=ids, g=g, lo=lo, hi=hi: raw_spend(conn, g, i, lo, hi), runs=args.runs,
-                                 warmup=1, meter=meter, wait=args.wait_quiet)  # fmt: skip
+                        run_case(case, lambda i=ids, g=g, lo=lo, hi=hi: raw_spend(conn, g, i, lo, hi), runs=raw_runs,
+                                 warmup=raw_warmup, meter=meter, wait=args.wait_quiet)  # fmt: skip
                         raw_cases[(scope, days, g)] = case
                         rollup = next((c for c in cases if (c.tenant, c.days, c.group_by) == (scope, days, g)), None)
                         if rollup is not None and not same_answer(rollup.result, case.result):
@@ -1269,7 +1450,7 @@ def main(argv=None) -> int:  # noqa: C901 - one linear script
                                      {"start": lo, "end": hi, "tenants": ids})))  # fmt: skip
         if "day" in rollup_facts:
             slug, day, _, d = rollup_facts["day"]
-            heaviest = max(q for q in d["queries"] if q[1].lstrip().upper().startswith("SELECT"))
+            heaviest = max(q for q in d["queries"] if q[1].lstrip().upper().startswith(("SELECT", "INSERT")))
             explains.append((f"slowest query of rollup_recompute_day({slug}, {day})", explain(db, heaviest[1])))
 
     # --- report ---
@@ -1283,9 +1464,12 @@ def main(argv=None) -> int:  # noqa: C901 - one linear script
     for line in skew:
         print(f"- {line}")
     if meta.get("load_seconds"):
+        steps = ", ".join(f"{k[5:-8]} {float(v):.0f} s" for k, v in meta.items() if k.startswith("load_")
+                          and k.endswith("_seconds") and k != "load_seconds")  # fmt: skip
         print(f"- Load: {int(meta['loaded']):,} records in {float(meta['load_seconds']):.0f} s "
               f"({int(meta['loaded']) / float(meta['load_seconds']):,.0f}/s; other load "
-              f"{float(meta['load_background']):.0%}), INSERT ... SELECT per day, all indexes in place")  # fmt: skip
+              f"{float(meta['load_background']):.0%}; {steps}): INSERT ... SELECT per day straight into the "
+              f"table or its month's partition, {meta.get('load_jobs', 1)} connection(s), indexes after")  # fmt: skip
     print(f"- Ranges: 30 and 90 whole UTC days ending {q_end:%Y-%m-%d}; largest tenant {largest.slug} "
           f"({counts[largest.pk]:,} records), median {median.slug} ({counts[median.pk]:,})")  # fmt: skip
 
@@ -1374,6 +1558,14 @@ def main(argv=None) -> int:  # noqa: C901 - one linear script
     print("'other load': the share of the machine's CPU used during the case by processes other than this benchmark,"
           " its gunicorn and its PostgreSQL backends; figures taken under load overstate the latencies.")  # fmt: skip
     print(f"Total bench time: {(time.perf_counter() - bench_started) / 60:.0f} min")
+    if args.drop:
+        from django.db import connections
+
+        connections.close_all()
+        admin = urlunsplit(urlsplit(db)._replace(path="/postgres"))
+        with psycopg.connect(admin, autocommit=True) as conn:
+            conn.execute(sql.SQL("DROP DATABASE {} WITH (FORCE)").format(sql.Identifier(name)))
+        log(f"Dropped database {name}")
     return 1 if args.check and not ok else 0
 
 

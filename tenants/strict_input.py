@@ -42,6 +42,30 @@ def query_bool(params: QueryDict, name: str) -> bool | None:
     return value == "true"
 
 
+def _whole_number(raw: str, low: int, high: int) -> int | None:
+    """`raw` as an int when it is ASCII digits from `low` to `high`, else None. ASCII only: "²".isdigit()
+    is true and int("²") raises; int("١٠") is 10. The length first: int() refuses 4,301 digits or more
+    (leading zeros count)."""
+    if not (raw.isascii() and raw.isdigit()) or len(raw) > len(str(high)):
+        return None
+    value = int(raw)
+    return value if low <= value <= high else None
+
+
+def query_int(params: QueryDict, name: str, *, low: int, high: int) -> int | None:
+    """A whole number from `low` to `high` (None when absent); anything else is a 400: a sign, a
+    decimal point, an exponent, spaces, non-ASCII digits, a number out of range."""
+    raw = params.get(name)
+    if raw is None:
+        return None
+    value = _whole_number(raw, low, high)
+    if value is None:
+        raise _invalid(
+            name, f"A whole number from {low} to {high}.", f"{name} must be a whole number from {low} to {high}."
+        )
+    return value
+
+
 class StrictCursorPagination(CursorPagination):
     """A page size that is not a whole number from 1 to `max_page_size` is a 400, not the default."""
 
@@ -52,9 +76,10 @@ class StrictCursorPagination(CursorPagination):
         if raw is None:
             return self.page_size
         limit = self.max_page_size or self.page_size or 1
-        if not raw.isdigit() or not 1 <= int(raw) <= limit:
+        value = _whole_number(raw, 1, limit)
+        if value is None:
             raise _invalid("page_size", f"A whole number from 1 to {limit}.", f"page_size must be 1 to {limit}.")
-        return int(raw)
+        return value
 
 
 class StrictUUIDField(serializers.UUIDField):

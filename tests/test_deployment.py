@@ -383,3 +383,19 @@ def test_compose_restarts_a_worker_or_beat_that_dies():
     services = _compose()["services"]
     for name in ("web", "worker", "beat"):
         assert services[name].get("restart") in ("unless-stopped", "always"), name
+
+
+def test_gunicorn_workers_freeze_the_loaded_app_out_of_the_garbage_collectors_reach(monkeypatch, tmp_path):
+    """gunicorn.conf.py's post_worker_init: objects alive once the app is loaded are not walked by every
+    full collection a large request triggers (docs/performance.md, "Dashboards")."""
+    import gc
+    import runpy
+
+    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(tmp_path))  # the file sets it when unset: not here
+    conf = runpy.run_path(str(Path(settings.BASE_DIR) / "gunicorn.conf.py"))
+    gc.unfreeze()
+    try:
+        conf["post_worker_init"](None)
+        assert gc.get_freeze_count() > 0
+    finally:
+        gc.unfreeze()

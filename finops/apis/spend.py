@@ -1,5 +1,6 @@
 import io
 from datetime import UTC, datetime, time, timedelta
+from decimal import Decimal
 from typing import Any
 
 import orjson
@@ -13,13 +14,16 @@ from rest_framework.response import Response
 
 from finops.measures import MEASURES
 from finops.pricing import nanos_to_usd
-from finops.selectors.spend import SpendGroup, SpendPoint, SpendQuery, spend_query
+from finops.selectors.spend import SpendGroup, SpendPoint, SpendQuery, SpendResult, spend_query
 from tenants.csv_safe import csv_writer
 from tenants.errors import ApplicationError
 from tenants.scoping import TenantScopedAPIView
+from tenants.strict_input import query_int
 
 _FILTERS = ("workflow", "model", "tier", "environment")
 _MEASURES = tuple(m for m in MEASURES if m != "cost_nanos")  # cost is reported in USD, as cost_usd
+TOP_MAX = 100  # ?top=: more series than this is no longer a summary (leave `top` out for all of them)
+REST = "(rest)"  # the CSV's label of the rest row (JSON marks the rest with "key": null)
 
 
 def _parse_when(value: str | None, name: str, default: datetime) -> datetime:
@@ -116,16 +120,36 @@ class SpendApi(TenantScopedAPIView):
                 OpenApiTypes.STR,
                 description="Tenant slug (platform keys and operators; omit for all tenants).",
             ),
+            OpenApiParameter(
+                "top",
+                {"type": "integer", "minimum": 1, "maximum": TOP_MAX},
+                description=(
+                    "With group_by: only the N costliest groups over the range, in groups and in the series, "
+                    "plus one rest group (key null) and one rest point per bucket carrying the sum of the "
+                    "others. Totals are unchanged."
+                ),
+            ),
         ],
         responses={200: OpenApiTypes.OBJECT},
     )
     def get(self, request, as_csv: bool = False):
         query = spend_query_from_params(request.query_params)
+        top = query_int(request.query_params, "top", low=1, high=TOP_MAX)
+        if top is not None and not query.group_by:
+            raise ApplicationError(
+                "invalid", "top needs group_by: it keeps the costliest groups.", details={"top": ["Needs group_by."]}
+            )
         tenant = self.scope.tenant
-        result = spend_query(scope=self.scope, query=query)
         dims = query.group_by
-        if as_csv:
-            return _csv(result, dims, tenant.slug if tenant else "all-tenants")
+        if as_csv:  # groups and totals only: no series
+            result = spend_query(scope=self.scope, query=query, series_top=0)
+            return _csv(result, dims, tenant.slug if tenant else "all-tenants", top)
+        result = spend_query(scope=self.scope, query=query, top_groups=top)
+        groups = [{**_group_json(g, dims), "share": f"{g.share:.4f}"} for g in result.groups[:top]]
+        rest = _rest(result, top) if top else None
+        if rest is not None:
+            rest_json = {"key": None, **_group_json(rest, ()), "share": f"{rest.share:.4f}"}
+            groups.append({**rest_json, "rest_groups": len(result.groups) - (top or 0)})
         return Response(
             {
                 "tenant": tenant.slug if tenant else None,
@@ -133,20 +157,32 @@ class SpendApi(TenantScopedAPIView):
                 "end": query.end,
                 "granularity": query.granularity,
                 "group_by": list(dims),
+                "top": top,
                 "currency": "USD",
                 "source": result.source,
                 "totals": _group_json(result.totals, ()),
-                "groups": [{**_group_json(g, dims), "share": f"{g.share:.4f}"} for g in result.groups],
+                "groups": groups,
                 "series": _series_json(result.series, dims),
             }
         )
+
+
+def _rest(result: SpendResult, top: int) -> SpendGroup | None:
+    """The groups after the first `top`, summed (None when there are none): the rest of the totals."""
+    totals, others = result.totals, result.groups[top:]
+    if not others:
+        return None
+    rest = SpendGroup(key=(), **{m: sum(getattr(g, m) for g in others) for m in MEASURES})
+    rest.share = Decimal(rest.cost_nanos) / totals.cost_nanos if totals.cost_nanos else Decimal(0)
+    return rest
 
 
 def _series_json(series: list[SpendPoint], dims: tuple[str, ...]) -> list[dict]:
     # Up to ~20,000 points (90 days x 200 workflows): each bucket is formatted once, as DRF's encoder
     # would format it, and each key's object is built once and shared by its points.
     text = {b: _iso(b) for b in {p.bucket for p in series}}
-    keys = {k: dict(zip(dims, k, strict=True)) for k in {p.key for p in series}}
+    # The key () is the rest (top=N): null. Without group_by every point's key is () and reads {}.
+    keys = {k: dict(zip(dims, k, strict=True)) if k or not dims else None for k in {p.key for p in series}}
     return [
         {
             "bucket": text[p.bucket],
@@ -164,12 +200,18 @@ def _iso(when: datetime) -> str:
     return text[:-6] + "Z" if text.endswith("+00:00") else text
 
 
-def _csv(result, dims: tuple[str, ...], scope: str) -> HttpResponse:
+def _csv(result: SpendResult, dims: tuple[str, ...], scope: str, top: int | None) -> HttpResponse:
+    rest = _rest(result, top) if top else None
     out = io.StringIO()
     writer = csv_writer(out)
     writer.writerow([*dims, *_MEASURES, "cost_usd", "share"])
-    for g in result.groups:
+    for g in result.groups[:top]:
         writer.writerow([*g.key, *(getattr(g, m) for m in _MEASURES), nanos_to_usd(g.cost_nanos), f"{g.share:.4f}"])
+    if rest is not None:
+        writer.writerow(
+            [REST, *[""] * (len(dims) - 1), *(getattr(rest, m) for m in _MEASURES), nanos_to_usd(rest.cost_nanos),
+             f"{rest.share:.4f}"]
+        )  # fmt: skip
     t = result.totals
     writer.writerow(
         [
