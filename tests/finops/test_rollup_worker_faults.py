@@ -170,7 +170,10 @@ def test_a_worker_killed_mid_rollup_leaves_the_task_to_be_delivered_again_and_ro
         waiting_pid = wait_until(
             "the worker waiting for the day's all-tenant lock",
             lambda: holder.execute(
-                "SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND NOT granted AND classid = %s AND objid = %s",
+                # This database only: advisory locks are per database, and in a parallel run another worker's
+                # copy of this test waits on the same key in its own test database.
+                "SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND NOT granted AND classid = %s AND objid = %s"
+                " AND database = (SELECT oid FROM pg_database WHERE datname = current_database())",
                 [_ALL_TENANTS_LOCK, last_day.toordinal()],
             ).fetchone(),
             timeout=90,
