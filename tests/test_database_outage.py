@@ -14,7 +14,6 @@ import select
 import socket
 import threading
 import time
-from contextlib import contextmanager
 
 import pytest
 from django.db import close_old_connections, connection
@@ -22,6 +21,8 @@ from django.db.models import Sum
 
 from budgets.models import Budget, BudgetWindow, Reservation
 from finops.models import UsageRecord
+
+from .test_database_faults import database_at
 
 
 @pytest.fixture(autouse=True)
@@ -144,21 +145,10 @@ class TcpProxy:
             sock.close()
 
 
-@contextmanager
 def database_through(proxy: TcpProxy):
     """The app's connection goes through the proxy meanwhile (a 1 s connect timeout, as a web process
     would set a short one)."""
-    connection.close()
-    saved = dict(connection.settings_dict)
-    connection.settings_dict.update(HOST="127.0.0.1", PORT=str(proxy.port))
-    connection.settings_dict["OPTIONS"] = {**saved["OPTIONS"], "connect_timeout": 1}
-    try:
-        yield
-    finally:
-        connection.close()
-        connection.settings_dict.clear()
-        connection.settings_dict.update(saved)
-    connection.ensure_connection()
+    return database_at(proxy.port)
 
 
 def _post(client, path: str, body: dict):
