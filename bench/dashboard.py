@@ -424,6 +424,24 @@ def create_dimensions(plan: Plan, start: datetime, end: datetime, seed: int) -> 
     return {"tenants": tenants, "workflows": workflows}
 
 
+def open_bench_database(db: str, *, records: int, seed: int, reuse: bool) -> dict[str, str] | None:
+    """Recreate and migrate the bench database, or with `reuse` keep a complete earlier load of the same
+    records and seed (its meta row, returned). Django is set up on it either way."""
+    name = urlsplit(db).path.lstrip("/")
+    meta = meta_get(db) if reuse else None
+    if reuse and (meta is None or int(meta["records"]) != records or int(meta["seed"]) != seed):
+        raise SystemExit(f"--reuse: {name} does not hold a complete load of {records:,} records "
+                         f"(seed {seed}); run without --reuse first")  # fmt: skip
+    if meta is None:
+        log(f"Recreating database {name} and migrating")
+        recreate_database(db)
+    django_setup(db)
+    from django.core.management import call_command
+
+    call_command("migrate", verbosity=0, interactive=False)
+    return meta
+
+
 def meta_get(db: str) -> dict[str, str] | None:
     try:
         with psycopg.connect(db, autocommit=True) as conn:
@@ -1174,18 +1192,7 @@ def main(argv=None) -> int:  # noqa: C901 - one linear script
     bench_started = time.perf_counter()
     plan = make_plan(args.seed)
 
-    meta = meta_get(db) if args.reuse else None
-    if args.reuse and (meta is None or int(meta["records"]) != args.records or int(meta["seed"]) != args.seed):
-        raise SystemExit(f"--reuse: {name} does not hold a complete load of {args.records:,} records "
-                         f"(seed {args.seed}); run without --reuse first")  # fmt: skip
-
-    if meta is None:
-        log(f"Recreating database {name} and migrating")
-        recreate_database(db)
-    django_setup(db)
-    from django.core.management import call_command
-
-    call_command("migrate", verbosity=0, interactive=False)
+    meta = open_bench_database(db, records=args.records, seed=args.seed, reuse=args.reuse)
     from tenants.models import Tenant
 
     facts = machine_facts(db)

@@ -50,10 +50,11 @@ from bench.dashboard import (  # noqa: E402 - after the sys.path line above
     make_plan,
     meta_get,
     meta_set,
+    open_bench_database,
     profile_recompute_day,
     vacuum,
 )
-from bench.ingest import BenchError, django_setup, log, machine_facts, recreate_database  # noqa: E402
+from bench.ingest import BenchError, log, machine_facts  # noqa: E402
 
 TARGET_SPEEDUP = 2.0
 # Every column but the id, per table: what "the same rows" means.
@@ -160,17 +161,7 @@ def main(argv=None) -> int:  # noqa: C901 - one linear script
     name = urlsplit(db).path.lstrip("/")
     if "bench" not in name:
         raise SystemExit(f"Refusing to use database {name!r}: the bench database's name must contain 'bench'.")
-    meta = meta_get(db) if args.reuse else None
-    if args.reuse and (meta is None or int(meta["records"]) != args.records or int(meta["seed"]) != args.seed):
-        raise SystemExit(f"--reuse: {name} does not hold a complete load of {args.records:,} records "
-                         f"(seed {args.seed}); run without --reuse first")  # fmt: skip
-    if meta is None:
-        log(f"Recreating database {name} and migrating")
-        recreate_database(db)
-    django_setup(db)
-    from django.core.management import call_command
-
-    call_command("migrate", verbosity=0, interactive=False)
+    meta = open_bench_database(db, records=args.records, seed=args.seed, reuse=args.reuse)
     for fact, value in machine_facts(db):
         log(f"{fact}: {value}")
     meter = DashboardCpuMeter(db)
