@@ -36,8 +36,8 @@ run: install .env
 	exec env $(LOCAL_ENV) HOST=$(HOST) PORT=$(PORT) $(PY) manage.py serve
 
 # pytest exits 5 when it collected no test; that must fail like any other non-zero exit.
-# --dist loadgroup: tests marked xdist_group(name) run on one worker, one after the other (the browser
-# tests, the fresh-clone newcomer tests); every other test goes to whichever worker is free.
+# --dist loadgroup: each group of GROUPS in tests/workers.py (the browser tests, the fresh-clone newcomer
+# tests) runs whole on one worker; every other test goes to whichever worker is free.
 test: install
 	@$(VENV)/bin/pytest -n $(PYTEST_WORKERS) --dist loadgroup $(PYTEST_ARGS); rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "make test: pytest collected no tests: failing." >&2; fi; \
