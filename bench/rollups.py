@@ -176,7 +176,7 @@ def main(argv=None) -> int:  # noqa: C901 - one linear script
         create_dimensions(plan, start, end, args.seed)
         meta_set(db, {"records": "0", "seed": str(args.seed), "start": start.isoformat(), "end": end.isoformat()})
         log(f"Loading {args.records:,} records (bench/dashboard.py's generator, INSERT ... SELECT per day)")
-        loaded, seconds = load_records(db, args.records, start, end - timedelta(hours=1))
+        loaded, seconds, _phases = load_records(db, args.records, start, end - timedelta(hours=1))
         log(f"  loaded {loaded:,} records in {seconds:.0f} s; VACUUM ANALYZE: {vacuum(db, [TABLE]):.0f} s")
         meta_set(db, {"records": str(args.records), "loaded": str(loaded)})
         meta = meta_get(db)
