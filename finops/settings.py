@@ -91,8 +91,16 @@ DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
 DB_PREPARED_STATEMENTS = env.bool("DB_PREPARED_STATEMENTS", default=True)
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # WAL lets the web server read while the worker writes; the timeout waits out short write locks.
+    # IMMEDIATE: a transaction takes the write lock when it begins, so it waits (up to the timeout) for
+    # another process's write instead of failing at once with "database is locked" when it reads first
+    # and then writes (SQLite does not apply the busy timeout to that upgrade). Seen with `seed_demo`'s
+    # window reconciliation while `make run`'s worker was writing.
     DATABASES["default"].setdefault("OPTIONS", {}).update(
-        {"timeout": 20, "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;"}
+        {
+            "timeout": 20,
+            "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
+            "transaction_mode": "IMMEDIATE",
+        }
     )
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
