@@ -3,17 +3,17 @@ from datetime import UTC, datetime, time, timedelta
 from decimal import Decimal
 from typing import Any
 
-import orjson
 from django.http import HttpResponse
 from django.utils import timezone
 from drf_spectacular.openapi import AutoSchema
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema
-from rest_framework.renderers import BrowsableAPIRenderer, JSONRenderer
+from rest_framework.renderers import BrowsableAPIRenderer
 from rest_framework.response import Response
 
 from finops.measures import MEASURES
 from finops.pricing import nanos_to_usd
+from finops.renderers import OrjsonRenderer
 from finops.selectors.spend import SpendGroup, SpendPoint, SpendQuery, SpendResult, spend_query
 from tenants.csv_safe import csv_writer
 from tenants.errors import ApplicationError
@@ -61,17 +61,6 @@ def _group_json(group: SpendGroup, dims: tuple[str, ...]) -> dict:
     return body
 
 
-class SpendJSONRenderer(JSONRenderer):
-    """DRF's JSON, written by orjson: 90 days by workflow for all tenants is 2 MB of JSON, about 60 ms
-    in the standard library's encoder and 6 ms in orjson. Dates, decimals and anything else orjson
-    does not write natively go through DRF's encoder, so the output is the same."""
-
-    def render(self, data, accepted_media_type=None, renderer_context=None) -> bytes:
-        if data is None:
-            return b""
-        return orjson.dumps(data, default=self.encoder_class().default, option=orjson.OPT_PASSTHROUGH_DATETIME)
-
-
 class _SpendSchema(AutoSchema):
     """One view serves /spend and /spend.csv: each path gets its own operationId and media type."""
 
@@ -95,7 +84,7 @@ class SpendApi(TenantScopedAPIView):
 
     schema = _SpendSchema()
 
-    renderer_classes = [SpendJSONRenderer, BrowsableAPIRenderer]
+    renderer_classes = [OrjsonRenderer, BrowsableAPIRenderer]
     tenant_required = False  # platform keys and operators may read across all tenants
     repeatable_query_params = _FILTERS  # ?model=a&model=b
 
