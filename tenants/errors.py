@@ -17,6 +17,7 @@ from rest_framework.response import Response
 logger = logging.getLogger(__name__)
 
 DATABASE_RETRY_AFTER_SECONDS = 5  # what a 503 for a database that is down asks clients to wait
+DATABASE_UNAVAILABLE = ("database_unavailable", "The database is not answering; retry shortly.")
 
 
 class ApplicationError(Exception):
@@ -85,12 +86,7 @@ def api_exception_handler(exc: Exception, context: dict) -> Response | None:
     if isinstance(exc, OperationalError | InterfaceError):
         # The database is down or unreachable: a known failure, so a 503 the client may retry.
         logger.error("database unavailable: %s", exc)
-        return error_response(
-            "database_unavailable",
-            "The database is not answering; retry shortly.",
-            503,
-            headers={"Retry-After": str(DATABASE_RETRY_AFTER_SECONDS)},
-        )
+        return error_response(*DATABASE_UNAVAILABLE, 503, headers={"Retry-After": str(DATABASE_RETRY_AFTER_SECONDS)})
     if isinstance(exc, DataError):
         # A value the database cannot hold (NUL in text, a number out of range) that validation let through.
         logger.warning("value refused by the database: %s", exc)
@@ -154,10 +150,8 @@ def api_aware_server_error(request):
         logger.error("database unavailable: %s", sys.exc_info()[1])
         retry = {"Retry-After": str(DATABASE_RETRY_AFTER_SECONDS)}
         if request.path_info.startswith("/api/"):
-            body = {
-                "error": {"code": "database_unavailable", "message": "The database is not answering; retry shortly."}
-            }
-            return JsonResponse(body, status=503, headers=retry)
+            code, message = DATABASE_UNAVAILABLE
+            return JsonResponse({"error": {"code": code, "message": message}}, status=503, headers=retry)
         return HttpResponse(loader.get_template("503.html").render(), status=503, headers=retry)
     if request.path_info.startswith("/api/"):
         body = {"error": {"code": "server_error", "message": "An unexpected error; it has been logged."}}
