@@ -52,7 +52,9 @@ def learn_safety_factors() -> dict:
 
 @shared_task(**_RETRY)
 def reconcile_windows() -> dict:
-    return windows_reconcile()
+    # Each window takes turns anyway (reconcile.py); a second copy (two beats) would redo every sum.
+    with single_run("reconcile-budget-windows") as mine:
+        return windows_reconcile() if mine else {"skipped": "another reconciliation is running"}
 
 
 @shared_task(acks_late=True)

@@ -35,3 +35,20 @@ def single_run(name: str) -> Iterator[bool]:
         if held:
             with connection.cursor() as cursor:
                 cursor.execute("SELECT pg_advisory_unlock(%s)", [_key(name)])
+
+
+@contextmanager
+def taking_turns(name: str) -> Iterator[None]:
+    """Waits until no other process holds the lock named `name`, and holds it until the block ends: for
+    work that must not overlap a copy of itself but must not be skipped either (reconciling one budget
+    window). Nothing else waits for it: it is not a row lock. No-op on SQLite, whose writers take turns."""
+    if connection.vendor != "postgresql":
+        yield
+        return
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_advisory_lock(%s)", [_key(name)])
+    try:
+        yield
+    finally:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_advisory_unlock(%s)", [_key(name)])
