@@ -229,12 +229,17 @@ class Celery:
 class Meter(CpuMeter):
     """bench/ingest.py's meter, with the Celery processes counted as ours."""
 
-    def __init__(self, db: str, server: Server, celery: Celery):
+    def __init__(self, db: str, server: Server, celery: Celery, preflight_server: Server | None = None):
         super().__init__(db, server)
         self.celery = celery
+        self.preflight_server = preflight_server
 
     def _our_pids(self) -> set[int]:
-        return super()._our_pids() | self.celery.pids()
+        pids = super()._our_pids() | self.celery.pids()
+        extra = self.preflight_server
+        if extra is not None and extra.process is not None:
+            pids |= {extra.process.pid, *extra.worker_pids()}
+        return pids
 
 
 # --- the clients --------------------------------------------------------------------------------------
@@ -403,12 +408,15 @@ class SingleRecords(Op):
 
 
 class PreflightSettle(Op):
-    """A preflight, then its usage with the reservation_id (the settle), or a release."""
+    """A preflight, then its usage with the reservation_id (the settle), or a release. Preflights and
+    releases go to `port`, the settles to `settle_port` (the ingest server, as a service posts its usage)."""
 
     name = "preflight"
 
-    def __init__(self, port, rate, clients, keys):
+    def __init__(self, port, rate, clients, keys, settle_port):
         super().__init__(port, rate, clients)
+        self.settle_port = settle_port
+        self.local = threading.local()  # each client thread's connection to the settle server
         self.headers = [_headers(k) for k in keys]
         self.sent = {f"P{c}": 0 for c in range(clients)}
         self.settle_tick_lock = threading.Lock()
@@ -453,7 +461,12 @@ class PreflightSettle(Op):
             "reservation_id": reservation,
         }
         self.sent[prefix] += 1
-        _, seconds = self.post_records(conn, orjson.dumps(usage), headers, 1, "settle", timed=False)
+        settle_conn = conn
+        if self.settle_port != self.port:
+            settle_conn = getattr(self.local, "conn", None)
+            if settle_conn is None:
+                settle_conn = self.local.conn = Connection("127.0.0.1", self.settle_port, timeout=60)
+        _, seconds = self.post_records(settle_conn, orjson.dumps(usage), headers, 1, "settle", timed=False)
         with self.settle_tick_lock:
             self.settles.append(seconds)
 
@@ -726,10 +739,11 @@ def check_windows(celery: Celery) -> tuple[bool, list[str]]:
     return ok, lines
 
 
-def log_problems(server: Server, celery: Celery) -> list[str]:
+def log_problems(server: Server, celery: Celery, preflight_server: Server | None) -> list[str]:
     lines = []
     for name, text in (
         ("gunicorn", server.log_tail(100_000)),
+        ("preflight gunicorn", preflight_server.log_tail(100_000) if preflight_server else ""),
         ("worker", celery.log("worker")),
         ("beat", celery.log("beat")),
     ):
@@ -796,6 +810,9 @@ def parse_args(argv=None):
     p.add_argument("--pages", type=float, default=0.5, help="dashboard pages per second (default %(default)s)")
     p.add_argument("--spend", type=float, default=2, help="spend API calls per second (default %(default)s)")
     p.add_argument("--workers", type=int, default=2 * (os.cpu_count() or 1), help="gunicorn sync workers (2 x cores)")
+    p.add_argument("--preflight-workers", type=int, default=2,
+                   help="sync workers of a second gunicorn serving only preflights and releases, so they never\n"
+                        "queue behind ingest batches (docs/scaling.md); 0 = one gunicorn (default 2)")  # fmt: skip
     p.add_argument("--progress", type=float, default=10, help="seconds between progress lines (default 10)")
     p.add_argument("--drain-seconds", type=float, default=300, help="wait this long for the worker's rollups")
     p.add_argument("--wait-quiet", type=float, default=60, help="wait up to this long for a quiet machine first")
@@ -805,6 +822,12 @@ def parse_args(argv=None):
     if args.quick:
         args.seconds, args.ceiling_seconds = min(args.seconds, 60), min(args.ceiling_seconds, 10)
     return args
+
+
+def _preflight_server_text(args) -> str:
+    if not args.preflight_workers:
+        return "preflights on the same gunicorn"
+    return f"preflights on a second gunicorn ({args.preflight_workers} sync workers)"
 
 
 def main(argv=None) -> int:
@@ -831,10 +854,19 @@ def main(argv=None) -> int:
     workdir = Path(tempfile.mkdtemp(prefix="bench-load-"))
     server = Server(workers=args.workers, worker_class="sync", threads=1, log_path=workdir / "gunicorn.log")
     server.argv += ["--backlog", "2048"]
+    preflight_server = None
+    if args.preflight_workers:
+        preflight_server = Server(
+            workers=args.preflight_workers, worker_class="sync", threads=1, log_path=workdir / "gunicorn-preflight.log"
+        )
+        preflight_server.argv += ["--backlog", "2048"]
     celery = Celery(workdir)
-    meter = Meter(db, server, celery)
-    log(f"Starting gunicorn ({args.workers} sync workers), a Celery worker (prefork, 2) and beat; logs in {workdir}")
+    meter = Meter(db, server, celery, preflight_server)
+    log(f"Starting gunicorn ({args.workers} sync workers), {_preflight_server_text(args)}, a Celery worker "
+        f"(prefork, 2) and beat; logs in {workdir}")  # fmt: skip
     server.start()
+    if preflight_server is not None:
+        preflight_server.start()
     phases: list[Phase] = []
     try:
         celery.start()
@@ -879,7 +911,13 @@ def main(argv=None) -> int:
         ops = [
             IngestBatches(server.port, batch_rate, args.ingest_clients, keys, pool, "B"),
             SingleRecords(server.port, args.singles, 2, keys, pool),
-            PreflightSettle(server.port, args.preflights, args.preflight_clients, keys),
+            PreflightSettle(
+                preflight_server.port if preflight_server else server.port,
+                args.preflights,
+                args.preflight_clients,
+                keys,
+                settle_port=server.port,
+            ),
             Reads(
                 server.port,
                 args.pages,
@@ -903,16 +941,19 @@ def main(argv=None) -> int:
         records_ok, record_lines = check_records(db, sent)
         rollups_ok, rollup_lines = check_rollups(db)
         windows_ok, window_lines = check_windows(celery)
-        problems = log_problems(server, celery)
+        problems = log_problems(server, celery, preflight_server)
         alive = celery.alive()
     finally:
         celery.stop()
         server.stop()
+        if preflight_server is not None:
+            preflight_server.stop()
 
     print(f"\n## Mixed load: {args.seconds:g} s at {args.share:.0%} of the ingest ceiling\n")
     for name, value in facts:
         print(f"- {name}: {value}")
-    print(f"- Server: gunicorn, {args.workers} sync workers; Celery worker (prefork, 2 processes) and beat; "
+    print(f"- Server: gunicorn, {args.workers} sync workers; {_preflight_server_text(args)}; "
+          f"Celery worker (prefork, 2 processes) and beat; "
           f"Redis for the cache and the broker")  # fmt: skip
     print(f"- Ingest ceiling: {ceiling:,.0f} records/s ({'measured in this run' if not args.ingest_rate else 'given'});"
           f" mix target {target:,.0f} records/s")  # fmt: skip
