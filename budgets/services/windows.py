@@ -126,7 +126,8 @@ def windows_open(
                 BudgetWindow(
                     budget_id=b.id, starts_at=start, ends_at=end, soft_limit=b.soft_limit, hard_limit=b.hard_limit
                 )
-                for b, start, end in missing
+                # In key order, like every write here: two openers of the same windows wait, never deadlock.
+                for b, start, end in sorted(missing, key=lambda m: (m[0].id, m[1]))
             ],
             ignore_conflicts=True,
         )

@@ -59,9 +59,12 @@ def day_bounds(day: date) -> tuple[datetime, datetime]:
 
 
 def rollup_mark_dirty(*, pairs: Iterable[tuple[int, date]]) -> None:
-    """Mark (tenant_id, UTC day) pairs for recomputation; one statement however many pairs."""
+    """Mark (tenant_id, UTC day) pairs for recomputation; one statement however many pairs.
+
+    In key order: two ingest batches marking the same days in different orders would each lock a row
+    the other wants next and one would fail with a deadlock (bench/load.py found it: a 503 per minute)."""
     now = timezone.now()
-    rows = [RollupDirtyDay(tenant_id=t, day=d, marked_at=now) for t, d in set(pairs)]
+    rows = [RollupDirtyDay(tenant_id=t, day=d, marked_at=now) for t, d in sorted(set(pairs))]
     if rows:
         RollupDirtyDay.objects.bulk_create(
             rows, update_conflicts=True, unique_fields=["tenant", "day"], update_fields=["marked_at"]
