@@ -150,6 +150,41 @@ def _finops_readings() -> Iterable[Metric]:
         yield queue
 
 
+# Counting the default partition stops here: a scrape stays cheap even when it has filled up.
+DEFAULT_PARTITION_COUNT_CAP = 1_000_000
+
+
+def _partition_readings() -> Iterable[Metric]:
+    """The usage table's monthly partitions (PostgreSQL): rows that landed in the default partition (a
+    month without its own: they are stored, but the daily maintenance job has not run or has failed) and
+    how many months ahead of the current one have a partition (USAGE_PARTITIONS_AHEAD after each run)."""
+    from django.db import connection
+    from django.utils import timezone
+
+    from finops.services.partitions import DEFAULT_PARTITION, month_start, partition_months, partitioned
+
+    if not partitioned():
+        return
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"SELECT count(*) FROM (SELECT 1 FROM {DEFAULT_PARTITION} LIMIT %s) rows", [DEFAULT_PARTITION_COUNT_CAP]
+        )
+        in_default = cursor.fetchone()[0]
+    this_month = month_start(timezone.now().date())
+    ahead = sum(1 for month in partition_months() if month > this_month)
+    default = GaugeMetricFamily(
+        "tokenspend_usage_default_partition_rows",
+        "Usage records in the default partition, months without their own (counted up to 1,000,000).",
+    )
+    default.add_metric([], in_default)
+    yield default
+    months = GaugeMetricFamily(
+        "tokenspend_usage_partitions_ahead_months", "Months after the current one that have a usage partition."
+    )
+    months.add_metric([], ahead)
+    yield months
+
+
 def celery_queue_depth(queue: str = "celery") -> int | None:
     """Messages waiting in the broker's default queue: a Redis list, or the filesystem broker's files."""
     from django.conf import settings
@@ -171,3 +206,4 @@ def celery_queue_depth(queue: str = "celery") -> int | None:
 
 
 scrape_reader_register(_finops_readings)
+scrape_reader_register(_partition_readings)

@@ -106,6 +106,18 @@ def usage_partitions(*, exact: bool = False, progress: Callable[[str], None] | N
     return sorted(found, key=lambda p: (p.month is None, p.month or date.min))
 
 
+def partition_months() -> list[date]:
+    """The months that have their own partition, oldest first (no counting, no sizes: cheap)."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid "
+            "WHERE i.inhparent = %s::regclass",
+            [TABLE],
+        )
+        names = [row[0] for row in cursor.fetchall()]
+    return sorted(date(int(m[1]), int(m[2]), 1) for m in map(_MONTH_NAME.match, names) if m)
+
+
 def usage_partition_create(month: date) -> str:
     """Create the partition of `month` (any day in it), moving its rows out of the default partition."""
     with connection.cursor() as cursor:

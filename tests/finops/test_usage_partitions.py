@@ -99,6 +99,27 @@ def test_a_record_of_a_month_without_partition_lands_in_the_default_and_is_moved
     assert UsageRecord.objects.filter(tenant=tenant_a).count() == 3
 
 
+@pytest.mark.django_db
+def test_metrics_show_rows_in_the_default_partition_and_months_ahead(postgres_only, tenant_a, catalog, settings):
+    from tests.finops.test_metrics import TOKEN, scrape, value
+
+    settings.METRICS_ACCESS, settings.METRICS_TOKEN = "token", TOKEN
+    usage_partitions_maintain(ahead=2, retention_months=0)
+    before = scrape()
+    assert value(before, "tokenspend_usage_default_partition_rows") == 0
+    assert value(before, "tokenspend_usage_partitions_ahead_months") >= 2
+    # A month far ahead without a partition (the maintenance job not run): stored, and the gauge says so.
+    at = datetime(2034, 7, 1, tzinfo=UTC)
+    assert usage_ingest(records=_records("far", 2, at=at), bound_tenant=tenant_a, now=at).count(ACCEPTED) == 2
+    assert value(scrape(), "tokenspend_usage_default_partition_rows") == 2
+    usage_partitions_maintain(now=at, ahead=0, retention_months=0)
+    after = scrape()
+    assert value(after, "tokenspend_usage_default_partition_rows") == 0
+    assert value(after, "tokenspend_usage_partitions_ahead_months") > value(
+        before, "tokenspend_usage_partitions_ahead_months"
+    )
+
+
 # --- idempotency across months and concurrent batches -----------------------------------------------------------
 
 
