@@ -46,6 +46,7 @@ import tempfile
 import threading
 import time
 from collections import Counter, defaultdict
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -409,14 +410,18 @@ class SingleRecords(Op):
 
 class PreflightSettle(Op):
     """A preflight, then its usage with the reservation_id (the settle), or a release. Preflights and
-    releases go to `port`, the settles to `settle_port` (the ingest server, as a service posts its usage)."""
+    releases go to `port`, the settles to `settle_port` (the ingest server, as a service posts its usage)
+    from `settlers` threads of their own, as a service posts usage after its call returns: a slow settle
+    does not hold up the next preflight, so preflights keep their schedule."""
 
     name = "preflight"
 
-    def __init__(self, port, rate, clients, keys, settle_port):
+    def __init__(self, port, rate, clients, keys, settle_port, settlers=8):
         super().__init__(port, rate, clients)
         self.settle_port = settle_port
-        self.local = threading.local()  # each client thread's connection to the settle server
+        self.settlers = settlers
+        self.settle_pool: ThreadPoolExecutor | None = None  # created in the op's own process
+        self.local = threading.local()  # each settle thread's connection to the settle server
         self.headers = [_headers(k) for k in keys]
         self.sent = {f"P{c}": 0 for c in range(clients)}
         self.settle_tick_lock = threading.Lock()
@@ -461,16 +466,27 @@ class PreflightSettle(Op):
             "reservation_id": reservation,
         }
         self.sent[prefix] += 1
-        settle_conn = conn
-        if self.settle_port != self.port:
-            settle_conn = getattr(self.local, "conn", None)
-            if settle_conn is None:
-                settle_conn = self.local.conn = Connection("127.0.0.1", self.settle_port, timeout=60)
-        _, seconds = self.post_records(settle_conn, orjson.dumps(usage), headers, 1, "settle", timed=False)
+        with self.settle_tick_lock:
+            if self.settle_pool is None:
+                self.settle_pool = ThreadPoolExecutor(self.settlers, thread_name_prefix="settle")
+        self.settle_pool.submit(self.settle, orjson.dumps(usage), headers)
+
+    def settle(self, body: bytes, headers: dict) -> None:
+        conn = getattr(self.local, "conn", None)
+        if conn is None:
+            conn = self.local.conn = Connection("127.0.0.1", self.settle_port, timeout=60)
+        try:
+            _, seconds = self.post_records(conn, body, headers, 1, "settle", timed=False)
+        except Exception as exc:  # noqa: BLE001 - an error of the bench client, counted and shown
+            conn.close()
+            self.record(None, error=f"settle client: {exc!r}")
+            return
         with self.settle_tick_lock:
             self.settles.append(seconds)
 
     def flush(self, results, final=False):
+        if final and self.settle_pool is not None:
+            self.settle_pool.shutdown(wait=True)  # every settle posted before the books are counted
         super().flush(results, final)
         if final:
             results.put(("settle", self.settles, dict(self.decisions)))
@@ -807,6 +823,7 @@ def parse_args(argv=None):
     p.add_argument("--singles", type=float, default=20, help="single-record POSTs per second (default %(default)s)")
     p.add_argument("--preflights", type=float, default=100, help="preflights (each settled) per second (default 100)")
     p.add_argument("--preflight-clients", type=int, default=4)
+    p.add_argument("--settlers", type=int, default=8, help="threads posting the preflights' usage (default 8)")
     p.add_argument("--pages", type=float, default=0.5, help="dashboard pages per second (default %(default)s)")
     p.add_argument("--spend", type=float, default=2, help="spend API calls per second (default %(default)s)")
     p.add_argument("--workers", type=int, default=2 * (os.cpu_count() or 1), help="gunicorn sync workers (2 x cores)")
@@ -917,6 +934,7 @@ def main(argv=None) -> int:
                 args.preflight_clients,
                 keys,
                 settle_port=server.port,
+                settlers=args.settlers,
             ),
             Reads(
                 server.port,
