@@ -254,3 +254,63 @@ def test_the_command_lists_partitions_with_rows_and_creates_a_month(postgres_onl
     assert "raw retention: off" in text and ", 2 rows," in text
     with pytest.raises(CommandError, match="YYYY-MM"):
         call_command("usage_partitions", "--create", "2034-13", stdout=StringIO())
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize("stray", [False, True], ids=["empty-default", "rows-to-move"])
+def test_ingest_into_a_month_whose_partition_is_being_created_loses_nothing(postgres_only, tenant_a, catalog, stray):
+    """The maintenance job creates a month's partition (and moves that month's rows out of the default
+    partition) while a batch of the same month arrives: the batch waits for the partition's lock, then
+    is stored in the new partition, all of it, without an error."""
+    import psycopg
+
+    month = date(2036, 5 if stray else 4, 1)  # one month per case, dropped at the end (--reuse-db keeps DDL)
+    name = f"finops_usagerecord_p{month:%Y_%m}"
+    at = datetime(month.year, month.month, 15, 12, tzinfo=UTC)
+    if stray:  # rows of the month already in the default partition: the function's move-then-attach path
+        assert usage_ingest(records=_records("early", 3, at=at), bound_tenant=tenant_a, now=at).count(ACCEPTED) == 3
+    settings_dict = connection.settings_dict
+    creator = psycopg.connect(
+        dbname=settings_dict["NAME"],
+        user=settings_dict["USER"],
+        host=settings_dict["HOST"] or None,
+        port=settings_dict["PORT"] or None,
+        password=settings_dict["PASSWORD"] or None,
+    )
+    try:
+        assert creator.execute("SELECT to_regclass(%s)", [name]).fetchone()[0] is None
+        creator.execute("SELECT finops_usage_month_partition(%s)", [month])  # holds its locks
+
+        def send():
+            try:
+                return usage_ingest(records=_records("during", 50, at=at), bound_tenant=tenant_a, now=at)
+            finally:
+                connections.close_all()
+
+        with ThreadPoolExecutor(1) as pool:
+            sending = pool.submit(send)
+            _wait_until_waiting_on_a_lock(creator)
+            creator.commit()
+            result = sending.result(timeout=30)
+        assert result.count(ACCEPTED) == 50, [i.status for i in result.items][:5]
+        rows = UsageRecord.objects.filter(tenant=tenant_a, occurred_at=at)
+        assert rows.count() == 50 + (3 if stray else 0)
+        assert {_partition_of(pk) for pk in rows.values_list("pk", flat=True)} == {name}
+        assert UsageKey.objects.filter(tenant=tenant_a, request_id__startswith="during-").count() == 50
+    finally:
+        creator.rollback()
+        creator.execute(f'DROP TABLE IF EXISTS "{name}"')  # its rows' keys go with the test's flush
+        creator.commit()
+        creator.close()
+
+
+def _wait_until_waiting_on_a_lock(creator) -> None:
+    for _ in range(400):
+        waiting = creator.execute(
+            "SELECT count(*) FROM pg_locks l JOIN pg_database d ON d.oid = l.database "
+            "WHERE NOT l.granted AND d.datname = current_database()"
+        ).fetchone()[0]
+        if waiting:
+            return
+        threading.Event().wait(0.05)
+    pytest.fail("the batch never waited for the partition being created")
