@@ -13,6 +13,7 @@ tenant-days of one day recomputed at once cannot each write a total that misses 
 
 from __future__ import annotations
 
+import itertools
 import logging
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -268,23 +269,69 @@ class RefreshResult:
     rows: int = 0
     remaining: int = 0
     pruned_hourly: int = 0
+    skipped_days: int = 0  # UTC days another refresh was working on
+
+
+# Two refreshes at once (a refresh that outlasts its minute, two workers, `rebuild_rollups --jobs`) split
+# the work by UTC day: each claims a day (a session advisory lock, key (_DAY_CLAIM_LOCK, day ordinal)) and
+# recomputes all its marked tenant-days, then the day's all-tenant rows, exactly as one refresh alone
+# does; a day claimed by another is left to it. Without the claim both would take the same oldest marks
+# and take turns on each tenant-day's lock: correct, but never in parallel.
+_DAY_CLAIM_LOCK = 0x72646179
+
+
+def _days_claimed_elsewhere() -> list[date]:
+    if connection.vendor != "postgresql":
+        return []
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT objid FROM pg_locks WHERE locktype = 'advisory' AND granted AND classid = %s::oid "
+            "AND objsubid = 2 AND pid <> pg_backend_pid() "
+            "AND database = (SELECT oid FROM pg_database WHERE datname = current_database())",
+            [_DAY_CLAIM_LOCK],
+        )
+        return [date.fromordinal(row[0]) for row in cursor.fetchall()]
+
+
+def _day_claim(day: date) -> bool:
+    if connection.vendor != "postgresql":
+        return True  # SQLite: one worker, one writer
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_try_advisory_lock(%s, %s)", [_DAY_CLAIM_LOCK, day.toordinal()])
+        return bool(cursor.fetchone()[0])
+
+
+def _day_release(day: date) -> None:
+    if connection.vendor == "postgresql":
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_advisory_unlock(%s, %s)", [_DAY_CLAIM_LOCK, day.toordinal()])
 
 
 def rollups_refresh(*, limit: int = 500) -> RefreshResult:
     """Recompute every marked tenant-day (oldest first, up to `limit`) and prune old hourly rows."""
     result = RefreshResult()
     marks = list(
-        RollupDirtyDay.objects.order_by("day", "tenant_id").values_list("id", "tenant_id", "day", "marked_at")[:limit]
+        RollupDirtyDay.objects.exclude(day__in=_days_claimed_elsewhere())
+        .order_by("day", "tenant_id")
+        .values_list("id", "tenant_id", "day", "marked_at")[:limit]
     )
-    for i, (mark_id, tenant_id, day, marked_at) in enumerate(marks):
-        # The day's AllTenantsRollup rows are recomputed once, with its last tenant-day of this batch:
-        # if the run stops before that, the last mark is still set and the next run does it.
-        last_of_day = i + 1 == len(marks) or marks[i + 1][2] != day
-        with transaction.atomic():
-            result.rows += rollup_recompute_day(tenant_id=tenant_id, day=day, all_tenants=last_of_day)
-            # Cleared only if unchanged: a day re-marked meanwhile stays marked for the next run.
-            RollupDirtyDay.objects.filter(id=mark_id, marked_at=marked_at).delete()
-        result.days += 1
+    for day, group in itertools.groupby(marks, key=lambda mark: mark[2]):
+        day_marks = list(group)
+        if not _day_claim(day):
+            result.skipped_days += 1  # claimed since the list was read
+            continue
+        try:
+            for i, (mark_id, tenant_id, _, marked_at) in enumerate(day_marks):
+                # The day's AllTenantsRollup rows are recomputed once, with its last tenant-day of this batch:
+                # if the run stops before that, the last mark is still set and the next run does it.
+                last_of_day = i + 1 == len(day_marks)
+                with transaction.atomic():
+                    result.rows += rollup_recompute_day(tenant_id=tenant_id, day=day, all_tenants=last_of_day)
+                    # Cleared only if unchanged: a day re-marked meanwhile stays marked for the next run.
+                    RollupDirtyDay.objects.filter(id=mark_id, marked_at=marked_at).delete()
+                result.days += 1
+        finally:
+            _day_release(day)
     result.pruned_hourly, _ = UsageRollup.objects.filter(
         grain=UsageRollup.Grain.HOUR, bucket_start__lt=hourly_retention_start()
     ).delete()
@@ -298,11 +345,22 @@ def rollups_refresh(*, limit: int = 500) -> RefreshResult:
 
 def rollups_rebuild(*, tenant_ids: Iterable[int] | None = None, progress=None) -> RefreshResult:
     """Mark every tenant-day that has usage and recompute them all (after a bulk load or a restore)."""
+    rollups_mark_all(tenant_ids=tenant_ids)
+    return rollups_drain(progress=progress)
+
+
+def rollups_mark_all(*, tenant_ids: Iterable[int] | None = None) -> int:
+    """Mark every tenant-day that has usage (of these tenants) for recomputation; returns how many."""
     raw = UsageRecord.objects.all()
     if tenant_ids is not None:
         raw = raw.filter(tenant_id__in=list(tenant_ids))
-    pairs = raw.annotate(day=TruncDate("occurred_at", tzinfo=UTC)).values_list("tenant_id", "day").distinct()
-    rollup_mark_dirty(pairs=list(pairs))
+    pairs = list(raw.annotate(day=TruncDate("occurred_at", tzinfo=UTC)).values_list("tenant_id", "day").distinct())
+    rollup_mark_dirty(pairs=pairs)
+    return len(pairs)
+
+
+def rollups_drain(*, progress=None) -> RefreshResult:
+    """Recompute marked tenant-days until none is left that another refresh is not working on."""
     total = RefreshResult()
     while True:
         step = rollups_refresh(limit=200)

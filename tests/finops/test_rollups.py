@@ -401,6 +401,62 @@ def test_rebuild_rollups_command(api_a, catalog):
     assert_rollups_match_raw()
 
 
+def _postgres_only():
+    if connection.vendor != "postgresql":
+        if os.environ.get("REQUIRE_SERVICES") == "1":
+            pytest.fail("REQUIRE_SERVICES=1 needs DATABASE_URL on PostgreSQL")
+        pytest.skip("day claims are PostgreSQL advisory locks")
+
+
+def test_a_day_another_refresh_claimed_is_left_to_it(api_a, api_b, catalog):
+    """Two refreshes at once split the work by UTC day instead of taking turns on the same marks."""
+    import psycopg
+
+    _postgres_only()
+    post(api_a.client, sample("a", 30, hours_back=72))
+    post(api_b.client, sample("b", 30, hours_back=72))
+    days = sorted(set(RollupDirtyDay.objects.values_list("day", flat=True)))
+    assert len(days) >= 3
+    claimed = days[1]
+    other = psycopg.connect(
+        dbname=connection.settings_dict["NAME"],
+        user=connection.settings_dict["USER"],
+        host=connection.settings_dict["HOST"] or None,
+        port=connection.settings_dict["PORT"] or None,
+        autocommit=True,
+    )
+    try:
+        other.execute("SELECT pg_advisory_lock(%s, %s)", [rollups._DAY_CLAIM_LOCK, claimed.toordinal()])
+        result = rollups_refresh()
+        # Everything but the claimed day is done; its marks wait for their claimant.
+        assert set(RollupDirtyDay.objects.values_list("day", flat=True)) == {claimed}
+        assert result.days > 0
+        assert not UsageRollup.objects.filter(grain="day", bucket_start__date=claimed).exists()
+    finally:
+        other.close()  # the claimant goes away: its lock with it
+    rollups_refresh()
+    assert_rollups_match_raw()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_rebuild_rollups_in_parallel_jobs_equals_the_raw_sums(api_a, api_b, catalog):
+    from io import StringIO
+
+    from django.core.management import call_command
+
+    _postgres_only()
+    post(api_a.client, sample("a", 80, hours_back=24 * 9))
+    post(api_b.client, sample("b", 80, hours_back=24 * 9))
+    rollups_refresh()
+    UsageRollup.objects.all().delete()
+    AllTenantsRollup.objects.all().delete()
+    out = StringIO()
+    call_command("rebuild_rollups", "--all", "--jobs", "2", stdout=out)
+    assert "0 still marked" in out.getvalue(), out.getvalue()
+    assert "tenant-days marked for recomputation" in out.getvalue()
+    assert_rollups_match_raw()
+
+
 @pytest.mark.parametrize("group_by", [(), ("workflow",), ("model",), ("tier", "environment"), ("tenant", "workflow")])
 @pytest.mark.parametrize("scope", ["all", "one"])
 def test_spend_query_equals_raw_whichever_table_answers(api_a, api_b, catalog, group_by, scope):
