@@ -679,7 +679,7 @@ def skew_summary(db: str) -> list[str]:
 # --- rollups ------------------------------------------------------------------------------------------
 
 
-def rebuild_rollups() -> tuple[float, object]:
+def rebuild_rollups(jobs: int = 1) -> tuple[float, object]:
     from finops.services.rollups import rollups_rebuild
 
     started = time.perf_counter()
@@ -690,10 +690,11 @@ def rebuild_rollups() -> tuple[float, object]:
         if now - last[0] >= 10 or not total.remaining:
             last[0] = now
             done = total.days
-            log(f"  {done:,}/{done + total.remaining:,} tenant-days, {total.rows:,} rollup rows, "
+            rows = f"{total.rows:,} rollup rows, " if total.rows else ""
+            log(f"  {done:,}/{done + total.remaining:,} tenant-days, {rows}"
                 f"{now - started:.0f} s, {done / (now - started):.1f} tenant-days/s")  # fmt: skip
 
-    result = rollups_rebuild(progress=progress)
+    result = rollups_rebuild(progress=progress, jobs=jobs)
     return time.perf_counter() - started, result
 
 
@@ -1156,6 +1157,8 @@ def parse_args(argv=None):
     p.add_argument(
         "--load-jobs", type=int, default=1, help="connections generating records at once (default %(default)s)"
     )
+    p.add_argument("--rebuild-jobs", type=int, default=1,
+                   help="processes rebuilding the rollups (rollups_rebuild(jobs=N), default %(default)s)")  # fmt: skip
     p.add_argument("--quick", action="store_true", help="500,000 records, 5 runs per case: a smoke run")
     p.add_argument("--reuse", action="store_true", help="keep the records a previous run loaded into the database")
     p.add_argument("--skip-rebuild", action="store_true", help="with --reuse: keep the rollups too (no rebuild timing)")
@@ -1249,9 +1252,9 @@ def main(argv=None) -> int:  # noqa: C901 - one linear script
         with psycopg.connect(db, autocommit=True) as conn:
             conn.execute(f"TRUNCATE {', '.join(ROLLUP_TABLES)}, finops_rollupdirtyday")
         meter.wait_quiet(args.wait_quiet)
-        log("rollups_rebuild(): every tenant-day")
+        log(f"rollups_rebuild(jobs={args.rebuild_jobs}): every tenant-day")
         before = meter.snapshot()
-        seconds, result = rebuild_rollups()
+        seconds, result = rebuild_rollups(args.rebuild_jobs)
         rollup_facts["rebuild"] = (seconds, result, meter.background(before))
         log(f"  rebuilt {result.days:,} tenant-days ({result.rows:,} rows) in {seconds:.0f} s "
             f"(other load {rollup_facts['rebuild'][2]:.0%})")  # fmt: skip
@@ -1486,8 +1489,8 @@ def main(argv=None) -> int:  # noqa: C901 - one linear script
         print()
         if "rebuild" in rollup_facts:
             seconds, result, bg = rollup_facts["rebuild"]
-            print(f"- rollups_rebuild(), whole set: {seconds:,.0f} s for {result.days:,} tenant-days "
-                  f"({result.rows:,} rows; {result.days / seconds:.1f} tenant-days/s; "
+            print(f"- rollups_rebuild(jobs={args.rebuild_jobs}), whole set: {seconds:,.0f} s for "
+                  f"{result.days:,} tenant-days ({result.rows:,} rows; {result.days / seconds:.1f} tenant-days/s; "
                   f"other load {bg:.0%})")  # fmt: skip
         if "refresh" in rollup_facts:
             seconds, result, bg, n_new, n_pairs = rollup_facts["refresh"]

@@ -343,10 +343,51 @@ def rollups_refresh(*, limit: int = 500) -> RefreshResult:
     return result
 
 
-def rollups_rebuild(*, tenant_ids: Iterable[int] | None = None, progress=None) -> RefreshResult:
-    """Mark every tenant-day that has usage and recompute them all (after a bulk load or a restore)."""
+def rollups_rebuild(*, tenant_ids: Iterable[int] | None = None, progress=None, jobs: int = 1) -> RefreshResult:
+    """Mark every tenant-day that has usage and recompute them all (after a bulk load or a restore).
+
+    `jobs` > 1 (PostgreSQL): that many forked processes, each draining the days the others have not
+    claimed. `progress` gets the running totals (in parallel: days done and still marked, rows at the end)."""
     rollups_mark_all(tenant_ids=tenant_ids)
-    return rollups_drain(progress=progress)
+    if jobs <= 1 or connection.vendor != "postgresql":
+        return rollups_drain(progress=progress)
+    return _drain_in_parallel(jobs, progress)
+
+
+def _drain_job(_job: int) -> tuple[int, int]:
+    from django.db import connections
+
+    try:
+        result = rollups_drain()
+        return result.days, result.rows
+    finally:
+        connections.close_all()
+
+
+def _drain_in_parallel(jobs: int, progress) -> RefreshResult:
+    import multiprocessing
+
+    from django.db import connections
+
+    marked = RollupDirtyDay.objects.count()
+    connections.close_all()  # each forked job opens its own connection
+    with multiprocessing.get_context("fork").Pool(jobs) as pool:
+        pending = pool.map_async(_drain_job, range(jobs))
+        while not pending.ready():
+            pending.wait(10)
+            if progress is not None:
+                left = RollupDirtyDay.objects.count()
+                progress(RefreshResult(days=max(marked - left, 0), remaining=left))
+                connections.close_all()
+        parts = pending.get()
+    # A job stops when what is left is claimed by another; a day re-marked by ingest meanwhile is done here.
+    rest = rollups_drain()
+    total = RefreshResult(
+        days=sum(d for d, _ in parts) + rest.days, rows=sum(r for _, r in parts) + rest.rows, remaining=rest.remaining
+    )
+    if progress is not None:
+        progress(total)
+    return total
 
 
 def rollups_mark_all(*, tenant_ids: Iterable[int] | None = None) -> int:
