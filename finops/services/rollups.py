@@ -308,20 +308,24 @@ def _day_release(day: date) -> None:
 
 
 def rollups_refresh(*, limit: int = 500) -> RefreshResult:
-    """Recompute every marked tenant-day (oldest first, up to `limit`) and prune old hourly rows."""
+    """Recompute the marked tenant-days of the days of the oldest `limit` marks (each day whole, days
+    another refresh has claimed left to it) and prune old hourly rows."""
     result = RefreshResult()
-    marks = list(
+    days = list(
         RollupDirtyDay.objects.exclude(day__in=_days_claimed_elsewhere())
         .order_by("day", "tenant_id")
-        .values_list("id", "tenant_id", "day", "marked_at")[:limit]
+        .values_list("day", flat=True)[:limit]
     )
-    for day, group in itertools.groupby(marks, key=lambda mark: mark[2]):
-        day_marks = list(group)
+    for day, _ in itertools.groupby(days):
         if not _day_claim(day):
             result.skipped_days += 1  # claimed since the list was read
             continue
         try:
-            for i, (mark_id, tenant_id, _, marked_at) in enumerate(day_marks):
+            # Read again under the claim: another refresh may have done the day since the list was read.
+            day_marks = list(
+                RollupDirtyDay.objects.filter(day=day).order_by("tenant_id").values_list("id", "tenant_id", "marked_at")
+            )
+            for i, (mark_id, tenant_id, marked_at) in enumerate(day_marks):
                 # The day's AllTenantsRollup rows are recomputed once, with its last tenant-day of this batch:
                 # if the run stops before that, the last mark is still set and the next run does it.
                 last_of_day = i + 1 == len(day_marks)
