@@ -64,6 +64,7 @@ ROLLUP_TABLES = (
     "finops_alltenantsrollup",
     "finops_alltenantsmodelrollup",
     "finops_alltenantsworkflowrollup",
+    "finops_alltenantshourrollup",
     "finops_usagetagrollup",
 )
 TARGET_PAGE_P95 = 0.300  # seconds, at 10M records
@@ -806,8 +807,10 @@ def coarse_rollup_mismatches(db: str) -> dict[str, int]:
             ("finops_alltenantsworkflowrollup", "bucket_start, workflow_id"),
             ("finops_tenantdayrollup", "bucket_start, tenant_id"),
             ("finops_alltenantsmodelrollup", "bucket_start, model_id, unknown_model_name, environment"),
+            ("finops_alltenantshourrollup", "bucket_start"),
         ):
-            derived = f"SELECT {keys}, {sums} FROM finops_usagerollup WHERE grain = 'day' GROUP BY {keys}"
+            grain = "hour" if table == "finops_alltenantshourrollup" else "day"
+            derived = f"SELECT {keys}, {sums} FROM finops_usagerollup WHERE grain = '{grain}' GROUP BY {keys}"
             stored = f"SELECT {keys}, {sums} FROM {table} GROUP BY {keys}"
             diff = f"(({derived}) EXCEPT ({stored})) UNION ALL (({stored}) EXCEPT ({derived}))"
             out[table] = conn.execute(f"SELECT count(*) FROM ({diff}) d").fetchone()[0]

@@ -67,6 +67,7 @@ COMPARED = {
     "finops_alltenantsrollup": "bucket_start, workflow_id, model_id, unknown_model_name, environment",
     "finops_alltenantsworkflowrollup": "bucket_start, workflow_id",
     "finops_alltenantsmodelrollup": "bucket_start, model_id, unknown_model_name, environment",
+    "finops_alltenantshourrollup": "bucket_start",
 }
 MEASURE_COLUMNS = (
     "calls, input_tokens, cached_input_tokens, cache_write_tokens, output_tokens, reasoning_tokens, cost_nanos, "

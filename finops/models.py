@@ -518,6 +518,21 @@ class AllTenantsWorkflowRollup(RollupMeasures):
         return f"{self.bucket_start:%Y-%m-%d} workflow {self.workflow_id}"
 
 
+class AllTenantsHourRollup(RollupMeasures):
+    """Hourly usage of every tenant together: the hourly `UsageRollup` rows summed per hour, for the
+    hourly retention window. The all-tenant variance series (overview, 14 days of hours) reads it:
+    ~900,000 hourly rows at 100M records to sum, against 336 rows here. Rewritten per day with the other
+    all-tenant tables, under the same lock."""
+
+    bucket_start = models.DateTimeField()
+
+    class Meta:
+        indexes = [models.Index(fields=["bucket_start"], name="alltenants_hour_rollup_time")]
+
+    def __str__(self) -> str:
+        return f"{self.bucket_start:%Y-%m-%d %H:00}"
+
+
 class TenantDayRollup(RollupMeasures):
     """Daily usage per tenant: one row per tenant-day, the daily rows summed. Totals of one tenant and
     spend by tenant read it; it is rewritten with `TenantWorkflowRollup`."""

@@ -51,6 +51,7 @@ REFERENCE = {
     "finops_alltenantsrollup",
     "finops_alltenantsworkflowrollup",
     "finops_alltenantsmodelrollup",
+    "finops_alltenantshourrollup",
     "budgets_learnedsafetyfactor",  # preflight's input safety factors: a few rows per model family, read whole
     "auth_user",
     "auth_group",

@@ -12,7 +12,7 @@ from django.db.models import Sum
 from django.utils import timezone
 
 from finops.anomalies import PRODUCT_SETTINGS, score_series
-from finops.models import UsageRollup
+from finops.models import AllTenantsHourRollup, UsageRollup
 from finops.services.rollups import hourly_retention_start
 from tenants.scope import TenantScope
 
@@ -50,16 +50,24 @@ def variance_now(
     now = (now or timezone.now()).astimezone(UTC)
     hour = now.replace(minute=0, second=0, microsecond=0)
     start = hourly_retention_start(now)
-    rows = scope.filter(
-        UsageRollup.objects.filter(grain=UsageRollup.Grain.HOUR, bucket_start__gte=start, bucket_start__lte=hour)
-    )
-    if tenant_id is not None:
-        rows = rows.filter(tenant_id=tenant_id)
-    if workflow_id is not None:
-        rows = rows.filter(workflow_id=workflow_id)
-    sums = dict(
-        rows.values_list("bucket_start").annotate(cost=Sum("cost_nanos")).order_by().values_list("bucket_start", "cost")
-    )
+    if scope.tenant_ids is None and tenant_id is None and workflow_id is None:
+        # Every tenant: one row per hour, already summed (at 100M records, 336 rows instead of 900,000).
+        everyone = AllTenantsHourRollup.objects.filter(bucket_start__gte=start, bucket_start__lte=hour)
+        sums = dict(everyone.values_list("bucket_start", "cost_nanos"))
+    else:
+        rows = scope.filter(
+            UsageRollup.objects.filter(grain=UsageRollup.Grain.HOUR, bucket_start__gte=start, bucket_start__lte=hour)
+        )
+        if tenant_id is not None:
+            rows = rows.filter(tenant_id=tenant_id)
+        if workflow_id is not None:
+            rows = rows.filter(workflow_id=workflow_id)
+        sums = dict(
+            rows.values_list("bucket_start")
+            .annotate(cost=Sum("cost_nanos"))
+            .order_by()
+            .values_list("bucket_start", "cost")
+        )
     if not sums:
         return VarianceNow(None, None)
     first = min(sums)

@@ -28,6 +28,7 @@ from django.utils import timezone
 from finops.envelopes import HIST_SQL, OUTPUT_EXPR, PROMPT_EXPR, hist_annotations, hist_pop
 from finops.measures import MEASURES, TOKEN_FIELDS
 from finops.models import (
+    AllTenantsHourRollup,
     AllTenantsModelRollup,
     AllTenantsRollup,
     AllTenantsWorkflowRollup,
@@ -200,8 +201,9 @@ _ALL_TENANTS_LOCK = 0x726F6C6C
 @transaction.atomic
 def rollup_recompute_all_tenants_day(*, day: date) -> int:
     """Replace one day's rows of the all-tenant tables (`AllTenantsRollup`, `AllTenantsModelRollup`,
-    `AllTenantsWorkflowRollup`) with the sums of that day's daily rows of all tenants."""
-    start, _ = day_bounds(day)
+    `AllTenantsWorkflowRollup`) with the sums of that day's daily rows of all tenants, and its
+    `AllTenantsHourRollup` rows with the sums of its hourly rows."""
+    start, end = day_bounds(day)
     if connection.vendor == "postgresql":
         # Held until commit: a second recompute of this day waits, then reads the first one's rows.
         # (SQLite lets one transaction write at a time and refuses a write based on a stale read.)
@@ -210,10 +212,29 @@ def rollup_recompute_all_tenants_day(*, day: date) -> int:
     AllTenantsRollup.objects.filter(bucket_start=start).delete()
     AllTenantsWorkflowRollup.objects.filter(bucket_start=start).delete()
     AllTenantsModelRollup.objects.filter(bucket_start=start).delete()
+    AllTenantsHourRollup.objects.filter(bucket_start__gte=start, bucket_start__lt=end).delete()
     keys = ("workflow_id", "model_id", "unknown_model_name", "environment")
     rows = _derive_from_daily(AllTenantsRollup, keys, start)
     rows += _derive_from_daily(AllTenantsModelRollup, keys[1:], start)
+    rows += _derive_hours(start, end)
     return rows + _derive_from_daily(AllTenantsWorkflowRollup, ("workflow_id",), start)
+
+
+def _derive_hours(start: datetime, end: datetime) -> int:
+    """INSERT ... SELECT the hourly rows of [start, end) of every tenant summed per hour into
+    `AllTenantsHourRollup` (none outside the hourly retention window: there are no hourly rows)."""
+    quote = connection.ops.quote_name
+    adapt = connection.ops.adapt_datetimefield_value
+    measures = ", ".join(quote(m) for m in MEASURES)
+    sql = (
+        f"INSERT INTO {quote(AllTenantsHourRollup._meta.db_table)} ({quote('bucket_start')}, {measures}) "
+        f"SELECT {quote('bucket_start')}, {', '.join(f'SUM({quote(m)})' for m in MEASURES)} "
+        f"FROM {quote(UsageRollup._meta.db_table)} WHERE {quote('grain')} = %s AND {quote('bucket_start')} >= %s "
+        f"AND {quote('bucket_start')} < %s GROUP BY {quote('bucket_start')}"
+    )
+    with connection.cursor() as cursor:
+        cursor.execute(sql, [UsageRollup.Grain.HOUR, adapt(start), adapt(end)])
+        return max(cursor.rowcount, 0)
 
 
 def _derive_from_daily(model, keys: tuple[str, ...], start: datetime, tenant_id: int | None = None) -> int:
@@ -339,6 +360,7 @@ def rollups_refresh(*, limit: int = 500) -> RefreshResult:
     result.pruned_hourly, _ = UsageRollup.objects.filter(
         grain=UsageRollup.Grain.HOUR, bucket_start__lt=hourly_retention_start()
     ).delete()
+    AllTenantsHourRollup.objects.filter(bucket_start__lt=hourly_retention_start()).delete()
     result.remaining = RollupDirtyDay.objects.count()
     if result.days:
         logger.info(

@@ -20,6 +20,7 @@ from django.db.models.functions import TruncDate
 from finops.envelopes import EDGES
 from finops.measures import MEASURES
 from finops.models import (
+    AllTenantsHourRollup,
     AllTenantsModelRollup,
     AllTenantsRollup,
     AllTenantsWorkflowRollup,
@@ -144,6 +145,15 @@ def assert_rollups_match_raw():
     assert AllTenantsWorkflowRollup.objects.count() == len(raw_by_day(["workflow_id"]))
     keys = ("bucket_start", *everyone, "unknown_model_name")
     assert AllTenantsRollup.objects.count() == UsageRollup.objects.filter(grain="day").values(*keys).distinct().count()
+    # Every tenant's hours summed per hour (the all-tenant variance series), hour by hour.
+    hours = dict(
+        UsageRollup.objects.filter(grain="hour")
+        .values_list("bucket_start")
+        .annotate(cost=Sum("cost_nanos"))
+        .order_by()
+        .values_list("bucket_start", "cost")
+    )
+    assert dict(AllTenantsHourRollup.objects.values_list("bucket_start", "cost_nanos")) == hours
     hourly = UsageRollup.objects.filter(grain="hour").aggregate(c=Sum("calls"), cost=Sum("cost_nanos"))
     # Hourly rows cover the retention window only; daily rows all time.
     recent = UsageRecord.objects.filter(occurred_at__gte=hourly_retention_start())

@@ -10,6 +10,7 @@ from django.utils import timezone
 
 from finops.measures import MEASURES, TOKEN_FIELDS, Measures
 from finops.models import (
+    AllTenantsHourRollup,
     AllTenantsModelRollup,
     AllTenantsRollup,
     AllTenantsWorkflowRollup,
@@ -65,6 +66,7 @@ def test_every_rollup_table_holds_exactly_the_measures():
         AllTenantsRollup,
         AllTenantsWorkflowRollup,
         AllTenantsModelRollup,
+        AllTenantsHourRollup,
         UsageTagRollup,
     ):
         assert set(MEASURES) <= {f.name for f in model._meta.fields}, model

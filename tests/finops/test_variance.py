@@ -86,3 +86,24 @@ def test_the_pages_show_the_panel(tenant_a, api_a, world):
         html = client.get(url).content.decode()
         assert "Variance from baseline" in html and 'data-variance-row="today"' in html, url
         assert "$50" not in html.split("Variance from baseline")[1].split("</section>")[0]
+
+
+def test_all_tenants_read_the_hourly_totals_and_agree_with_the_tenants_summed(tenant_a, tenant_b, world):
+    """The platform-wide series comes from AllTenantsHourRollup (one row per hour); it must give the same
+    answer as summing every tenant's hourly rows, which a scope naming the tenants still does."""
+    from finops.models import AllTenantsHourRollup
+    from finops.services.rollups import rollup_recompute_all_tenants_day
+
+    wf, hour = world
+    now = hour + timedelta(minutes=30)
+    _hours(tenant_b, wf, None, hour, 1, 400.0)  # a spike this hour, for all tenants
+    assert not variance_now(scope=TenantScope.system(), now=now).available  # not derived yet: nothing read
+    day = hour - timedelta(days=10)
+    while day.date() <= hour.date():
+        rollup_recompute_all_tenants_day(day=day.date())
+        day += timedelta(days=1)
+    assert AllTenantsHourRollup.objects.count() == 241  # ten days of hours and the one under way
+    everyone = variance_now(scope=TenantScope.system(), now=now)
+    named = variance_now(scope=TenantScope.for_tenant_ids([tenant_a.pk, tenant_b.pk]), now=now)
+    assert everyone == named and everyone.hour.outside
+    assert everyone.hour.actual == pytest.approx(50.0 + 400.0)
