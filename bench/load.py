@@ -882,10 +882,10 @@ def main(argv=None) -> int:
     log(f"Starting gunicorn ({args.workers} sync workers), {_preflight_server_text(args)}, a Celery worker "
         f"(prefork, 2) and beat; logs in {workdir}")  # fmt: skip
     server.start()
-    if preflight_server is not None:
-        preflight_server.start()
     phases: list[Phase] = []
     try:
+        if preflight_server is not None:
+            preflight_server.start()
         celery.start()
 
         def watch() -> str:
