@@ -64,6 +64,10 @@ DEMO_TENANT_CHANNEL_EMAIL = "ai-spend@northwind.demo.example"
 # Limits as multiples of the window's expected spend at the normal rhythm.
 SPIKE_SOFT = Decimal("0.5")  # the spiking tenant's daily budget: a tight soft limit, as its own cap would be
 SPIKE_HARD = Decimal("2.5")  # room for a normal day, twice over: the release's traffic ends near it
+# ... but never below the day the release's traffic makes, with room to spare: the release takes the
+# spiking tenant over its soft limit, only an incident (the demo's runaway loop) over its hard limit,
+# whatever the hour the demo was seeded (late in New York's evening the release alone passed 2.5).
+SPIKE_HARD_OVER_RELEASE = Decimal("1.25")
 HEALTHY_SOFT = Decimal("1.25")
 HEALTHY_HARD = Decimal("1.6")
 CENT = NANOS_PER_USD // 100
@@ -300,7 +304,17 @@ def _limits(draft: Budget, *, spiking: bool, now: datetime) -> tuple[int, int]:
     if expected <= 0:
         expected = 100 * NANOS_PER_USD if draft.metric == Metric.COST else 10_000_000
     if spiking:
-        return _nice(expected * SPIKE_SOFT), _nice(expected * SPIKE_HARD)
+        with_release = demo_expected_spend(
+            start=start,
+            end=end,
+            metric=draft.metric,
+            tenant_id=draft.tenant_id,
+            workflow_id=draft.workflow_id,
+            now=now,
+            with_release=True,
+        )
+        hard = max(_nice(expected * SPIKE_HARD), _nice(Decimal(with_release) * SPIKE_HARD_OVER_RELEASE))
+        return _nice(expected * SPIKE_SOFT), hard
     return _nice(expected * HEALTHY_SOFT), _nice(expected * HEALTHY_HARD)
 
 

@@ -16,7 +16,7 @@ from rest_framework.test import APIClient
 
 from budgets.models import Alert, Budget, Control
 from budgets.periods import period_bounds
-from budgets.services.demo import HEALTHY_HARD, SPIKE_HARD, _nice
+from budgets.services.demo import HEALTHY_HARD, SPIKE_HARD, SPIKE_HARD_OVER_RELEASE, _nice
 from budgets.services.ladder import budgets_evaluate
 from finops.management.commands.serve import demo_traffic_on
 from finops.models import UsageRecord
@@ -105,8 +105,18 @@ def test_demo_budgets_are_sized_from_their_whole_windows_expected_spend(demo):
             start=start, end=end, metric=budget.metric, tenant_id=budget.tenant_id, workflow_id=budget.workflow_id
         )
         assert expected > 10_000_000  # more than a cent: a real day of demo traffic
-        share = SPIKE_HARD if budget.name == "Northwind Traders daily" else HEALTHY_HARD
-        assert budget.hard_limit == _nice(expected * share), budget.name
+        if budget.name != "Northwind Traders daily":
+            assert budget.hard_limit == _nice(expected * HEALTHY_HARD), budget.name
+            continue
+        # The spiking tenant: room for 2.5 normal days, and never less than its whole day with the release's
+        # traffic and a quarter more, so at whatever hour the demo is seeded the release alone stays under
+        # the hard limit and only the runaway loop crosses it (the tests above and the approval page's).
+        released = demo_expected_spend(
+            start=start, end=end, metric=budget.metric, tenant_id=budget.tenant_id, with_release=True
+        )
+        assert released > expected
+        assert budget.hard_limit == max(_nice(expected * SPIKE_HARD), _nice(released * SPIKE_HARD_OVER_RELEASE))
+        assert budget.hard_limit > released
 
 
 def test_serve_runs_the_traffic_in_demo_mode_unless_turned_off(demo, settings):

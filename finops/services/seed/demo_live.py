@@ -53,8 +53,8 @@ from .demo_usage import Pair, demo_record, expected_calls, is_spiking, poisson
 LIVE_PREFIX = f"{DEMO_REQUEST_PREFIX}live-"
 RUNAWAY_TENANT, RUNAWAY_WORKFLOW, RUNAWAY_MODEL = DEMO_TENANT_SLUG, "sql-copilot", "gpt-4.1"
 PROMPT_TENANT, PROMPT_WORKFLOW = "initech", "chat-assistant"
-# What a runaway loop costs, in normal days of its tenant's spend: past the spiking tenant's daily hard
-# limit (2.5 normal days, budgets/services/demo.py) from any point of its day.
+# What a runaway loop costs, in days of its tenant's spend (the release included): past the spiking
+# tenant's daily hard limit (at most 1.25 such days, budgets/services/demo.py) from any point of its day.
 RUNAWAY_SHARE_OF_DAY = 3.0
 MAX_CALLS_PER_TICK = 400
 HEARTBEAT_SECONDS = 55.0  # a quiet minute still gets one call
@@ -124,10 +124,13 @@ def demo_expected_spend(
     workflow_id: int | None = None,
     now: datetime | None = None,
     pairs: list[Pair] | None = None,
+    with_release: bool = False,
 ) -> int:
     """What the demo's normal rhythm (no release spike, no incident) spends in [start, end) within the
-    scope (a tenant, a workflow, or both; None: all), in nano-USD or tokens."""
+    scope (a tenant, a workflow, or both; None: all), in nano-USD or tokens. `with_release`: the rhythm
+    the seeded and live traffic actually follow, the spiking tenant's release included."""
     now = now or datetime.now(UTC)
+    released = release_at(now) if with_release else NO_RELEASE
     pairs = [
         p
         for p in (pairs if pairs is not None else demo_pairs())
@@ -144,7 +147,7 @@ def demo_expected_spend(
         for pair in pairs:
             mean = per_call.get((pair.tenant.pk, pair.workflow.pk), 0.0)
             if mean:
-                total += expected_calls(pair, hour, today=now.date(), release_at=NO_RELEASE) * mean * inside
+                total += expected_calls(pair, hour, today=now.date(), release_at=released) * mean * inside
         hour += timedelta(hours=1)
     return int(total)
 
@@ -251,8 +254,14 @@ class DemoTraffic:
             return []
         day = self._day_expected.get(now.date())
         if day is None:  # once a day: one query and a day of hours
+            # Its day as it runs, the release included: what the daily hard limit leaves room for.
             day = demo_expected_spend(
-                start=now - timedelta(days=1), end=now, tenant_id=pair.tenant.pk, now=now, pairs=self.pairs
+                start=now - timedelta(days=1),
+                end=now,
+                tenant_id=pair.tenant.pk,
+                now=now,
+                pairs=self.pairs,
+                with_release=True,
             )
             self._day_expected = {now.date(): day}
         ticks = max(1.0, self.incident_seconds / self.interval)
