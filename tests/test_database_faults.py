@@ -4,7 +4,6 @@ Retry-After within a few seconds, never 500 and never a hang until gunicorn kill
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -16,16 +15,9 @@ from django.db import OperationalError, connection, transaction
 from rest_framework.test import APIClient
 
 from tenants.errors import api_exception_handler
+from tests.net import unused_port
 
 pytestmark = pytest.mark.skipif(connection.vendor != "postgresql", reason="PostgreSQL connection options")
-
-
-def _closed_port() -> int:
-    probe = socket.socket()
-    probe.bind(("127.0.0.1", 0))
-    port = probe.getsockname()[1]
-    probe.close()
-    return port
 
 
 def test_the_connection_has_connect_and_tcp_timeouts():
@@ -65,7 +57,7 @@ def test_a_statement_cancelled_by_its_timeout_answers_503_with_retry_after():
 @pytest.mark.django_db(transaction=True)
 @pytest.mark.parametrize("kind", ["refused", "silent"])
 def test_a_database_that_is_down_or_silent_answers_503_json_fast(kind, request):
-    port = _closed_port() if kind == "refused" else request.getfixturevalue("silent_server")
+    port = unused_port() if kind == "refused" else request.getfixturevalue("silent_server")
     connection.close()
     saved = dict(connection.settings_dict)
     connection.settings_dict.update(HOST="127.0.0.1", PORT=str(port), CONN_HEALTH_CHECKS=False)
@@ -115,7 +107,7 @@ def test_pages_answer_a_finished_503_page_fast_when_the_database_is_down(kind, r
     within a couple of seconds; the API's JSON shape is kept for what escapes DRF under /api/."""
     from django.test import Client
 
-    port = _closed_port() if kind == "refused" else request.getfixturevalue("silent_server")
+    port = unused_port() if kind == "refused" else request.getfixturevalue("silent_server")
     client = Client(raise_request_exception=False)
     client.force_login(viewer_a)
     with database_at(port):

@@ -14,7 +14,6 @@ import os
 import re
 import shlex
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -29,6 +28,8 @@ from celery import Celery
 from celery.app.utils import find_app
 from django.conf import settings
 from django.core.management import get_commands
+
+from tests.net import unused_port
 
 from .workers import worker_suffix
 
@@ -187,12 +188,6 @@ def test_makefile_test_target_fails_when_no_test_is_collected():
 # --- manage.py serve, for real ---------------------------------------------------------------------------
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def _base_env(tmp_path: Path) -> dict[str, str]:
     env = {k: os.environ[k] for k in ("PATH", "HOME", "LANG", "LC_ALL", "TMPDIR") if k in os.environ}
     env.update(
@@ -280,7 +275,7 @@ def _get(url: str) -> int:
 
 @pytest.mark.parametrize("services_env", ["embedded", "postgres-redis"], indirect=True)
 def test_serve_runs_web_worker_and_beat_and_stops_them_all(services_env):
-    env, port = services_env, _free_port()
+    env, port = services_env, unused_port()
     manage = [sys.executable, str(BASE_DIR / "manage.py")]
     subprocess.run([*manage, "migrate", "--noinput"], env=env, cwd=BASE_DIR, check=True, capture_output=True)
 
@@ -328,7 +323,7 @@ def test_serve_runs_web_worker_and_beat_and_stops_them_all(services_env):
 def test_serve_restarts_a_dead_worker_or_beat_and_stops_everything_when_web_dies(tmp_path):
     """A Celery worker or beat that dies (OOM killer, kill -9) is started again and work still flows; the
     web server dying still stops everything (nothing left half-running)."""
-    env, port = _base_env(tmp_path), _free_port()
+    env, port = _base_env(tmp_path), unused_port()
     manage = [sys.executable, str(BASE_DIR / "manage.py")]
     serve = subprocess.Popen(
         [*manage, "serve", "--port", str(port)],

@@ -12,7 +12,6 @@ from __future__ import annotations
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -21,6 +20,8 @@ from pathlib import Path
 
 import pytest
 from django.conf import settings
+
+from tests.net import unused_port
 
 BASE_DIR = Path(settings.BASE_DIR)
 DOCS = ["README.md", *sorted(p.relative_to(BASE_DIR).as_posix() for p in (BASE_DIR / "docs").glob("*.md"))]
@@ -34,12 +35,6 @@ pytestmark = pytest.mark.skipif(
     not (BASE_DIR / ".git").exists() or not Path(sys.prefix, "pyvenv.cfg").exists(),
     reason="needs a git checkout and a virtualenv to reuse",
 )
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _newcomer_env(port: int) -> dict[str, str]:
@@ -75,7 +70,7 @@ def fresh_clone(tmp_path_factory) -> Iterator[tuple[Path, int, str]]:
     root = tmp_path_factory.mktemp("newcomer") / "clone"
     subprocess.run(["git", "clone", "--quiet", str(BASE_DIR), str(root)], check=True)
     (root / ".venv").symlink_to(Path(sys.prefix))
-    port = _free_port()
+    port = unused_port()
     log = root.parent / "make-run.log"
     with log.open("w") as out:
         proc = subprocess.Popen(
@@ -167,7 +162,7 @@ def test_documented_answers_are_what_the_docs_say(fresh_clone):
 
 def test_demo_mode_refuses_the_network_unless_told_and_then_says_what_it_exposes(fresh_clone):
     root, _port, _output = fresh_clone
-    port = _free_port()
+    port = unused_port()
     refused = _run(root, port, f".venv/bin/python manage.py serve --host 0.0.0.0 --port {port}")
     assert refused.returncode != 0
     assert "refusing to listen on 0.0.0.0" in refused.stderr

@@ -6,7 +6,6 @@ only queues deliveries, so it does not wait for the receiver either."""
 
 from __future__ import annotations
 
-import socket
 import threading
 import time
 from decimal import Decimal
@@ -17,6 +16,7 @@ import pytest
 from budgets.models import Notification, NotificationAttempt, NotificationChannel
 from finops.celery import app
 from finops.models import Workflow
+from tests.net import unused_port
 
 TIMEOUT = 3.0  # WEBHOOK_TIMEOUT_SECONDS here: a hanging receiver costs the worker this, and nobody else
 
@@ -45,14 +45,6 @@ class FailingReceiver:
     def close(self):
         self.server.shutdown()
         self.server.server_close()
-
-
-def _closed_port() -> int:
-    probe = socket.socket()
-    probe.bind(("127.0.0.1", 0))
-    port = probe.getsockname()[1]
-    probe.close()
-    return port
 
 
 def _queued_deliveries() -> list[tuple[str, tuple]]:
@@ -97,7 +89,7 @@ def test_a_hanging_or_failing_receiver_holds_up_nothing_and_attempts_are_recorde
     settings.WEBHOOK_ALLOWED_INTERNAL_HOSTS = ["127.0.0.1"]
     settings.WEBHOOK_TIMEOUT_SECONDS = TIMEOUT
     failing = FailingReceiver() if receiver == "fails" else None
-    port = {"hangs": lambda: request.getfixturevalue("silent_server"), "refuses": _closed_port}.get(
+    port = {"hangs": lambda: request.getfixturevalue("silent_server"), "refuses": unused_port}.get(
         receiver, lambda: failing.port
     )()
     NotificationChannel.objects.create(

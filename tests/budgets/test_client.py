@@ -7,7 +7,6 @@ are committed and visible to it, and flushed after each test.
 from __future__ import annotations
 
 import logging
-import socket
 from types import SimpleNamespace
 
 import pytest
@@ -16,6 +15,7 @@ from budgets.models import ApprovalRequest, BudgetWindow, Control, ControlKind, 
 from budgets.services.controls import control_start
 from finops.models import UsageRecord, Workflow
 from finops.pricing import NANOS_PER_USD
+from tests.net import unused_port
 from tokenspend_client import (
     ApprovalRequired,
     ApprovalTimeout,
@@ -62,12 +62,6 @@ class FakeLlm:
 @pytest.fixture
 def client_a(transactional_db, live_server, api_a, catalog) -> Tokenspend:
     return Tokenspend(live_server.url, api_a.raw, timeout=10, report_backoff=0.01)
-
-
-def _closed_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]  # nobody listens once the socket is closed
 
 
 def test_allow_runs_the_call_reports_openai_usage_and_settles_the_reservation(client_a, tenant_a):
@@ -343,7 +337,7 @@ def test_bad_input_is_an_error_not_a_decision(client_a):
 
 
 def test_unreachable_preflight_fails_closed_by_default_and_open_when_asked(caplog):
-    url = f"http://127.0.0.1:{_closed_port()}"
+    url = f"http://127.0.0.1:{unused_port()}"
     llm = FakeLlm(chat_completion())
 
     with pytest.raises(TokenspendUnavailable):

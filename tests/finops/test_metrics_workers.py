@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import re
-import socket
 import subprocess
 import sys
 import time
@@ -23,15 +22,11 @@ from django.conf import settings
 from django.db import connection
 from prometheus_client.parser import text_string_to_metric_families
 
+from tests.net import unused_port
+
 pytestmark = pytest.mark.django_db(transaction=True)
 TOKEN = "metrics-token-0123456789abcdef"
 GUNICORN = Path(sys.executable).with_name("gunicorn")
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _request(url: str, *, data: bytes | None = None, headers: dict | None = None) -> tuple[int, bytes]:
@@ -68,7 +63,7 @@ def test_scrapes_of_any_worker_count_every_workers_traffic(api_a, catalog, tmp_p
         "PROMETHEUS_MULTIPROC_DIR": str(metrics_dir),
         "LOG_FORMAT": "json",
     }
-    port = _free_port()
+    port = unused_port()
     base = f"http://127.0.0.1:{port}"
     log = tmp_path / "gunicorn.log"  # a file, not a pipe: a full pipe would stall the server
     server = subprocess.Popen(

@@ -21,6 +21,7 @@ from django.urls import URLPattern, URLResolver, get_resolver
 
 from tenants.middleware import body_limit
 from tenants.services import api_key_create
+from tests.net import unused_port
 
 HUGE = 30 * 1024 * 1024
 
@@ -72,16 +73,10 @@ def test_a_body_within_the_limit_still_reaches_the_view(api_a, catalog):
 # --- through gunicorn ------------------------------------------------------------------------------------
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture
 def gunicorn_server(transactional_db):
     """gunicorn serving this checkout against the test database (the committed rows of the test)."""
-    port = _free_port()
+    port = unused_port()
     db = connection.settings_dict
     env = dict(os.environ)
     env["DATABASE_URL"] = f"postgres://{db['USER']}@{db['HOST'] or '127.0.0.1'}:{db['PORT'] or 5432}/{db['NAME']}"

@@ -17,6 +17,7 @@ from django.test import override_settings
 
 from tenants import authentication
 from tenants.authentication import ApiKeyRateThrottle
+from tests.net import unused_port
 
 from ..workers import WORKER_INDEX
 
@@ -132,17 +133,9 @@ def _unreachable_cache(location: str) -> dict:
     }
 
 
-def _closed_port() -> int:
-    probe = socket.socket()
-    probe.bind(("127.0.0.1", 0))
-    port = probe.getsockname()[1]
-    probe.close()
-    return port
-
-
 @pytest.mark.parametrize("kind", ["refused", "silent"])
 def test_ingest_and_preflight_keep_working_when_the_cache_fails(kind, api_a, catalog, caplog, request):
-    port = _closed_port() if kind == "refused" else request.getfixturevalue("silent_server")
+    port = unused_port() if kind == "refused" else request.getfixturevalue("silent_server")
     authentication._breaker.open_until = 0.0
     caplog.set_level(logging.WARNING, logger="tenants.throttle")
     with override_settings(CACHES=_unreachable_cache(f"redis://127.0.0.1:{port}/0")):
