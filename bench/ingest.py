@@ -215,15 +215,19 @@ def recreate_database(url: str) -> None:
         conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
 
 
-def django_setup(database_url: str) -> None:
+def django_setup(database_url: str, **env: str) -> None:
+    """The benches' environment (inherited by the servers and workers they start), with `env` on top."""
     os.environ.update(
-        DJANGO_SETTINGS_MODULE="bench._settings",
-        DATABASE_URL=database_url,
-        DJANGO_DEBUG="false",
-        DJANGO_SECRET_KEY="bench-only-secret-key-not-for-production",
-        LOG_LEVEL="WARNING",
-        # High enough that no bench request is throttled; the throttle itself still runs on each one.
-        API_KEY_RATE="1000000/min",
+        {
+            "DJANGO_SETTINGS_MODULE": "bench._settings",
+            "DATABASE_URL": database_url,
+            "DJANGO_DEBUG": "false",
+            "DJANGO_SECRET_KEY": "bench-only-secret-key-not-for-production",
+            "LOG_LEVEL": "WARNING",
+            # High enough that no bench request is throttled; the throttle itself still runs on each one.
+            "API_KEY_RATE": "1000000/min",
+            **env,
+        }
     )
     import django
 

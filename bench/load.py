@@ -73,6 +73,7 @@ from bench.ingest import (  # noqa: E402 - after the sys.path line above
     percentile,
     recreate_database,
 )
+from bench.ingest import django_setup as ingest_django_setup  # noqa: E402
 
 USAGE_PATH = "/api/v1/usage"
 PREFLIGHT_PATH = "/api/v1/preflight"
@@ -96,20 +97,8 @@ HUGE_TOKENS = 10**15
 def django_setup(database_url: str, broker_url: str, redis_url: str) -> None:
     """bench/ingest.py's environment with Redis for the cache and the broker; the server, the worker and
     beat inherit it."""
-    os.environ.update(
-        DJANGO_SETTINGS_MODULE="bench._settings",
-        DATABASE_URL=database_url,
-        DJANGO_DEBUG="false",
-        DJANGO_SECRET_KEY="bench-only-secret-key-not-for-production",
-        LOG_LEVEL="WARNING",
-        API_KEY_RATE="1000000/s",  # no bench request is throttled; the throttle still runs on each one
-        CELERY_BROKER_URL=broker_url,
-        REDIS_URL=redis_url,
-    )
     os.environ.pop("CELERY_TASK_ALWAYS_EAGER", None)
-    import django
-
-    django.setup()
+    ingest_django_setup(database_url, API_KEY_RATE="1000000/s", CELERY_BROKER_URL=broker_url, REDIS_URL=redis_url)
 
 
 def create_fixtures() -> tuple[list[str], str]:

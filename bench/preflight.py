@@ -56,6 +56,7 @@ from bench.ingest import (  # noqa: E402 - after the sys.path line above
     percentile,
     recreate_database,
 )
+from bench.ingest import django_setup as ingest_django_setup  # noqa: E402
 
 PREFLIGHT_PATH = "/api/v1/preflight"
 CEILING_PATH = "/bench/ceiling/preflight"
@@ -86,24 +87,16 @@ BUDGETS = [
 
 def django_setup(database_url: str, redis_url: str | None) -> None:
     """As bench/ingest.py's, with the ceiling view's settings; gunicorn inherits the environment."""
-    os.environ.update(
-        DJANGO_SETTINGS_MODULE="bench._preflight_settings",
-        DATABASE_URL=database_url,
-        DJANGO_DEBUG="false",
-        DJANGO_SECRET_KEY="bench-only-secret-key-not-for-production",
-        LOG_LEVEL="WARNING",
-        # High enough that no bench request is throttled; the throttle itself still runs on each one. Per
-        # second, not per minute: DRF's throttle keeps every timestamp of its window in one cached list,
-        # so a minute at bench rates would make the ceiling measure that list (see time_throttle).
-        API_KEY_RATE="1000000/s",
-    )
-    if redis_url:
-        os.environ["REDIS_URL"] = redis_url  # the throttle's counters in Redis, as in production
-    else:
+    if not redis_url:
         os.environ.pop("REDIS_URL", None)  # per-worker memory cache, as bench/ingest.py
-    import django
-
-    django.setup()
+    ingest_django_setup(
+        database_url,
+        DJANGO_SETTINGS_MODULE="bench._preflight_settings",
+        # Per second, not per minute: DRF's throttle kept every timestamp of its window in one cached list,
+        # so a minute at bench rates made the ceiling measure that list (see time_throttle).
+        API_KEY_RATE="1000000/s",
+        **({"REDIS_URL": redis_url} if redis_url else {}),  # the throttle's counters in Redis, as in production
+    )
 
 
 def create_fixtures() -> str:
