@@ -71,14 +71,20 @@ def _in_thread(pool: ThreadPoolExecutor, job):
     return pool.submit(run)
 
 
-def _window_with_drift(tenant, raw: str) -> BudgetWindow:
-    """A window with records, one held reservation, and DRIFT too much spent."""
+@pytest.fixture
+def drifted(postgres_only, catalog, tenant_a, monkeypatch):  # noqa: F811
+    """A hard-limited window with records, one held reservation and DRIFT too much spent; its tenant's
+    raw key; and the reconciliation's sums paused (every database connection closed for the threads)."""
+    BudgetFactory(tenant=tenant_a, hard_limit=10**12)
+    _key, raw = api_key_create(tenant=tenant_a, name="race", scopes="preflight,ingest")
     client = _client(raw)
     assert client.post("/api/v1/usage", {"records": [_usage(i) for i in range(5)]}, format="json").status_code == 200
     assert client.post("/api/v1/preflight", CALL, format="json").json()["decision"] == "allow"
-    window = BudgetWindow.objects.get(budget__tenant=tenant)
+    window = BudgetWindow.objects.get(budget__tenant=tenant_a)
     BudgetWindow.objects.filter(pk=window.pk).update(spent=F("spent") + DRIFT)
-    return window
+    paused = _PausedSums(monkeypatch)
+    connections.close_all()
+    return window, raw, paused
 
 
 def _assert_exact(window: BudgetWindow) -> None:
@@ -92,17 +98,8 @@ def _assert_exact(window: BudgetWindow) -> None:
 
 
 @pytest.mark.django_db(transaction=True)
-def test_ingest_preflight_and_settles_go_through_while_a_reconciliation_sums(
-    postgres_only,  # noqa: F811
-    catalog,
-    tenant_a,
-    monkeypatch,
-):
-    BudgetFactory(tenant=tenant_a, hard_limit=10**12)
-    _key, raw = api_key_create(tenant=tenant_a, name="race", scopes="preflight,ingest")
-    window = _window_with_drift(tenant_a, raw)
-    paused = _PausedSums(monkeypatch)
-    connections.close_all()
+def test_ingest_preflight_and_settles_go_through_while_a_reconciliation_sums(drifted, tenant_a):
+    window, raw, paused = drifted
 
     def writers() -> list[int]:
         client = _client(raw)
@@ -134,17 +131,8 @@ def test_ingest_preflight_and_settles_go_through_while_a_reconciliation_sums(
 
 
 @pytest.mark.django_db(transaction=True)
-def test_two_reconciliations_at_once_take_the_drift_away_once(
-    postgres_only,  # noqa: F811
-    catalog,
-    tenant_a,
-    monkeypatch,
-):
-    BudgetFactory(tenant=tenant_a, hard_limit=10**12)
-    _key, raw = api_key_create(tenant=tenant_a, name="race", scopes="preflight,ingest")
-    window = _window_with_drift(tenant_a, raw)
-    paused = _PausedSums(monkeypatch)
-    connections.close_all()
+def test_two_reconciliations_at_once_take_the_drift_away_once(drifted):
+    window, raw, paused = drifted
 
     with ThreadPoolExecutor(2) as pool:
         first = _in_thread(pool, lambda: reconcile.window_reconcile(window_id=window.pk))
