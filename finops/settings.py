@@ -86,7 +86,7 @@ DATABASES = {"default": env.db("DATABASE_URL", default=f"sqlite:///{VAR_DIR / 'f
 # Persistent connections: without them a single-record insert falls from ~280/s to ~90/s (DESIGN.md 12).
 DATABASES["default"]["CONN_MAX_AGE"] = env.int("DB_CONN_MAX_AGE", default=60)
 DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
-# PostgreSQL: the API-key lookup and preflight's reservation run as prepared statements (finops/db.py).
+# PostgreSQL: the API-key lookup and preflight's reservation run as prepared statements (tenants/db.py).
 # Off for PgBouncer in transaction mode before 1.21 (or without max_prepared_statements).
 DB_PREPARED_STATEMENTS = env.bool("DB_PREPARED_STATEMENTS", default=True)
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":

@@ -70,11 +70,16 @@ def reject_oversized_body(request, limit: int, *, hint: str = "") -> None:
         )
 
 
-def error_response(code: str, message: str, status_code: int, details: Any = None, headers=None) -> Response:
+def error_body(code: str, message: str, details: Any = None) -> dict:
+    """The API's error shape: {"error": {"code", "message", "details"?}}."""
     body: dict[str, Any] = {"code": code, "message": message}
     if details is not None:
         body["details"] = details
-    return Response({"error": body}, status=status_code, headers=headers)
+    return {"error": body}
+
+
+def error_response(code: str, message: str, status_code: int, details: Any = None, headers=None) -> Response:
+    return Response(error_body(code, message, details), status=status_code, headers=headers)
 
 
 def api_exception_handler(exc: Exception, context: dict) -> Response | None:
@@ -120,7 +125,7 @@ def api_aware_not_found(request, exception):
     from django.views.defaults import page_not_found
 
     if request.path_info.startswith("/api/"):
-        return JsonResponse({"error": {"code": "not_found", "message": "Not found."}}, status=404)
+        return JsonResponse(error_body("not_found", "Not found."), status=404)
     return page_not_found(request, exception)
 
 
@@ -150,10 +155,8 @@ def api_aware_server_error(request):
         logger.error("database unavailable: %s", sys.exc_info()[1])
         retry = {"Retry-After": str(DATABASE_RETRY_AFTER_SECONDS)}
         if request.path_info.startswith("/api/"):
-            code, message = DATABASE_UNAVAILABLE
-            return JsonResponse({"error": {"code": code, "message": message}}, status=503, headers=retry)
+            return JsonResponse(error_body(*DATABASE_UNAVAILABLE), status=503, headers=retry)
         return HttpResponse(loader.get_template("503.html").render(), status=503, headers=retry)
     if request.path_info.startswith("/api/"):
-        body = {"error": {"code": "server_error", "message": "An unexpected error; it has been logged."}}
-        return JsonResponse(body, status=500)
+        return JsonResponse(error_body("server_error", "An unexpected error; it has been logged."), status=500)
     return server_error(request)
