@@ -107,3 +107,6 @@ def test_all_tenants_read_the_hourly_totals_and_agree_with_the_tenants_summed(te
     named = variance_now(scope=TenantScope.for_tenant_ids([tenant_a.pk, tenant_b.pk]), now=now)
     assert everyone == named and everyone.hour.outside
     assert everyone.hour.actual == pytest.approx(50.0 + 400.0)
+    # The all-tenant table is never a tenant's answer: A's scope still reads only A's hours.
+    own = variance_now(scope=TenantScope.for_tenant(tenant_a), now=now)
+    assert own.hour.actual == pytest.approx(0.0)  # B's $450 this hour is not in it
